@@ -1,0 +1,53 @@
+# The README's two commands, `make demo` and `make test`, are the whole set-up: every target
+# creates the virtualenv it needs and installs the project into it.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PY313 ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3) $(shell command -v python3.13))
+VENV := .venv
+VENV313 := .venv313
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: all demo test test-main test-313 lint bench clean venv
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -U pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+$(VENV313)/.installed: pyproject.toml
+	$(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/pip install $(PIP_FLAGS) -U pip
+	$(VENV313)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python -m certpin._demo
+
+# The whole suite on the main interpreter (3.11: private chain API), then again on 3.13
+# (public chain API) where that interpreter exists.
+test: test-main test-313
+
+test-main: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest
+
+test-313:
+	@if [ -n "$(PY313)" ]; then \
+		$(MAKE) --no-print-directory $(VENV313)/.installed && \
+		$(VENV313)/bin/python -m pytest -q -p no:cacheprovider; \
+	else echo "test-313: no Python 3.13 interpreter here; skipped"; fi
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/mypy --strict src
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(VENV313) .pytest_cache .mypy_cache .ruff_cache build dist artifacts .demo

@@ -1,0 +1,307 @@
+"""Enforcement: an `ssl.SSLContext` whose sockets check pins right after the handshake.
+
+One mechanism pins every Python TLS client: the context's ``sslsocket_class`` (blocking sockets:
+http.client, urllib, urllib3/requests, httpx sync, websockets sync) and ``sslobject_class``
+(memory BIOs: asyncio, httpx async, aiohttp, websockets async) are subclasses whose
+``do_handshake()`` runs the verdict as soon as OpenSSL has verified the chain and the host name,
+before the caller can write a single application byte.
+
+Fail-closed rules enforced here:
+- the context refuses ``CERT_NONE``/``CERT_OPTIONAL`` and ``check_hostname = False`` (with
+  ``CERT_NONE`` the "verified" chain would be the unverified one);
+- ``VERIFY_X509_PARTIAL_CHAIN`` is cleared unless asked for, so the verified chain ends at a
+  self-signed root on every Python version (3.13 sets it by default);
+- a resumed session has no verified chain: it is re-checked against the chain verified when the
+  session was established, or rejected;
+- an empty chain never passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import ssl
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import InsecureContextError, PinValidationError
+from ._policy import Policy, PolicyProvider, as_provider
+from ._verdict import Verdict, VerdictStatus, verdict
+
+__all__ = ["PinFailure", "PinningContext", "create_default_context"]
+
+log = logging.getLogger("certpin.enforce")
+
+_DER = 2  # _ssl.ENCODING_DER; 1 (PEM) would return str
+_SESSION_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class PinFailure:
+    """Everything known about one failed pin check: what an RFC 7469 §3 report needs.
+
+    Attributes:
+        verdict: the verdict (``verdict.report_only`` says whether the connection was allowed).
+        host: the host name the client connected to.
+        port: the peer's port, or None where the transport does not expose it (asyncio).
+        served_chain: the chain the server sent (DER, leaf first). Never used for decisions.
+        verified_chain: the chain OpenSSL verified (DER, leaf first).
+        noted_hostname: the policy key whose rule applied.
+        time: when the handshake was checked (UTC).
+    """
+
+    verdict: Verdict
+    host: str
+    port: int | None
+    served_chain: tuple[bytes, ...]
+    verified_chain: tuple[bytes, ...]
+    noted_hostname: str | None
+    time: dt.datetime
+
+
+OnFailure = Callable[[PinFailure], None]
+
+
+class PinningContext(ssl.SSLContext):
+    """An `ssl.SSLContext` that enforces a pin policy. Build it with `create_default_context`.
+
+    Setting ``verify_mode`` to anything but ``CERT_REQUIRED`` or ``check_hostname`` to False
+    raises `InsecureContextError`.
+    """
+
+    _certpin_policy: Callable[[], Policy]
+    _certpin_on_failure: OnFailure | None
+    _certpin_clock: Callable[[], dt.datetime]
+    _certpin_sessions: OrderedDict[bytes, tuple[bytes, ...]]
+    _certpin_lock: threading.Lock
+
+    @property
+    def verify_mode(self) -> ssl.VerifyMode:
+        return super().verify_mode
+
+    @verify_mode.setter
+    def verify_mode(self, value: ssl.VerifyMode) -> None:
+        if value != ssl.CERT_REQUIRED:
+            raise InsecureContextError(
+                f"a pinning context requires verify_mode=CERT_REQUIRED, not {value!r}: without "
+                "certificate verification there is no verified chain to check pins against"
+            )
+        ssl.SSLContext.verify_mode.__set__(self, value)  # type: ignore[attr-defined]
+
+    @property  # type: ignore[override]
+    def check_hostname(self) -> bool:
+        return _CHECK_HOSTNAME.__get__(self)  # type: ignore[no-any-return]
+
+    @check_hostname.setter
+    def check_hostname(self, value: bool) -> None:
+        if not value:
+            raise InsecureContextError(
+                "a pinning context requires check_hostname=True: pins are looked up by the "
+                "host name the certificate was verified for"
+            )
+        _CHECK_HOSTNAME.__set__(self, value)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force now (what the next handshake is checked against)."""
+        return self._certpin_policy()
+
+
+_CHECK_HOSTNAME: Any = ssl.SSLContext.check_hostname
+
+
+class _PinningSSLSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        _enforce(self, self.context)
+
+    @property  # type: ignore[override]
+    def session(self) -> ssl.SSLSession | None:
+        sess = ssl.SSLSocket.session.__get__(self)  # type: ignore[attr-defined]
+        _remember_session(self, sess)
+        return sess  # type: ignore[no-any-return]
+
+    @session.setter
+    def session(self, value: ssl.SSLSession | None) -> None:
+        ssl.SSLSocket.session.__set__(self, value)  # type: ignore[attr-defined]
+
+
+class _PinningSSLObject(ssl.SSLObject):
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        _enforce(self, self.context)
+
+    @property  # type: ignore[override]
+    def session(self) -> ssl.SSLSession | None:
+        sess = ssl.SSLObject.session.__get__(self)  # type: ignore[attr-defined]
+        _remember_session(self, sess)
+        return sess  # type: ignore[no-any-return]
+
+    @session.setter
+    def session(self, value: ssl.SSLSession | None) -> None:
+        ssl.SSLObject.session.__set__(self, value)  # type: ignore[attr-defined]
+
+
+def create_default_context(
+    policy: Policy | PolicyProvider | Callable[[], Policy],
+    *,
+    cafile: str | os.PathLike[str] | None = None,
+    capath: str | os.PathLike[str] | None = None,
+    cadata: str | bytes | None = None,
+    on_failure: OnFailure | None = None,
+    allow_partial_chain: bool = False,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> PinningContext:
+    """An SSLContext for TLS clients: CA + hostname validation, then the pin check.
+
+    Args:
+        policy: a `Policy`, or anything yielding the current one (an object with
+            ``current_policy()`` or a zero-argument callable). It is asked on every handshake,
+            so a new policy version applies to new connections without rebuilding clients.
+        cafile, capath, cadata: trust anchors, as for `ssl.create_default_context`. If none is
+            given, the system trust store is loaded.
+        on_failure: called once per failed pin check (enforced or report-only) with a
+            `PinFailure`. Exceptions it raises are logged and swallowed.
+        allow_partial_chain: keep OpenSSL's ``VERIFY_X509_PARTIAL_CHAIN`` (chains may then end
+            at an intermediate in the trust store, so a root pin may not be seen). Default off.
+        clock: returns the current UTC time; for tests and simulations.
+
+    Returns:
+        A `PinningContext`; use one per client configuration (urllib3 mutates contexts).
+    """
+    getter = as_provider(policy)
+    getter()  # fail now, not at the first handshake, if the provider is broken
+    ctx = PinningContext(ssl.PROTOCOL_TLS_CLIENT)
+    # PROTOCOL_TLS_CLIENT starts with CERT_REQUIRED and check_hostname=True; set them anyway
+    # so the guarantee does not rest on a default.
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cafile is None and capath is None and cadata is None:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        ctx.load_verify_locations(cafile, capath, cadata)
+    if allow_partial_chain:
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    else:
+        ctx.verify_flags &= ~ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    ctx.sslsocket_class = _PinningSSLSocket
+    ctx.sslobject_class = _PinningSSLObject
+    ctx._certpin_policy = getter
+    ctx._certpin_on_failure = on_failure
+    ctx._certpin_clock = clock or _utcnow
+    ctx._certpin_sessions = OrderedDict()
+    ctx._certpin_lock = threading.Lock()
+    return ctx
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- the hook -------------------------------------------------------------------------------------
+
+if sys.version_info >= (3, 13):
+
+    def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        return tuple(conn.get_verified_chain()), tuple(conn.get_unverified_chain())
+
+else:  # 3.11/3.12: only the private _sslobj API exists, returning _ssl.Certificate or None.
+
+    def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        raw = conn._sslobj  # type: ignore[union-attr]
+        if raw is None:
+            return (), ()
+        verified = raw.get_verified_chain() or ()
+        served = raw.get_unverified_chain() or ()
+        return (
+            tuple(c.public_bytes(_DER) for c in verified),
+            tuple(c.public_bytes(_DER) for c in served),
+        )
+
+
+def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
+    if not isinstance(ctx, PinningContext):  # Defensive: a foreign context reused our classes.
+        raise PinValidationError("certpin socket class used without a certpin PinningContext")
+    if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
+        raise PinValidationError(
+            "refusing connection: pinning context is not verifying certificates and host names"
+        )
+    host = conn.server_hostname
+    if not host:
+        raise PinValidationError("refusing connection: no server_hostname to look pins up by")
+    verified, served = _chains(conn)
+    if not verified and conn.session_reused:
+        # A resumed session carries no chain (both APIs return empty): re-use the chain that
+        # was verified when the session was established, or fail closed.
+        verified = _recall_session(conn, ctx)
+    conn._certpin_verified = verified  # type: ignore[union-attr]
+    policy = ctx._certpin_policy()
+    now = ctx._certpin_clock()
+    result = verdict(host, verified, policy, now)
+    if result.status is VerdictStatus.OK or result.status is VerdictStatus.UNPINNED:
+        return
+    if result.status is VerdictStatus.EXPIRED:
+        log.warning("certpin: %s — connection to %s allowed (CA validation only)", result.reason,
+                    host)
+        return
+    failure = PinFailure(
+        verdict=result,
+        host=host,
+        port=_peer_port(conn),
+        served_chain=served,
+        verified_chain=verified,
+        noted_hostname=result.noted_hostname,
+        time=now,
+    )
+    message = result.message()
+    if result.allowed:  # report-only
+        log.warning("%s\n  (report-only: connection allowed)", message)
+    else:
+        log.error("%s", message)
+    if ctx._certpin_on_failure is not None:
+        try:
+            ctx._certpin_on_failure(failure)
+        except Exception:
+            log.exception("certpin: on_failure callback raised; ignoring")
+    if not result.allowed:
+        raise PinValidationError(message, result)
+
+
+def _peer_port(conn: ssl.SSLSocket | ssl.SSLObject) -> int | None:
+    if isinstance(conn, ssl.SSLSocket):
+        try:
+            return int(conn.getpeername()[1])
+        except (OSError, IndexError, TypeError, ValueError):
+            return None
+    return None
+
+
+def _remember_session(conn: ssl.SSLSocket | ssl.SSLObject, sess: ssl.SSLSession | None) -> None:
+    verified = getattr(conn, "_certpin_verified", None)
+    if sess is None or not verified:
+        return
+    ctx = conn.context
+    if not isinstance(ctx, PinningContext):  # Defensive
+        return
+    with ctx._certpin_lock:
+        ctx._certpin_sessions[sess.id] = verified
+        ctx._certpin_sessions.move_to_end(sess.id)
+        while len(ctx._certpin_sessions) > _SESSION_CACHE_SIZE:
+            ctx._certpin_sessions.popitem(last=False)
+
+
+def _recall_session(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> tuple[bytes, ...]:
+    sess = ssl.SSLSocket.session.__get__(conn) if isinstance(conn, ssl.SSLSocket) else (  # type: ignore[attr-defined]
+        ssl.SSLObject.session.__get__(conn)  # type: ignore[attr-defined]
+    )
+    if sess is None:
+        return ()
+    with ctx._certpin_lock:
+        return ctx._certpin_sessions.get(sess.id, ())

@@ -1,0 +1,92 @@
+"""certpin's exceptions.
+
+The tree::
+
+    CertpinError
+    ├── ConfigurationError (also ValueError)      bad input the caller gave us
+    │   ├── PinFormatError                         a pin string that does not parse
+    │   ├── PolicyError                            a policy file/dict that does not validate
+    │   ├── CertificateLoadError                   a certificate/key/CSR file that does not parse
+    │   └── InsecureContextError                   CERT_NONE / no hostname check on a pinning context
+    └── PinValidationError (also ssl.SSLCertVerificationError)
+                                                   a handshake rejected by the pin check
+
+`PinValidationError` subclasses `ssl.SSLCertVerificationError` so every HTTP client's existing
+``except ssl.SSLError`` / certificate-error handling keeps working (requests and urllib3 wrap it in
+their own `SSLError`, httpx in `ConnectError`, aiohttp in `ClientConnectorCertificateError`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._verdict import Verdict
+
+__all__ = [
+    "CertificateLoadError",
+    "CertpinError",
+    "ConfigurationError",
+    "InsecureContextError",
+    "PinFormatError",
+    "PinValidationError",
+    "PolicyError",
+]
+
+
+class CertpinError(Exception):
+    """Root of every error certpin raises."""
+
+
+class ConfigurationError(CertpinError, ValueError):
+    """Input given to certpin is invalid; the message names the file, field and value."""
+
+
+class PinFormatError(ConfigurationError):
+    """A pin string could not be parsed."""
+
+
+class CertificateLoadError(ConfigurationError):
+    """A certificate, key or CSR could not be read."""
+
+
+class InsecureContextError(ConfigurationError):
+    """A pinning context was asked to run without certificate or hostname verification."""
+
+
+class PolicyError(ConfigurationError):
+    """A policy document is invalid.
+
+    Attributes:
+        source: the file name (or ``"<dict>"``) the policy came from.
+        location: the dotted path of the offending field, e.g. ``domains."a.example".pins[1]``.
+        problem: what is wrong, without the location.
+    """
+
+    def __init__(self, problem: str, *, source: str | None = None, location: str = "") -> None:
+        self.source = source or "<policy>"
+        self.location = location
+        self.problem = problem
+        where = f"{self.source}: {location}" if location else self.source
+        super().__init__(f"{where}: {problem}")
+
+
+class PinValidationError(CertpinError, ssl.SSLCertVerificationError):
+    """The peer's verified chain does not satisfy the pin policy (or could not be checked).
+
+    Attributes:
+        verdict: the `Verdict` that caused the rejection, or None when the connection was rejected
+            before a verdict could be reached (insecure context, no verified chain API).
+    """
+
+    def __init__(self, message: str, verdict: Verdict | None = None) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+        # Mirror SSLCertVerificationError's attributes so clients that print them keep working.
+        self.reason = "PIN_VALIDATION_FAILED"
+        self.verify_message = message
+        self.verify_code = 0
+
+    def __str__(self) -> str:
+        return str(self.args[0])

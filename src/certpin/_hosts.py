@@ -1,0 +1,161 @@
+"""Host names: normalisation and rule patterns, in one place.
+
+Every host that enters certpin (a policy key, a connection's ``server_hostname``, a CLI argument)
+passes through `normalize_host`, so ``API.Example.COM.``, ``api.example.com`` and an IDN's U-label
+and A-label all name the same rule.
+
+IDN: non-ASCII labels are converted with the standard library's IDNA 2003 codec (nameprep +
+punycode), which needs no dependency and agrees with IDNA 2008/UTS 46 for the labels seen in
+practice; the A-label is what TLS clients send in SNI, so A-labels are the canonical form.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["HostError", "Pattern", "PatternKind", "is_public_suffix", "normalize_host"]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+class HostError(ValueError):
+    """A host name or pattern that certpin refuses."""
+
+
+def normalize_host(host: str) -> str:
+    """Return the canonical form of a host name: lower-case A-labels, no trailing dot.
+
+    IP addresses are returned in their compressed form (IPv6 brackets removed).
+
+    Raises:
+        HostError: empty labels (``a..b``), labels over 63 octets, invalid characters, or an
+            invalid IDN label.
+    """
+    if not isinstance(host, str):
+        raise HostError(f"host must be a string, got {type(host).__name__}")
+    h = host.strip()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    try:
+        return ipaddress.ip_address(h).compressed
+    except ValueError:
+        pass
+    if h.endswith("."):
+        h = h[:-1]  # the fully-qualified "example.com." names the same host
+    if not h:
+        raise HostError(f"empty host name: {host!r}")
+    labels = h.split(".")
+    out = []
+    for label in labels:
+        if not label:
+            raise HostError(f"host {host!r} has an empty label")
+        if label.isascii():
+            lab = label.lower()
+        else:
+            try:
+                lab = label.encode("idna").decode("ascii").lower()
+            except UnicodeError as exc:
+                raise HostError(f"host {host!r}: invalid IDN label {label!r} ({exc})") from None
+        if not _LABEL.match(lab):
+            raise HostError(f"host {host!r}: invalid label {label!r}")
+        out.append(lab)
+    result = ".".join(out)
+    if len(result) > 253:
+        raise HostError(f"host {host!r} is longer than 253 characters")
+    return result
+
+
+class PatternKind(str, Enum):
+    EXACT = "exact"
+    """``example.com``: that host (and its subdomains with include_subdomains)."""
+    ONE_LABEL = "one"
+    """``*.example.com``: exactly one label before example.com (OkHttp)."""
+    ANY_LABELS = "any"
+    """``**.example.com``: zero or more labels before example.com (OkHttp >= 4.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A policy key: canonical text, its kind, and the base host it hangs off."""
+
+    text: str
+    kind: PatternKind
+    base: str
+
+    @classmethod
+    def parse(cls, key: str) -> Pattern:
+        if not isinstance(key, str):
+            raise HostError(f"domain key must be a string, got {type(key).__name__}")
+        raw = key.strip()
+        if raw.startswith("**."):
+            kind, rest = PatternKind.ANY_LABELS, raw[3:]
+        elif raw.startswith("*."):
+            kind, rest = PatternKind.ONE_LABEL, raw[2:]
+        else:
+            kind, rest = PatternKind.EXACT, raw
+        if "*" in rest:
+            raise HostError(
+                f"pattern {key!r}: a wildcard is only allowed as a leading '*.' or '**.' label"
+            )
+        base = normalize_host(rest)
+        if kind is not PatternKind.EXACT and _is_ip(base):
+            raise HostError(f"pattern {key!r}: wildcards do not apply to IP addresses")
+        prefix = {PatternKind.EXACT: "", PatternKind.ONE_LABEL: "*.", PatternKind.ANY_LABELS: "**."}
+        return cls(prefix[kind] + base, kind, base)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# Public suffixes under which `include_subdomains` (or a wildcard) would pin hosts the policy
+# author does not control. Every single-label name (a TLD) is a public suffix; these multi-label
+# ones are the common ICANN second-level registries and shared hosting suffixes. This is a
+# deliberately small built-in list (no dependency); it is a guard rail, not a full PSL.
+_MULTI_LABEL_SUFFIXES = frozenset(
+    """
+    co.uk org.uk me.uk ltd.uk plc.uk net.uk ac.uk gov.uk sch.uk nhs.uk police.uk
+    com.au net.au org.au edu.au gov.au asn.au id.au
+    co.nz net.nz org.nz govt.nz ac.nz
+    co.jp ne.jp or.jp ac.jp go.jp ad.jp ed.jp gr.jp lg.jp
+    co.kr or.kr ne.kr go.kr ac.kr re.kr
+    com.br net.br org.br gov.br edu.br
+    com.cn net.cn org.cn gov.cn edu.cn ac.cn
+    com.hk net.hk org.hk gov.hk edu.hk
+    com.tw net.tw org.tw gov.tw edu.tw
+    com.sg net.sg org.sg gov.sg edu.sg
+    co.in net.in org.in gov.in ac.in firm.in gen.in ind.in
+    co.za org.za gov.za ac.za net.za
+    com.mx org.mx gob.mx net.mx edu.mx
+    com.ar gob.ar net.ar org.ar
+    com.tr gov.tr org.tr net.tr edu.tr
+    co.il org.il gov.il ac.il net.il
+    com.ru org.ru net.ru
+    com.ua org.ua net.ua gov.ua
+    com.pl net.pl org.pl gov.pl
+    co.id or.id go.id ac.id web.id
+    com.my org.my gov.my net.my edu.my
+    com.ph org.ph gov.ph net.ph edu.ph
+    com.vn net.vn org.vn gov.vn edu.vn
+    co.th or.th go.th ac.th in.th
+    com.sa org.sa gov.sa net.sa edu.sa
+    com.eg org.eg gov.eg edu.eg
+    com.ng org.ng gov.ng edu.ng
+    co.ke or.ke go.ke ac.ke
+    github.io gitlab.io herokuapp.com appspot.com blogspot.com cloudfront.net
+    azurewebsites.net cloudapp.net netlify.app vercel.app pages.dev workers.dev
+    firebaseapp.com web.app s3.amazonaws.com elasticbeanstalk.com fly.dev onrender.com
+    """.split()
+)
+
+
+def is_public_suffix(host: str) -> bool:
+    """True for a name under which anyone can register (a TLD, ``co.uk``, ``github.io``…)."""
+    return "." not in host or host in _MULTI_LABEL_SUFFIXES

@@ -1,0 +1,447 @@
+"""Pin policies: which hosts are pinned to which keys, until when, and in which mode.
+
+Schema v1 (TOML shown; JSON has the same shape)::
+
+    version = 42                        # optional integer, used by rotation planning and bundles
+    unpinned_hosts = "allow"            # or "deny": hosts matching no rule are refused
+
+    [domains."api.example.com"]
+    pins = ["sha256/…", "sha256/…"]     # any certificate in the verified chain may match
+    leaf_pins = ["sha256/…"]            # optional: must match the leaf (Apple ATS semantics)
+    ca_pins = ["sha256/…"]              # optional: must match a CA certificate in the chain
+    include_subdomains = false
+    expires = 2027-06-30                # from 2027-06-30T00:00:00Z on, the rule is not enforced
+    enforce = true                      # false = report-only: never blocks, always reports
+    report_uris = ["https://…"]
+    allow_single_pin = false            # true = accept one pin (no backup); see below
+
+Keys may be exact hosts or OkHttp patterns: ``*.example.com`` (exactly one label) and
+``**.example.com`` (zero or more labels). When several rules match a host, the most specific one
+applies alone, as in Android's Network Security Config (OkHttp instead unions all matches).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ._errors import PinFormatError, PolicyError
+from ._hosts import HostError, Pattern, PatternKind, is_public_suffix, normalize_host
+from ._pins import Pin
+
+__all__ = ["DomainRule", "Policy", "PolicyProvider", "as_provider"]
+
+SCHEMA_VERSION = 1
+UnpinnedHosts = Literal["allow", "deny"]
+
+_DOMAIN_FIELDS = (
+    "pins",
+    "leaf_pins",
+    "ca_pins",
+    "include_subdomains",
+    "expires",
+    "enforce",
+    "report_uris",
+    "allow_single_pin",
+)
+_TOP_FIELDS = ("schema", "version", "unpinned_hosts", "domains")
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRule:
+    """The pin rule for one policy key.
+
+    Attributes:
+        pattern: the canonical key (``api.example.com``, ``*.example.com``, ``**.example.com``).
+        pins: pins any certificate of the verified chain may match. Order is kept as written.
+        leaf_pins: if non-empty, the leaf must match one of these.
+        ca_pins: if non-empty, a CA certificate (position >= 1) of the verified chain must match.
+        include_subdomains: an exact key also covers every subdomain. Default False.
+        expires: from this instant (UTC) on the rule is not enforced (CA validation still
+            runs, and every such connection is logged). None = never expires.
+        enforce: False = report-only. Default True.
+        report_uris: where pin-failure reports go (used by the reporter).
+        allow_single_pin: accept fewer than two distinct pins. Default False.
+    """
+
+    pattern: str
+    pins: tuple[Pin, ...] = ()
+    leaf_pins: tuple[Pin, ...] = ()
+    ca_pins: tuple[Pin, ...] = ()
+    include_subdomains: bool = False
+    expires: dt.datetime | None = None
+    enforce: bool = True
+    report_uris: tuple[str, ...] = ()
+    allow_single_pin: bool = False
+
+    @property
+    def all_pins(self) -> tuple[Pin, ...]:
+        """Every distinct pin of the rule, in first-seen order."""
+        return tuple(dict.fromkeys(self.pins + self.leaf_pins + self.ca_pins))
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("pins", "leaf_pins", "ca_pins"):
+            pins = getattr(self, name)
+            if pins or name == "pins":
+                out[name] = [str(p) for p in pins]
+        out["include_subdomains"] = self.include_subdomains
+        if self.expires is not None:
+            out["expires"] = _format_expiry(self.expires)
+        out["enforce"] = self.enforce
+        if self.report_uris:
+            out["report_uris"] = list(self.report_uris)
+        if self.allow_single_pin:
+            out["allow_single_pin"] = True
+        return out
+
+
+@runtime_checkable
+class PolicyProvider(Protocol):
+    """Anything that yields the policy in force now (a static `Policy`, a dynamic one…)."""
+
+    def current_policy(self) -> Policy: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An immutable, validated pin policy. Build with `from_file` / `from_dict`.
+
+    Attributes:
+        domains: canonical pattern -> rule.
+        version: the policy's own version number, or None.
+        unpinned_hosts: ``"allow"`` (default) lets hosts without a rule through with CA
+            validation only; ``"deny"`` refuses them (strict allow-list clients).
+        source: where the policy was read from (file name or ``"<dict>"``), for messages.
+    """
+
+    domains: Mapping[str, DomainRule]
+    version: int | None = None
+    unpinned_hosts: UnpinnedHosts = "allow"
+    source: str = field(default="<dict>", compare=False)
+    _exact: dict[str, DomainRule] = field(init=False, repr=False, compare=False)
+    _one: dict[str, DomainRule] = field(init=False, repr=False, compare=False)
+    _any: dict[str, DomainRule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        exact: dict[str, DomainRule] = {}
+        one: dict[str, DomainRule] = {}
+        any_: dict[str, DomainRule] = {}
+        for key, rule in self.domains.items():
+            pattern = Pattern.parse(key)
+            if pattern.text != rule.pattern:
+                raise PolicyError(
+                    f"rule pattern {rule.pattern!r} does not match its key", location=key
+                )
+            table = {PatternKind.EXACT: exact, PatternKind.ONE_LABEL: one}.get(pattern.kind, any_)
+            table[pattern.base] = rule
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_one", one)
+        object.__setattr__(self, "_any", any_)
+
+    # -- PolicyProvider ---------------------------------------------------------------------
+
+    def current_policy(self) -> Policy:
+        return self
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def lookup(self, host: str) -> DomainRule | None:
+        """The one rule that applies to `host`, or None.
+
+        Precedence, most specific first: an exact key for the host; ``**.host``; then for each
+        parent from the nearest: ``*.parent`` (nearest parent only), ``parent`` with
+        include_subdomains, ``**.parent``. Cost: a handful of dict lookups, whatever the rule
+        count.
+        """
+        name = _normalize_cached(host)
+        rule = self._exact.get(name)
+        if rule is not None:
+            return rule
+        rule = self._any.get(name)
+        if rule is not None:
+            return rule
+        dot = name.find(".")
+        first = True
+        while dot != -1:
+            parent = name[dot + 1 :]
+            if first:
+                rule = self._one.get(parent)
+                if rule is not None:
+                    return rule
+                first = False
+            rule = self._exact.get(parent)
+            if rule is not None and rule.include_subdomains:
+                return rule
+            rule = self._any.get(parent)
+            if rule is not None:
+                return rule
+            dot = name.find(".", dot + 1)
+        return None
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Policy:
+        """Read a TOML (``.toml``) or JSON (``.json``, or content starting with ``{``) policy."""
+        p = Path(path)
+        source = str(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"cannot read policy: {exc.strerror or exc}", source=source) from None
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"policy is not UTF-8 text ({exc.reason})", source=source) from None
+        if p.suffix.lower() == ".json" or (p.suffix.lower() != ".toml" and text.lstrip()[:1] == "{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise PolicyError(
+                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                    source=source,
+                ) from None
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise PolicyError(f"invalid TOML: {exc}", source=source) from None
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Policy:
+        """Validate a policy document (the parsed TOML/JSON) into a `Policy`."""
+        if not isinstance(data, Mapping):
+            raise PolicyError("a policy must be a table/object at the top level", source=source)
+        _reject_unknown(data, _TOP_FIELDS, source, "")
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            raise PolicyError(
+                f"unsupported schema {schema!r}; this certpin reads schema {SCHEMA_VERSION}",
+                source=source,
+                location="schema",
+            )
+        version = data.get("version")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 0
+        ):
+            raise PolicyError(
+                f"version must be a non-negative integer, got {version!r}",
+                source=source,
+                location="version",
+            )
+        unpinned = data.get("unpinned_hosts", "allow")
+        if unpinned not in ("allow", "deny"):
+            raise PolicyError(
+                f"must be \"allow\" or \"deny\", got {unpinned!r}",
+                source=source,
+                location="unpinned_hosts",
+            )
+        raw_domains = data.get("domains", {})
+        if not isinstance(raw_domains, Mapping):
+            raise PolicyError("must be a table of domain rules", source=source, location="domains")
+        domains: dict[str, DomainRule] = {}
+        first_key: dict[str, str] = {}
+        for key, body in raw_domains.items():
+            loc = f"domains.{json.dumps(key, ensure_ascii=False)}"
+            rule = _parse_rule(key, body, source, loc)
+            if rule.pattern in domains:
+                raise PolicyError(
+                    f"names the same rule as {first_key[rule.pattern]!r} (both are "
+                    f"{rule.pattern!r} after normalisation)",
+                    source=source,
+                    location=loc,
+                )
+            domains[rule.pattern] = rule
+            first_key[rule.pattern] = key
+        return cls(domains=domains, version=version, unpinned_hosts=unpinned, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible document that `from_dict` reads back into an equal policy."""
+        out: dict[str, Any] = {"schema": SCHEMA_VERSION}
+        if self.version is not None:
+            out["version"] = self.version
+        out["unpinned_hosts"] = self.unpinned_hosts
+        out["domains"] = {k: r.to_dict() for k, r in self.domains.items()}
+        return out
+
+    def replace_rules(self, rules: Iterable[DomainRule], *, version: int | None = None) -> Policy:
+        """A new policy with `rules` replacing or adding rules of the same pattern."""
+        domains = dict(self.domains)
+        for rule in rules:
+            domains[rule.pattern] = rule
+        return Policy(
+            domains=domains,
+            version=self.version if version is None else version,
+            unpinned_hosts=self.unpinned_hosts,
+            source=self.source,
+        )
+
+
+def as_provider(policy: Policy | PolicyProvider | Callable[[], Policy]) -> Callable[[], Policy]:
+    """Turn a Policy, a PolicyProvider or a zero-argument callable into a getter."""
+    if isinstance(policy, Policy):
+        return policy.current_policy
+    if isinstance(policy, PolicyProvider):
+        return policy.current_policy
+    if callable(policy):
+        return policy
+    raise TypeError(
+        f"policy must be a certpin.Policy, an object with current_policy(), or a callable; "
+        f"got {type(policy).__name__}"
+    )
+
+
+@lru_cache(maxsize=8192)
+def _normalize_cached(host: str) -> str:
+    return normalize_host(host)
+
+
+# -- parsing helpers ------------------------------------------------------------------------------
+
+
+def _reject_unknown(data: Mapping[str, Any], known: tuple[str, ...], source: str, loc: str) -> None:
+    for key in data:
+        if key not in known:
+            close = get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+            where = f"{loc}.{key}" if loc else str(key)
+            raise PolicyError(f"unknown field{hint}", source=source, location=where)
+
+
+def _parse_rule(key: Any, body: Any, source: str, loc: str) -> DomainRule:
+    try:
+        pattern = Pattern.parse(key)
+    except HostError as exc:
+        raise PolicyError(f"invalid domain: {exc}", source=source, location=loc) from None
+    if not isinstance(body, Mapping):
+        raise PolicyError("a domain rule must be a table/object", source=source, location=loc)
+    _reject_unknown(body, _DOMAIN_FIELDS, source, loc)
+
+    def flag(name: str, default: bool) -> bool:
+        value = body.get(name, default)
+        if not isinstance(value, bool):
+            raise PolicyError(
+                f"must be true or false, got {value!r}", source=source, location=f"{loc}.{name}"
+            )
+        return value
+
+    def pins(name: str) -> tuple[Pin, ...]:
+        value = body.get(name, [])
+        if isinstance(value, str) or not isinstance(value, list):
+            raise PolicyError(
+                "must be a list of pin strings", source=source, location=f"{loc}.{name}"
+            )
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(Pin.parse(item))
+            except PinFormatError as exc:
+                raise PolicyError(str(exc), source=source, location=f"{loc}.{name}[{i}]") from None
+        return tuple(out)
+
+    include = flag("include_subdomains", False)
+    enforce = flag("enforce", True)
+    single = flag("allow_single_pin", False)
+    rule_pins, leaf, ca = pins("pins"), pins("leaf_pins"), pins("ca_pins")
+    if (include or pattern.kind is not PatternKind.EXACT) and is_public_suffix(pattern.base):
+        raise PolicyError(
+            f"{pattern.base!r} is a public suffix: pinning all names under it would pin hosts "
+            "you do not control",
+            source=source,
+            location=f"{loc}.include_subdomains" if include else loc,
+        )
+    if include and pattern.kind is not PatternKind.EXACT:
+        raise PolicyError(
+            "include_subdomains only applies to exact keys; use a '**.' key instead",
+            source=source,
+            location=f"{loc}.include_subdomains",
+        )
+    distinct = set(rule_pins + leaf + ca)
+    if not distinct:
+        raise PolicyError(
+            "no pins: give at least one of pins, leaf_pins, ca_pins",
+            source=source,
+            location=f"{loc}.pins",
+        )
+    if enforce and len(distinct) < 2 and not single:
+        raise PolicyError(
+            "an enforcing rule needs at least 2 distinct pins: a backup pin (a spare key, or a "
+            "CA you could move to) is what lets you rotate without locking clients out; set "
+            "allow_single_pin = true to accept the risk",
+            source=source,
+            location=f"{loc}.pins",
+        )
+    report_uris = body.get("report_uris", [])
+    if (
+        isinstance(report_uris, str)
+        or not isinstance(report_uris, list)
+        or not all(isinstance(u, str) and u.startswith(("https://", "http://")) for u in report_uris)
+    ):
+        raise PolicyError(
+            f"must be a list of http(s) URLs, got {report_uris!r}",
+            source=source,
+            location=f"{loc}.report_uris",
+        )
+    return DomainRule(
+        pattern=pattern.text,
+        pins=rule_pins,
+        leaf_pins=leaf,
+        ca_pins=ca,
+        include_subdomains=include,
+        expires=_parse_expiry(body.get("expires"), source, f"{loc}.expires"),
+        enforce=enforce,
+        report_uris=tuple(report_uris),
+        allow_single_pin=single,
+    )
+
+
+def _parse_expiry(value: Any, source: str, loc: str) -> dt.datetime | None:
+    """A date means 00:00:00Z of that day (Android NSC, TrustKit); naive times are UTC."""
+    if value is None:
+        return None
+    when: dt.datetime | dt.date
+    if isinstance(value, str):
+        try:
+            when = (
+                dt.date.fromisoformat(value)
+                if len(value) == 10
+                else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            )
+        except ValueError:
+            raise PolicyError(
+                f"invalid date {value!r}: expected YYYY-MM-DD or an ISO 8601 date-time",
+                source=source,
+                location=loc,
+            ) from None
+    elif isinstance(value, dt.date):
+        when = value
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    else:
+        raise PolicyError(
+            f"invalid date {value!r}: expected YYYY-MM-DD or an ISO 8601 date-time",
+            source=source,
+            location=loc,
+        )
+    if not isinstance(when, dt.datetime):
+        return dt.datetime(when.year, when.month, when.day, tzinfo=dt.UTC)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC)
+
+
+def _format_expiry(when: dt.datetime) -> str:
+    if when.time() == dt.time(0, 0):
+        return when.date().isoformat()
+    return when.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,216 @@
+"""The verdict: the one place in certpin where pins are matched.
+
+`verdict(host, chain, policy, now)` is pure: no sockets, no clock, no files. The TLS hook, the CLI,
+and every later tool (rotation planner, monitor, bundles) call it and nothing else.
+
+RFC 7469 §2.6: pins are checked against the *validated* chain, never the one the server sent:
+an attacker with a rogue-but-trusted CA can append the genuine pinned intermediate or root to
+the chain they serve (OkHttp CVE-2016-2402). Callers pass the verified chain, leaf first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+
+from ._pins import Pin
+from ._policy import DomainRule, Policy, _normalize_cached
+
+__all__ = ["ChainEntry", "Verdict", "VerdictStatus", "verdict"]
+
+
+class VerdictStatus(str, Enum):
+    """The outcome of a pin check."""
+
+    OK = "ok"
+    """A pin of the host's rule matched the verified chain."""
+    FAILED = "failed"
+    """The host is pinned and the verified chain matched no pin (or could not be checked)."""
+    UNPINNED = "unpinned"
+    """No rule covers the host; CA validation alone applies (``unpinned_hosts = "allow"``)."""
+    DENIED = "denied"
+    """No rule covers the host and the policy says ``unpinned_hosts = "deny"``."""
+    EXPIRED = "expired"
+    """The host's rule has expired; CA validation alone applies (logged loudly)."""
+
+
+#: statuses that let a connection through regardless of mode.
+_PASSING = frozenset({VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED})
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """One certificate of the verified chain, for messages and reports."""
+
+    position: int
+    der: bytes = field(repr=False)
+
+    @cached_property
+    def pin(self) -> Pin:
+        return Pin.for_certificate(self.der)
+
+    @cached_property
+    def subject(self) -> str:
+        return _describe(self.der)[0]
+
+    @cached_property
+    def issuer(self) -> str:
+        return _describe(self.der)[1]
+
+    def __str__(self) -> str:
+        return f"{self.pin}: {self.subject}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision about one host and one verified chain.
+
+    Attributes:
+        status: see `VerdictStatus`.
+        host: the host name checked, normalised.
+        rule: the rule that applied, or None (unpinned/denied).
+        chain: the verified chain, leaf first.
+        matched_pin: the pin that matched (for OK), else None.
+        reason: one line saying why, for logs and messages.
+        now: the instant the verdict was computed for.
+    """
+
+    status: VerdictStatus
+    host: str
+    rule: DomainRule | None
+    chain: tuple[ChainEntry, ...]
+    matched_pin: Pin | None
+    reason: str
+    now: dt.datetime
+
+    @property
+    def report_only(self) -> bool:
+        """True when the rule is report-only (``enforce = false``)."""
+        return self.rule is not None and not self.rule.enforce
+
+    @property
+    def pin_failure(self) -> bool:
+        """True when the pins did not match: enforced or not, this is reportable."""
+        return self.status is VerdictStatus.FAILED
+
+    @property
+    def allowed(self) -> bool:
+        """True when the connection may proceed (report-only failures are allowed)."""
+        return self.status in _PASSING or (self.pin_failure and self.report_only)
+
+    @property
+    def noted_hostname(self) -> str | None:
+        """The policy key the rule was found under (RFC 7469's noted-hostname)."""
+        return None if self.rule is None else self.rule.pattern
+
+    @property
+    def expected_pins(self) -> tuple[Pin, ...]:
+        return () if self.rule is None else self.rule.all_pins
+
+    def message(self) -> str:
+        """A multi-line explanation in the style of OkHttp's pinning failure."""
+        lines = [f"Certificate pinning failure for {self.host}: {self.reason}"]
+        lines.append("  Verified certificate chain:")
+        if self.chain:
+            lines += [f"    {entry}" for entry in self.chain]
+        else:
+            lines.append("    (empty)")
+        if self.rule is not None:
+            mode = "enforce" if self.rule.enforce else "report-only"
+            lines.append(f"  Pinned for {self.rule.pattern} ({mode}):")
+            lines += [f"    {p}" for p in self.rule.all_pins]
+            lines.append(
+                "  Hint: if this is your own new certificate, add its pin (`certpin pin "
+                "--connect HOST`) to the policy before deploying it; if not, someone may be "
+                "intercepting this connection."
+            )
+        return "\n".join(lines)
+
+
+def verdict(
+    host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime
+) -> Verdict:
+    """Decide whether the verified `chain` (DER, leaf first) satisfies `policy` for `host`.
+
+    Fails closed: an empty chain or an unparsable certificate never passes a pinned host.
+
+    Args:
+        host: the host name the client connected to (SNI / server_hostname).
+        chain: the *verified* chain, leaf first, each certificate DER-encoded.
+        policy: the policy in force.
+        now: the current time (timezone-aware), for rule expiry.
+    """
+    entries = tuple(ChainEntry(i, der) for i, der in enumerate(chain))
+    try:
+        name = _normalize_cached(host)
+    except ValueError as exc:
+        return Verdict(VerdictStatus.FAILED, str(host), None, entries, None, str(exc), now)
+    rule = policy.lookup(name)
+
+    def result(status: VerdictStatus, reason: str, matched: Pin | None = None) -> Verdict:
+        return Verdict(status, name, rule, entries, matched, reason, now)
+
+    if rule is None:
+        if policy.unpinned_hosts == "deny":
+            return result(VerdictStatus.DENIED, "no pin rule covers this host and "
+                          "unpinned_hosts = \"deny\"")
+        if not entries:
+            return result(VerdictStatus.FAILED, "no verified certificate chain")
+        return result(VerdictStatus.UNPINNED, "no pin rule covers this host")
+    if not entries:
+        return result(VerdictStatus.FAILED, "no verified certificate chain")
+    if rule.expired(now):
+        assert rule.expires is not None
+        return result(
+            VerdictStatus.EXPIRED,
+            f"pins for {rule.pattern} expired at {rule.expires.isoformat()}; CA validation only",
+        )
+    try:
+        matched = _match(rule, entries)
+    except ValueError as exc:
+        return result(VerdictStatus.FAILED, f"cannot parse a certificate of the chain: {exc}")
+    if matched is None:
+        return result(VerdictStatus.FAILED, "no pin of the rule matches the verified chain")
+    return result(VerdictStatus.OK, f"matched {matched}", matched)
+
+
+def _match(rule: DomainRule, entries: tuple[ChainEntry, ...]) -> Pin | None:
+    """Apply the rule's pin slots; returns the pin that decided, or None."""
+    found: Pin | None = None
+    if rule.pins:
+        found = _first_match(rule.pins, entries)
+        if found is None:
+            return None
+    if rule.leaf_pins:
+        leaf = _first_match(rule.leaf_pins, entries[:1])
+        if leaf is None:
+            return None
+        found = found or leaf
+    if rule.ca_pins:
+        # Apple ATS: a CA pin must match a CA certificate, i.e. chain positions >= 1.
+        ca = _first_match(rule.ca_pins, entries[1:])
+        if ca is None:
+            return None
+        found = found or ca
+    return found
+
+
+def _first_match(pins: tuple[Pin, ...], entries: tuple[ChainEntry, ...]) -> Pin | None:
+    for entry in entries:
+        for pin in pins:
+            if pin.matches(entry.der):
+                return pin
+    return None
+
+
+def _describe(der: bytes) -> tuple[str, str]:
+    try:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+    except Exception as exc:  # Defensive: descriptions must never raise inside messages.
+        return f"<unparsable certificate: {exc}>", "<unknown>"

@@ -1,0 +1,126 @@
+"""requests integration: a transport adapter that pins every HTTPS connection.
+
+    import requests, certpin
+    from certpin.requests import PinningAdapter
+
+    session = requests.Session()
+    adapter = PinningAdapter(certpin.Policy.from_file("pins.toml"))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)   # so plain http:// to a pinned host is refused
+
+Trust anchors come from the adapter (``cafile=`` etc., else the system store); a per-request
+``verify=False`` or ``verify="bundle.pem"`` is refused rather than silently ignored, since the
+pinning context's verification cannot be turned off or changed per request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+
+from ._context import OnFailure, PinningContext, create_default_context
+from ._errors import CertpinError, InsecureContextError
+from ._policy import Policy, PolicyProvider
+
+__all__ = ["InsecureRequestError", "PinningAdapter", "pinned_session"]
+
+
+class InsecureRequestError(CertpinError):
+    """A plain-HTTP request to a host that the policy pins (pinned hosts are HTTPS-only)."""
+
+
+class PinningAdapter(HTTPAdapter):
+    """An `HTTPAdapter` whose connections use a certpin `PinningContext`.
+
+    Args:
+        policy: a `Policy` or a provider of the current one.
+        cafile, capath, cadata: trust anchors (default: the system store).
+        on_failure: called once per failed pin check.
+        **kwargs: passed to `HTTPAdapter` (pool sizes, ``max_retries``…).
+    """
+
+    def __init__(
+        self,
+        policy: Policy | PolicyProvider | Callable[[], Policy],
+        *,
+        cafile: str | os.PathLike[str] | None = None,
+        capath: str | os.PathLike[str] | None = None,
+        cadata: str | bytes | None = None,
+        on_failure: OnFailure | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.ssl_context: PinningContext = create_default_context(
+            policy, cafile=cafile, capath=capath, cadata=cadata, on_failure=on_failure
+        )
+        super().__init__(**kwargs)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs["ssl_context"] = self.ssl_context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # Through a CONNECT proxy the TLS session is with the origin: its pins apply.
+        proxy_kwargs.setdefault("ssl_context", self.ssl_context)
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, True, cert
+        )
+        # The pool key includes the context, so a connection made with one pinning context is
+        # never handed to a request configured with another.
+        pool_kwargs["ssl_context"] = self.ssl_context
+        return host_params, pool_kwargs
+
+    def send(  # type: ignore[override]
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> Response:
+        if verify is False:
+            raise InsecureContextError(
+                "verify=False is not allowed through a certpin PinningAdapter: pins can only be "
+                "checked on a verified chain"
+            )
+        if isinstance(verify, str):
+            raise InsecureContextError(
+                f"verify={verify!r}: a PinningAdapter takes its trust anchors at construction "
+                "(PinningAdapter(policy, cafile=...)); per-request CA bundles (including "
+                "REQUESTS_CA_BUNDLE) are not applied"
+            )
+        url = request.url or ""
+        parts = urlsplit(url)
+        if parts.scheme.lower() == "http" and parts.hostname:
+            rule = self.ssl_context.policy.lookup(parts.hostname)
+            if rule is not None:
+                raise InsecureRequestError(
+                    f"refusing plain http:// request to pinned host {parts.hostname} "
+                    f"(rule {rule.pattern}): pinned hosts are HTTPS-only"
+                )
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
+def pinned_session(
+    policy: Policy | PolicyProvider | Callable[[], Policy], **kwargs: Any
+) -> Any:
+    """A `requests.Session` with a `PinningAdapter` mounted for both https:// and http://."""
+    import requests
+
+    session = requests.Session()
+    adapter = PinningAdapter(policy, **kwargs)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
