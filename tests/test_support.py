@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+
 from _support.pki import (
     KEY_TYPES,
     PKI,
@@ -33,7 +35,6 @@ from _support.servers import (
     TLSServer,
     WebSocketTLSServer,
 )
-from cryptography import x509
 
 
 def client_context(*roots: Path | bytes) -> ssl.SSLContext:
@@ -63,6 +64,7 @@ def https_get(
     )
     try:
         peer = conn.sock.getpeercert(binary_form=True)
+        assert peer is not None
         conn.request("GET", path)
         resp = conn.getresponse()
         return resp.status, resp.read(), peer
@@ -165,7 +167,9 @@ def test_every_key_type_makes_a_working_chain(kind: KeyType, tmp_path: Path) -> 
     ("root_key", "inter_key", "leaf_key"),
     [("rsa2048", "p384", "ed25519"), ("ed448", "rsa2048", "p256"), ("p521", "ed25519", "rsa2048")],
 )
-def test_mixed_key_types(root_key: KeyType, inter_key: KeyType, leaf_key: KeyType, tmp_path: Path) -> None:
+def test_mixed_key_types(
+    root_key: KeyType, inter_key: KeyType, leaf_key: KeyType, tmp_path: Path
+) -> None:
     root = new_root(key=root_key)
     leaf = root.issue_intermediate(key=inter_key).issue_leaf("localhost", key=leaf_key)
     certfile, keyfile = leaf.write(tmp_path)
@@ -187,7 +191,7 @@ def test_leaf_directly_under_root_and_wildcard(tmp_path: Path) -> None:
 
 
 def test_expired_leaf_fails_verification(pki: PKI, tmp_path: Path) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     leaf = pki.intermediate.issue_leaf("localhost", not_after=now - dt.timedelta(days=1))
     assert leaf.cert.not_valid_after_utc < now
     certfile, keyfile = leaf.write(tmp_path)
@@ -197,7 +201,7 @@ def test_expired_leaf_fails_verification(pki: PKI, tmp_path: Path) -> None:
 
 
 def test_not_yet_valid_leaf_fails_verification(pki: PKI, tmp_path: Path) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     leaf = pki.intermediate.issue_leaf("localhost", not_before=now + dt.timedelta(days=2))
     certfile, keyfile = leaf.write(tmp_path)
     with TLSServer(certfile, keyfile) as srv:
@@ -206,7 +210,7 @@ def test_not_yet_valid_leaf_fails_verification(pki: PKI, tmp_path: Path) -> None
 
 
 def test_expired_intermediate_fails_verification(pki: PKI, tmp_path: Path) -> None:
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     leaf = pki.root.issue_intermediate(not_after=past).issue_leaf("localhost")
     certfile, keyfile = leaf.write(tmp_path)
     with TLSServer(certfile, keyfile) as srv:
@@ -326,7 +330,9 @@ def test_ipv6_loopback(tmp_pki_files: PKIFiles, tmp_path: Path, pki: PKI) -> Non
         pytest.skip("::1 not available")
     with srv:
         assert srv.url(hostname="::1") == f"https://[::1]:{srv.port}/"
-        status, _, _ = https_get(client_context(pki.root.pem()), srv.port, "::1", connect_host="::1")
+        status, _, _ = https_get(
+            client_context(pki.root.pem()), srv.port, "::1", connect_host="::1"
+        )
     assert status == 200
 
 

@@ -23,11 +23,13 @@ import logging
 import os
 import ssl
 import sys
+
+import _ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import InsecureContextError, PinValidationError
 from ._policy import Policy, PolicyProvider, as_provider
@@ -67,7 +69,23 @@ class PinFailure:
 OnFailure = Callable[[PinFailure], None]
 
 
-class PinningContext(ssl.SSLContext):
+def _original_sslcontext() -> type[ssl.SSLContext]:
+    # truststore.inject_into_ssl() replaces ssl.SSLContext with a wrapper that hands sockets to
+    # an inner context; subclassing the wrapper would bypass our socket classes, so always build
+    # on CPython's own class.
+    for klass in ssl.SSLContext.__mro__:
+        if klass.__module__ == "ssl" and klass.__name__ == "SSLContext":
+            return klass
+    raise ImportError("cannot find ssl.SSLContext")  # pragma: no cover - Defensive
+
+
+_SSLContext: type[ssl.SSLContext] = _original_sslcontext()
+# ssl.py's property setters call super(SSLContext, SSLContext), which recurses once truststore
+# has replaced ssl.SSLContext; certpin sets what it must through the C descriptors instead.
+_C_SSLCONTEXT: Any = _ssl._SSLContext
+
+
+class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
     """An `ssl.SSLContext` that enforces a pin policy. Build it with `create_default_context`.
 
     Setting ``verify_mode`` to anything but ``CERT_REQUIRED`` or ``check_hostname`` to False
@@ -91,7 +109,7 @@ class PinningContext(ssl.SSLContext):
                 f"a pinning context requires verify_mode=CERT_REQUIRED, not {value!r}: without "
                 "certificate verification there is no verified chain to check pins against"
             )
-        ssl.SSLContext.verify_mode.__set__(self, value)  # type: ignore[attr-defined]
+        _C_SSLCONTEXT.verify_mode.__set__(self, value)
 
     @property  # type: ignore[override]
     def check_hostname(self) -> bool:
@@ -112,7 +130,7 @@ class PinningContext(ssl.SSLContext):
         return self._certpin_policy()
 
 
-_CHECK_HOSTNAME: Any = ssl.SSLContext.check_hostname
+_CHECK_HOSTNAME: Any = _C_SSLCONTEXT.check_hostname
 
 
 class _PinningSSLSocket(ssl.SSLSocket):
@@ -155,6 +173,7 @@ def create_default_context(
     cadata: str | bytes | None = None,
     on_failure: OnFailure | None = None,
     allow_partial_chain: bool = False,
+    trust: Literal["default", "truststore"] = "default",
     clock: Callable[[], dt.datetime] | None = None,
 ) -> PinningContext:
     """An SSLContext for TLS clients: CA + hostname validation, then the pin check.
@@ -169,6 +188,10 @@ def create_default_context(
             `PinFailure`. Exceptions it raises are logged and swallowed.
         allow_partial_chain: keep OpenSSL's ``VERIFY_X509_PARTIAL_CHAIN`` (chains may then end
             at an intermediate in the trust store, so a root pin may not be seen). Default off.
+        trust: ``"truststore"`` loads the OS trust store the way the `truststore` package does
+            on Linux (OpenSSL verifies, so a verified chain exists). On macOS and Windows
+            truststore verifies through the OS outside OpenSSL and no verified chain exists:
+            certpin refuses with `InsecureContextError` rather than guess.
         clock: returns the current UTC time; for tests and simulations.
 
     Returns:
@@ -181,16 +204,22 @@ def create_default_context(
     # so the guarantee does not rest on a default.
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _C_SSLCONTEXT.minimum_version.__set__(ctx, ssl.TLSVersion.TLSv1_2)
+    if trust == "truststore":
+        _load_truststore(ctx)
+    elif trust != "default":
+        raise ValueError(f"trust must be 'default' or 'truststore', got {trust!r}")
     if cafile is None and capath is None and cadata is None:
-        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if trust == "default":
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     else:
         ctx.load_verify_locations(cafile, capath, cadata)
+    flags = _C_SSLCONTEXT.verify_flags.__get__(ctx) | ssl.VERIFY_X509_STRICT
     if allow_partial_chain:
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     else:
-        ctx.verify_flags &= ~ssl.VERIFY_X509_PARTIAL_CHAIN
-    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+        flags &= ~ssl.VERIFY_X509_PARTIAL_CHAIN
+    _C_SSLCONTEXT.verify_flags.__set__(ctx, flags)
     ctx.sslsocket_class = _PinningSSLSocket
     ctx.sslobject_class = _PinningSSLObject
     ctx._certpin_policy = getter
@@ -199,6 +228,25 @@ def create_default_context(
     ctx._certpin_sessions = OrderedDict()
     ctx._certpin_lock = threading.Lock()
     return ctx
+
+
+def _load_truststore(ctx: ssl.SSLContext) -> None:
+    if sys.platform in ("darwin", "win32", "ios"):
+        raise InsecureContextError(
+            f"trust='truststore' on {sys.platform}: truststore verifies certificates through the "
+            "OS outside OpenSSL, so there is no OpenSSL-verified chain to check pins against; "
+            "certpin refuses rather than guess. Use trust='default' with cafile=... instead."
+        )
+    try:
+        from truststore import _openssl
+    except ImportError as exc:
+        raise InsecureContextError(
+            "trust='truststore' needs the truststore package (pip install truststore)"
+        ) from exc
+    # On Linux truststore's verification *is* OpenSSL's, with the system CA locations; reuse its
+    # location logic so both agree on which anchors the OS trusts.
+    with _openssl._configure_context(ctx):
+        pass
 
 
 def _utcnow() -> dt.datetime:

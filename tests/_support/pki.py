@@ -33,9 +33,11 @@ __all__ = [
     "PKIFiles",
     "PrivateKey",
     "PublicKey",
+    "cert_sha256",
     "make_key",
     "make_pki",
     "new_root",
+    "pems",
     "spki_der",
     "spki_pin",
     "write_pki_files",
@@ -91,11 +93,11 @@ def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 def _validity(
@@ -232,7 +234,7 @@ class CA:
         )
 
     def _sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
-        return builder.sign(self.key, _hash_for(self.key))  # type: ignore[arg-type]
+        return builder.sign(self.key, _hash_for(self.key))
 
     def issue_intermediate(
         self,
@@ -274,9 +276,7 @@ class CA:
             )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False, key=private_key), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         )
         return Leaf(cert=self._sign(builder), key=private_key, issuer=self)
 
@@ -303,9 +303,11 @@ def new_root(
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_key_usage(ca=True, key=private_key), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
     )
-    cert = builder.sign(private_key, _hash_for(private_key))  # type: ignore[arg-type]
+    cert = builder.sign(private_key, _hash_for(private_key))
     return CA(cert=cert, key=private_key, parent=None)
 
 
@@ -375,18 +377,27 @@ class Leaf:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        stem = f"{_slug(self.hostnames[0] if self.hostnames else 'leaf')}-{self.cert.serial_number:x}"
+        stem = (
+            f"{_slug(self.hostnames[0] if self.hostnames else 'leaf')}-{self.cert.serial_number:x}"
+        )
         certfile = directory / f"{stem}-chain.pem"
         keyfile = directory / f"{stem}-key.pem"
         certfile.write_bytes(self.chain_pem(include_root=include_root))
         keyfile.write_bytes(self.key_pem())
         return certfile, keyfile
 
-    def reissue(self, **overrides: object) -> Leaf:
-        """Issue a new certificate for the same names with the SAME key (same SPKI pin)."""
-        kwargs: dict[str, object] = {"key": self.key}
-        kwargs.update(overrides)
-        return self.issuer.issue_leaf(*self.hostnames, **kwargs)  # type: ignore[arg-type]
+    def reissue(
+        self,
+        *,
+        issuer: CA | None = None,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+    ) -> Leaf:
+        """A new certificate for the same names with the SAME key (same SPKI pin), issued by
+        ``issuer`` (default: the same CA). The certificate (and its hash) differs."""
+        return (issuer or self.issuer).issue_leaf(
+            *self.hostnames, key=self.key, not_before=not_before, not_after=not_after
+        )
 
 
 @dataclass(eq=False)
@@ -466,7 +477,10 @@ def _public_key(obj: object) -> PublicKey:
         return obj.public_key()
     if isinstance(
         obj,
-        rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey,
+        rsa.RSAPublicKey
+        | ec.EllipticCurvePublicKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey,
     ):
         return obj
     raise TypeError(f"cannot get a public key from {type(obj).__name__}")
