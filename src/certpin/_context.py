@@ -100,7 +100,7 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
 
     @property
     def verify_mode(self) -> ssl.VerifyMode:
-        return super().verify_mode
+        return ssl.VerifyMode(_C_SSLCONTEXT.verify_mode.__get__(self))
 
     @verify_mode.setter
     def verify_mode(self, value: ssl.VerifyMode) -> None:
@@ -111,7 +111,7 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
             )
         _C_SSLCONTEXT.verify_mode.__set__(self, value)
 
-    @property  # type: ignore[override]
+    @property
     def check_hostname(self) -> bool:
         return _CHECK_HOSTNAME.__get__(self)  # type: ignore[no-any-return]
 
@@ -133,20 +133,25 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
 _CHECK_HOSTNAME: Any = _C_SSLCONTEXT.check_hostname
 
 
+# The plain descriptors, so the overriding properties below can delegate without recursion.
+_SOCKET_SESSION: Any = ssl.SSLSocket.session
+_OBJECT_SESSION: Any = ssl.SSLObject.session
+
+
 class _PinningSSLSocket(ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         _enforce(self, self.context)
 
-    @property  # type: ignore[override]
+    @property
     def session(self) -> ssl.SSLSession | None:
-        sess = ssl.SSLSocket.session.__get__(self)  # type: ignore[attr-defined]
+        sess: ssl.SSLSession | None = _SOCKET_SESSION.__get__(self)
         _remember_session(self, sess)
-        return sess  # type: ignore[no-any-return]
+        return sess
 
     @session.setter
     def session(self, value: ssl.SSLSession | None) -> None:
-        ssl.SSLSocket.session.__set__(self, value)  # type: ignore[attr-defined]
+        _SOCKET_SESSION.__set__(self, value)
 
 
 class _PinningSSLObject(ssl.SSLObject):
@@ -154,15 +159,15 @@ class _PinningSSLObject(ssl.SSLObject):
         super().do_handshake()
         _enforce(self, self.context)
 
-    @property  # type: ignore[override]
+    @property
     def session(self) -> ssl.SSLSession | None:
-        sess = ssl.SSLObject.session.__get__(self)  # type: ignore[attr-defined]
+        sess: ssl.SSLSession | None = _OBJECT_SESSION.__get__(self)
         _remember_session(self, sess)
-        return sess  # type: ignore[no-any-return]
+        return sess
 
     @session.setter
     def session(self, value: ssl.SSLSession | None) -> None:
-        ssl.SSLObject.session.__set__(self, value)  # type: ignore[attr-defined]
+        _OBJECT_SESSION.__set__(self, value)
 
 
 def create_default_context(
@@ -346,9 +351,8 @@ def _remember_session(conn: ssl.SSLSocket | ssl.SSLObject, sess: ssl.SSLSession 
 
 
 def _recall_session(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> tuple[bytes, ...]:
-    sess = ssl.SSLSocket.session.__get__(conn) if isinstance(conn, ssl.SSLSocket) else (  # type: ignore[attr-defined]
-        ssl.SSLObject.session.__get__(conn)  # type: ignore[attr-defined]
-    )
+    getter = _SOCKET_SESSION if isinstance(conn, ssl.SSLSocket) else _OBJECT_SESSION
+    sess: ssl.SSLSession | None = getter.__get__(conn)
     if sess is None:
         return ()
     with ctx._certpin_lock:

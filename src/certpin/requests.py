@@ -72,7 +72,7 @@ class PinningAdapter(HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[Any, Any]:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, True, cert
         )
@@ -81,7 +81,7 @@ class PinningAdapter(HTTPAdapter):
         pool_kwargs["ssl_context"] = self.ssl_context
         return host_params, pool_kwargs
 
-    def send(  # type: ignore[override]
+    def send(
         self,
         request: PreparedRequest,
         stream: bool = False,
