@@ -38,7 +38,11 @@ def normalize_host(host: str) -> str:
         raise HostError(f"host must be a string, got {type(host).__name__}")
     h = host.strip()
     if h.startswith("[") and h.endswith("]"):
-        h = h[1:-1]
+        # RFC 3986 §3.2.2: brackets enclose an IPv6 literal and nothing else.
+        try:
+            return ipaddress.IPv6Address(h[1:-1]).compressed
+        except ValueError:
+            raise HostError(f"host {host!r}: only an IPv6 address may be in brackets") from None
     try:
         return ipaddress.ip_address(h).compressed
     except ValueError:

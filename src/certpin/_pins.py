@@ -149,7 +149,8 @@ _PREFIXED = re.compile(
 )
 _HPKP = re.compile(r"""^pin-(?P<alg>[A-Za-z0-9-]+)\s*=\s*(?P<q>"?)(?P<value>[^"]*)(?P=q)$""")
 _HEX_PREFIX = re.compile(r"^(?:(?P<alg>sha-?\d+|md5)\s*(?:fingerprint)?\s*[=:]\s*)", re.IGNORECASE)
-_HEX = re.compile(r"^[0-9A-Fa-f]+$")
+# \Z, not $: "$" also matches before a trailing newline, which bytes.fromhex then rejects.
+_HEX = re.compile(r"^[0-9A-Fa-f]+\Z")
 
 _EXPECTED = (
     "expected 'sha256/<base64 SPKI digest>' (also sha384/, sha512/, curl's sha256//, HPKP's "
@@ -169,8 +170,19 @@ def _parse(text: str) -> Pin:
     m = _PREFIXED.match(value)
     if m and not _looks_like_hex_fingerprint(value):
         kind = PinKind.CERTIFICATE if m["cert"] else PinKind.SPKI
-        return _from_b64(text, m["alg"], m["value"], kind)
+        b64 = m["value"]
+        # A base64 digest may itself start with "/" (first byte >= 0xFC), so "sha256//…" is
+        # either curl's separator or sha256/ followed by "/…". Canonical base64 of a digest has a
+        # fixed length, so at most one reading has the right length: prefer it.
+        if m["sep"] == "//" and len(b64) + 1 == _b64_length(m["alg"]):
+            b64 = "/" + b64
+        return _from_b64(text, m["alg"], b64, kind)
     return _from_hex(text, value)
+
+
+def _b64_length(alg: str) -> int:
+    size = DIGEST_SIZES.get(alg.lower().replace("-", ""), 0)
+    return 4 * ((size + 2) // 3)
 
 
 def _looks_like_hex_fingerprint(value: str) -> bool:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._errors import PinFormatError, PolicyError
-from ._hosts import HostError, Pattern, PatternKind, is_public_suffix, normalize_host
+from ._hosts import HostError, Pattern, PatternKind, _is_ip, is_public_suffix, normalize_host
 from ._pins import Pin
 
 __all__ = ["DomainRule", "Policy", "PolicyProvider", "as_provider"]
@@ -169,6 +169,9 @@ class Policy:
         rule = self._exact.get(name)
         if rule is not None:
             return rule
+        if _is_ip_cached(name):
+            # An IP address has no parent domains: "127.0.0.1" must not match "**.0.1".
+            return None
         rule = self._any.get(name)
         if rule is not None:
             return rule
@@ -307,6 +310,11 @@ def _normalize_cached(host: str) -> str:
     return normalize_host(host)
 
 
+@lru_cache(maxsize=8192)
+def _is_ip_cached(name: str) -> bool:
+    return _is_ip(name)
+
+
 # -- parsing helpers ------------------------------------------------------------------------------
 
 
@@ -427,7 +435,12 @@ def _parse_expiry(value: Any, source: str, loc: str) -> dt.datetime | None:
     elif isinstance(value, dt.date):
         when = value
     elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise PolicyError(
+                f"invalid date {value!r}: timestamp out of range", source=source, location=loc
+            ) from None
     else:
         raise PolicyError(
             f"invalid date {value!r}: expected YYYY-MM-DD or an ISO 8601 date-time",

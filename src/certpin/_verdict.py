@@ -61,7 +61,12 @@ class ChainEntry:
         return _describe(self.der)[1]
 
     def __str__(self) -> str:
-        return f"{self.pin}: {self.subject}"
+        # Messages must never raise: an unparsable certificate is described, not hashed.
+        try:
+            pin = str(self.pin)
+        except ValueError:
+            pin = "<no SPKI pin: not a DER certificate>"
+        return f"{pin}: {self.subject}"
 
 
 @dataclass(frozen=True)
