@@ -36,6 +36,8 @@ def _read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
         if count == 0 or count > 4 or pos + count > end_of_data:
             raise DERError("invalid DER length")
         length = int.from_bytes(data[pos : pos + count], "big")
+        # Non-minimal long-form lengths are not DER, but are accepted: OpenSSL verified the
+        # certificate, and the pin is the hash of the SPKI bytes exactly as they stand.
         pos += count
     end = pos + length
     if end > end_of_data:

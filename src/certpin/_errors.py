@@ -7,7 +7,7 @@ The tree::
     │   ├── PinFormatError                         a pin string that does not parse
     │   ├── PolicyError                            a policy file/dict that does not validate
     │   ├── CertificateLoadError                   a certificate/key/CSR file that does not parse
-    │   └── InsecureContextError                   CERT_NONE / no hostname check on a pinning context
+    │   └── InsecureContextError                   CERT_NONE / no hostname check on a context
     └── PinValidationError (also ssl.SSLCertVerificationError)
                                                    a handshake rejected by the pin check
 

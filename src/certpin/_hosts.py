@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["HostError", "Pattern", "PatternKind", "is_public_suffix", "normalize_host"]
 
@@ -72,7 +72,7 @@ def normalize_host(host: str) -> str:
     return result
 
 
-class PatternKind(str, Enum):
+class PatternKind(StrEnum):
     EXACT = "exact"
     """``example.com``: that host (and its subdomains with include_subdomains)."""
     ONE_LABEL = "one"

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 
 from ._der import DERError, _read_tlv, spki_from_tbs_certificate
@@ -39,7 +39,7 @@ _HEX_SIZES = {64: "sha256", 96: "sha384", 128: "sha512"}
 _WEAK_HEX = {40: "SHA-1", 32: "MD5"}
 
 
-class PinKind(str, Enum):
+class PinKind(StrEnum):
     """What a pin's digest covers."""
 
     SPKI = "spki"
@@ -63,7 +63,8 @@ class Pin:
         size = DIGEST_SIZES.get(self.algorithm)
         if size is None:
             raise PinFormatError(
-                f"unsupported pin algorithm {self.algorithm!r}: expected one of sha256, sha384, sha512"
+                f"unsupported pin algorithm {self.algorithm!r}: "
+                "expected one of sha256, sha384, sha512"
             )
         if len(self.digest) != size:
             raise PinFormatError(
@@ -154,7 +155,7 @@ _HEX = re.compile(r"^[0-9A-Fa-f]+\Z")
 
 _EXPECTED = (
     "expected 'sha256/<base64 SPKI digest>' (also sha384/, sha512/, curl's sha256//, HPKP's "
-    "pin-sha256=\"…\") or a hex certificate fingerprint"
+    'pin-sha256="…") or a hex certificate fingerprint'
 )
 
 

@@ -206,7 +206,9 @@ class Policy:
             raise PolicyError(f"cannot read policy: {exc.strerror or exc}", source=source) from None
         except UnicodeDecodeError as exc:
             raise PolicyError(f"policy is not UTF-8 text ({exc.reason})", source=source) from None
-        if p.suffix.lower() == ".json" or (p.suffix.lower() != ".toml" and text.lstrip()[:1] == "{"):
+        if p.suffix.lower() == ".json" or (
+            p.suffix.lower() != ".toml" and text.lstrip()[:1] == "{"
+        ):
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -228,7 +230,7 @@ class Policy:
             raise PolicyError("a policy must be a table/object at the top level", source=source)
         _reject_unknown(data, _TOP_FIELDS, source, "")
         schema = data.get("schema", SCHEMA_VERSION)
-        if schema != SCHEMA_VERSION:
+        if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA_VERSION:
             raise PolicyError(
                 f"unsupported schema {schema!r}; this certpin reads schema {SCHEMA_VERSION}",
                 source=source,
@@ -246,7 +248,7 @@ class Policy:
         unpinned = data.get("unpinned_hosts", "allow")
         if unpinned not in ("allow", "deny"):
             raise PolicyError(
-                f"must be \"allow\" or \"deny\", got {unpinned!r}",
+                f'must be "allow" or "deny", got {unpinned!r}',
                 source=source,
                 location="unpinned_hosts",
             )
@@ -322,7 +324,9 @@ def _reject_unknown(data: Mapping[str, Any], known: tuple[str, ...], source: str
     for key in data:
         if key not in known:
             close = get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+            )
             where = f"{loc}.{key}" if loc else str(key)
             raise PolicyError(f"unknown field{hint}", source=source, location=where)
 
@@ -394,7 +398,9 @@ def _parse_rule(key: Any, body: Any, source: str, loc: str) -> DomainRule:
     if (
         isinstance(report_uris, str)
         or not isinstance(report_uris, list)
-        or not all(isinstance(u, str) and u.startswith(("https://", "http://")) for u in report_uris)
+        or not all(
+            isinstance(u, str) and u.startswith(("https://", "http://")) for u in report_uris
+        )
     ):
         raise PolicyError(
             f"must be a list of http(s) URLs, got {report_uris!r}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 
 from ._pins import Pin
@@ -22,7 +22,7 @@ from ._policy import DomainRule, Policy, _normalize_cached
 __all__ = ["ChainEntry", "Verdict", "VerdictStatus", "verdict"]
 
 
-class VerdictStatus(str, Enum):
+class VerdictStatus(StrEnum):
     """The outcome of a pin check."""
 
     OK = "ok"
@@ -135,9 +135,7 @@ class Verdict:
         return "\n".join(lines)
 
 
-def verdict(
-    host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime
-) -> Verdict:
+def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime) -> Verdict:
     """Decide whether the verified `chain` (DER, leaf first) satisfies `policy` for `host`.
 
     Fails closed: an empty chain or an unparsable certificate never passes a pinned host.
@@ -146,8 +144,10 @@ def verdict(
         host: the host name the client connected to (SNI / server_hostname).
         chain: the *verified* chain, leaf first, each certificate DER-encoded.
         policy: the policy in force.
-        now: the current time (timezone-aware), for rule expiry.
+        now: the current time, for rule expiry (a naive datetime is taken as UTC).
     """
+    if now.tzinfo is None:  # a naive clock is taken as UTC rather than failing mid-handshake
+        now = now.replace(tzinfo=dt.UTC)
     entries = tuple(ChainEntry(i, der) for i, der in enumerate(chain))
     try:
         name = _normalize_cached(host)
@@ -160,8 +160,9 @@ def verdict(
 
     if rule is None:
         if policy.unpinned_hosts == "deny":
-            return result(VerdictStatus.DENIED, "no pin rule covers this host and "
-                          "unpinned_hosts = \"deny\"")
+            return result(
+                VerdictStatus.DENIED, 'no pin rule covers this host and unpinned_hosts = "deny"'
+            )
         if not entries:
             return result(VerdictStatus.FAILED, "no verified certificate chain")
         return result(VerdictStatus.UNPINNED, "no pin rule covers this host")

@@ -15,9 +15,10 @@ pinning context's verification cannot be turned off or changed per request.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from requests import PreparedRequest, Response
@@ -41,6 +42,7 @@ class PinningAdapter(HTTPAdapter):
         policy: a `Policy` or a provider of the current one.
         cafile, capath, cadata: trust anchors (default: the system store).
         on_failure: called once per failed pin check.
+        allow_partial_chain, trust, clock: as for `certpin.create_default_context`.
         **kwargs: passed to `HTTPAdapter` (pool sizes, ``max_retries``…).
     """
 
@@ -52,10 +54,20 @@ class PinningAdapter(HTTPAdapter):
         capath: str | os.PathLike[str] | None = None,
         cadata: str | bytes | None = None,
         on_failure: OnFailure | None = None,
+        allow_partial_chain: bool = False,
+        trust: Literal["default", "truststore"] = "default",
+        clock: Callable[[], dt.datetime] | None = None,
         **kwargs: Any,
     ) -> None:
         self.ssl_context: PinningContext = create_default_context(
-            policy, cafile=cafile, capath=capath, cadata=cadata, on_failure=on_failure
+            policy,
+            cafile=cafile,
+            capath=capath,
+            cadata=cadata,
+            on_failure=on_failure,
+            allow_partial_chain=allow_partial_chain,
+            trust=trust,
+            clock=clock,
         )
         super().__init__(**kwargs)
 
@@ -73,13 +85,20 @@ class PinningAdapter(HTTPAdapter):
     def build_connection_pool_key_attributes(
         self, request: PreparedRequest, verify: Any, cert: Any = None
     ) -> tuple[Any, Any]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, True, cert
-        )
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, True, cert)
         # The pool key includes the context, so a connection made with one pinning context is
         # never handed to a request configured with another.
         pool_kwargs["ssl_context"] = self.ssl_context
         return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # HTTPAdapter.cert_verify sets conn.ca_certs to certifi's bundle for verify=True, and
+        # urllib3 then calls load_verify_locations() on *our* context: every certifi root would
+        # silently join the trust anchors given to the adapter. Trust comes from the adapter only.
+        super().cert_verify(conn, url, verify, cert)
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
 
     def send(
         self,
@@ -113,9 +132,7 @@ class PinningAdapter(HTTPAdapter):
         return super().send(request, stream, timeout, verify, cert, proxies)
 
 
-def pinned_session(
-    policy: Policy | PolicyProvider | Callable[[], Policy], **kwargs: Any
-) -> Any:
+def pinned_session(policy: Policy | PolicyProvider | Callable[[], Policy], **kwargs: Any) -> Any:
     """A `requests.Session` with a `PinningAdapter` mounted for both https:// and http://."""
     import requests
 
