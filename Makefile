@@ -33,7 +33,10 @@ demo: $(VENV)/.installed
 test: test-main test-313
 
 test-main: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest
+	mkdir -p artifacts
+	$(VENV)/bin/python -m pytest --cov=certpin --cov-branch --cov-report=term:skip-covered \
+		--cov-report=json:artifacts/coverage.json
+	$(VENV)/bin/python tools/coverage_gate.py artifacts/coverage.json
 
 test-313:
 	@if [ -n "$(PY313)" ]; then \
@@ -42,7 +45,7 @@ test-313:
 	else echo "test-313: no Python 3.13 interpreter here; skipped"; fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/ruff format --check src
 	$(VENV)/bin/mypy --strict src
 

@@ -221,6 +221,22 @@ def test_expiry_boundaries(p256: PKI, now: dt.datetime, expected: VerdictStatus)
         assert "expired at 2027-06-30T00:00:00+00:00; CA validation only" in v.reason
 
 
+@pytest.mark.parametrize(
+    ("naive_now", "expected"),
+    [
+        (dt.datetime(2027, 6, 29, 23, 59, 59), VerdictStatus.FAILED),
+        (dt.datetime(2027, 6, 30, 0, 0, 0), VerdictStatus.EXPIRED),
+    ],
+)
+def test_naive_now_is_taken_as_utc(
+    p256: PKI, naive_now: dt.datetime, expected: VerdictStatus
+) -> None:
+    policy = pinned({"pins": [UNRELATED], "expires": "2027-06-30"})
+    v = check(p256, policy, now=naive_now)
+    assert v.status is expected
+    assert v.now.tzinfo is dt.UTC
+
+
 def test_expired_rule_with_good_pin_and_empty_chain(p256: PKI) -> None:
     policy = pinned({"pins": [pin(p256.leaf)], "expires": "2020-01-01"})
     assert check(p256, policy).status is VerdictStatus.EXPIRED

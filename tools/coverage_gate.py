@@ -1,0 +1,35 @@
+"""Fail unless the pure core is at 100 % branch coverage (STYLE.md §14).
+
+Reads the JSON report that `make test` writes (artifacts/coverage.json). Exclusions are allowed
+only with a `# Defensive:` comment saying why, so the gate counts raw statements and branches.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+CORE = ("_der.py", "_pins.py", "_hosts.py", "_policy.py", "_verdict.py", "_errors.py")
+
+
+def main(path: str = "artifacts/coverage.json") -> int:
+    report = json.loads(Path(path).read_text())
+    failed = False
+    for name, data in sorted(report["files"].items()):
+        if Path(name).name not in CORE or "certpin" not in Path(name).parts:
+            continue
+        s = data["summary"]
+        missing = s["missing_lines"] + s.get("missing_branches", 0)
+        print(f"coverage gate: {name}: {s['percent_covered_display']}%")
+        if missing:
+            failed = True
+            print(f"  missing lines {data['missing_lines']}", file=sys.stderr)
+    if failed:
+        print("coverage gate: the core must stay at 100% branch coverage", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
