@@ -1,0 +1,8 @@
+"""``python -m certpin``: the same as the ``certpin`` command."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
