@@ -43,10 +43,12 @@ def normalize_host(host: str) -> str:
             return ipaddress.IPv6Address(h[1:-1]).compressed
         except ValueError:
             raise HostError(f"host {host!r}: only an IPv6 address may be in brackets") from None
-    try:
-        return ipaddress.ip_address(h).compressed
-    except ValueError:
-        pass
+    # Only strings that could be an address pay for the (exception-raising) address parse.
+    if ":" in h or h[-1:].isdigit():
+        try:
+            return ipaddress.ip_address(h).compressed
+        except ValueError:
+            pass
     if h.endswith("."):
         h = h[:-1]  # the fully-qualified "example.com." names the same host
     if not h:

@@ -130,25 +130,23 @@ class Policy:
     version: int | None = None
     unpinned_hosts: UnpinnedHosts = "allow"
     source: str = field(default="<dict>", compare=False)
-    _exact: dict[str, DomainRule] = field(init=False, repr=False, compare=False)
-    _one: dict[str, DomainRule] = field(init=False, repr=False, compare=False)
-    _any: dict[str, DomainRule] = field(init=False, repr=False, compare=False)
+    # base host -> (exact rule, "*." rule, "**." rule): one probe per label serves all three.
+    _table: dict[str, tuple[DomainRule | None, DomainRule | None, DomainRule | None]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        exact: dict[str, DomainRule] = {}
-        one: dict[str, DomainRule] = {}
-        any_: dict[str, DomainRule] = {}
+        slots: dict[str, list[DomainRule | None]] = {}
         for key, rule in self.domains.items():
             pattern = Pattern.parse(key)
             if pattern.text != rule.pattern:
                 raise PolicyError(
                     f"rule pattern {rule.pattern!r} does not match its key", location=key
                 )
-            table = {PatternKind.EXACT: exact, PatternKind.ONE_LABEL: one}.get(pattern.kind, any_)
-            table[pattern.base] = rule
-        object.__setattr__(self, "_exact", exact)
-        object.__setattr__(self, "_one", one)
-        object.__setattr__(self, "_any", any_)
+            index = {PatternKind.EXACT: 0, PatternKind.ONE_LABEL: 1}.get(pattern.kind, 2)
+            slots.setdefault(pattern.base, [None, None, None])[index] = rule
+        table = {base: (v[0], v[1], v[2]) for base, v in slots.items()}
+        object.__setattr__(self, "_table", table)
 
     # -- PolicyProvider ---------------------------------------------------------------------
 
@@ -166,30 +164,30 @@ class Policy:
         count.
         """
         name = _normalize_cached(host)
-        rule = self._exact.get(name)
-        if rule is not None:
-            return rule
-        if _is_ip_cached(name):
+        table = self._table
+        entry = table.get(name)
+        is_ip = _is_ip_cached(name)
+        if entry is not None:
+            if entry[0] is not None:
+                return entry[0]
+            if entry[2] is not None:
+                return entry[2]  # "**.host" covers the host itself (zero labels)
+        if is_ip:
             # An IP address has no parent domains: "127.0.0.1" must not match "**.0.1".
             return None
-        rule = self._any.get(name)
-        if rule is not None:
-            return rule
         dot = name.find(".")
         first = True
         while dot != -1:
-            parent = name[dot + 1 :]
-            if first:
-                rule = self._one.get(parent)
-                if rule is not None:
-                    return rule
-                first = False
-            rule = self._exact.get(parent)
-            if rule is not None and rule.include_subdomains:
-                return rule
-            rule = self._any.get(parent)
-            if rule is not None:
-                return rule
+            entry = table.get(name[dot + 1 :])
+            if entry is not None:
+                exact, one, any_ = entry
+                if first and one is not None:
+                    return one
+                if exact is not None and exact.include_subdomains:
+                    return exact
+                if any_ is not None:
+                    return any_
+            first = False
             dot = name.find(".", dot + 1)
         return None
 

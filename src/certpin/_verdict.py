@@ -11,12 +11,12 @@ the chain they serve (OkHttp CVE-2016-2402). Callers pass the verified chain, le
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property
 
-from ._pins import Pin
+from ._pins import Pin, PinKind, _digest
 from ._policy import DomainRule, Policy, _normalize_cached
 
 __all__ = ["ChainEntry", "Verdict", "VerdictStatus", "verdict"]
@@ -41,24 +41,50 @@ class VerdictStatus(StrEnum):
 _PASSING = frozenset({VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED})
 
 
-@dataclass(frozen=True)
 class ChainEntry:
-    """One certificate of the verified chain, for messages and reports."""
+    """One certificate of the verified chain, for messages and reports.
 
-    position: int
-    der: bytes = field(repr=False)
+    Cheap to create (a verdict makes one per certificate on every handshake); the pin, subject
+    and issuer are computed on first use only.
+    """
 
-    @cached_property
+    __slots__ = ("position", "der", "_pin", "_names")
+
+    def __init__(self, position: int, der: bytes) -> None:
+        self.position = position
+        self.der = der
+        self._pin: Pin | None = None
+        self._names: tuple[str, str] | None = None
+
+    @property
     def pin(self) -> Pin:
-        return Pin.for_certificate(self.der)
+        """The SPKI SHA-256 pin (raises ValueError for bytes that are not a certificate)."""
+        if self._pin is None:
+            self._pin = Pin.for_certificate(self.der)
+        return self._pin
 
-    @cached_property
+    @property
     def subject(self) -> str:
-        return _describe(self.der)[0]
+        if self._names is None:
+            self._names = _describe(self.der)
+        return self._names[0]
 
-    @cached_property
+    @property
     def issuer(self) -> str:
-        return _describe(self.der)[1]
+        if self._names is None:
+            self._names = _describe(self.der)
+        return self._names[1]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChainEntry):
+            return NotImplemented
+        return (self.position, self.der) == (other.position, other.der)
+
+    def __hash__(self) -> int:
+        return hash((self.position, self.der))
+
+    def __repr__(self) -> str:
+        return f"ChainEntry(position={self.position})"
 
     def __str__(self) -> str:
         # Messages must never raise: an unparsable certificate is described, not hashed.
@@ -180,7 +206,7 @@ def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime)
         return result(VerdictStatus.FAILED, f"cannot parse a certificate of the chain: {exc}")
     if matched is None:
         return result(VerdictStatus.FAILED, "no pin of the rule matches the verified chain")
-    return result(VerdictStatus.OK, f"matched {matched}", matched)
+    return result(VerdictStatus.OK, "a pin of the rule matched the verified chain", matched)
 
 
 def _match(rule: DomainRule, entries: tuple[ChainEntry, ...]) -> Pin | None:
@@ -206,8 +232,15 @@ def _match(rule: DomainRule, entries: tuple[ChainEntry, ...]) -> Pin | None:
 
 def _first_match(pins: tuple[Pin, ...], entries: tuple[ChainEntry, ...]) -> Pin | None:
     for entry in entries:
+        # One digest per (algorithm, kind) and certificate, whatever the number of pins.
+        digests: dict[tuple[str, PinKind], bytes] = {}
         for pin in pins:
-            if pin.matches(entry.der):
+            key = (pin.algorithm, pin.kind)
+            digest = digests.get(key)
+            if digest is None:
+                digest = digests[key] = _digest(entry.der, pin.algorithm, pin.kind)
+            # Pins are public values, but compare in constant time anyway (STYLE.md §7).
+            if hmac.compare_digest(pin.digest, digest):
                 return pin
     return None
 

@@ -50,7 +50,7 @@ def test_ok_via_any_chain_position(chain_pki: PKI, position: str) -> None:
     assert v.allowed
     assert not v.pin_failure
     assert v.matched_pin == Pin.parse(good)
-    assert v.reason == f"matched {good}"
+    assert v.reason == "a pin of the rule matched the verified chain"
     assert v.host == HOST
     assert v.noted_hostname == HOST
     assert v.now == NOW
@@ -347,3 +347,17 @@ def test_chain_entry() -> None:
     assert broken.issuer == "<unknown>"
     with pytest.raises(ValueError):
         _ = broken.pin
+
+
+def test_chain_entry_identity_and_lazy_fields() -> None:
+    pki = make_pki((HOST,))
+    leaf_der, inter_der = pki.leaf.der(), pki.intermediate.der()
+    a, b = ChainEntry(0, leaf_der), ChainEntry(0, bytes(leaf_der))
+    assert a == b and hash(a) == hash(b)
+    assert a != ChainEntry(1, leaf_der)
+    assert a != ChainEntry(0, inter_der)
+    assert a != (0, leaf_der)  # not equal to a look-alike tuple
+    # issuer first, then subject: both come from one parse
+    fresh = ChainEntry(1, inter_der)
+    assert fresh.issuer == pki.root.cert.subject.rfc4514_string()
+    assert fresh.subject == pki.intermediate.cert.subject.rfc4514_string()
