@@ -68,7 +68,7 @@ def hook_cost(ctx: ssl.SSLContext, port: int, n: int = 300) -> dict[str, float]:
     from certpin import _context
 
     times: dict[str, list[int]] = {"hook": [], "chain fetch": []}
-    enforce, chains = _context._enforce, _context._chains
+    enforce, chains = _context._enforce, _context.verified_chain
 
     def timed_enforce(conn: Any, context: Any) -> None:
         t0 = time.perf_counter_ns()
@@ -81,12 +81,12 @@ def hook_cost(ctx: ssl.SSLContext, port: int, n: int = 300) -> dict[str, float]:
         times["chain fetch"].append(time.perf_counter_ns() - t0)
         return result
 
-    _context._enforce, _context._chains = timed_enforce, timed_chains  # type: ignore[assignment]
+    _context._enforce, _context.verified_chain = timed_enforce, timed_chains  # type: ignore[assignment]
     try:
         for _ in range(n):
             one_connection(ctx, port)
     finally:
-        _context._enforce, _context._chains = enforce, chains  # type: ignore[assignment]
+        _context._enforce, _context.verified_chain = enforce, chains  # type: ignore[assignment]
     out = {k: median(v) / 1000 for k, v in times.items()}
     out["verdict + checks"] = out["hook"] - out["chain fetch"]
     return out

@@ -18,13 +18,12 @@ Fail-closed rules enforced here:
 
 from __future__ import annotations
 
+import _ssl
 import datetime as dt
 import logging
 import os
 import ssl
 import sys
-
-import _ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -129,8 +128,32 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
         """The policy in force now (what the next handshake is checked against)."""
         return self._certpin_policy()
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: N802
+        # After truststore.inject_into_ssl(), ssl.SSLContext is truststore's class and a
+        # PinningContext (built on CPython's class, see above) is no longer an instance of it.
+        # aiohttp's connector checks isinstance(ssl_arg, ssl.SSLContext) per request and, when
+        # that fails, silently uses an *unverified* context: no CA check, no pins. isinstance()
+        # falls back to obj.__class__, so report a (never instantiated) class that also derives
+        # from the injected one; type(ctx) is unchanged.
+        return _instance_class(type(self))
+
 
 _CHECK_HOSTNAME: Any = _C_SSLCONTEXT.check_hostname
+_INSTANCE_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def _instance_class(klass: type) -> type:
+    current = ssl.SSLContext
+    if current is _SSLContext or issubclass(klass, current):
+        return klass
+    key = (klass, current)
+    alias = _INSTANCE_CLASSES.get(key)
+    if alias is None:
+        alias = _INSTANCE_CLASSES.setdefault(
+            key, type(klass.__name__, (klass, current), {"__module__": klass.__module__})
+        )
+    return alias
 
 
 # The plain descriptors, so the overriding properties below can delegate without recursion.
@@ -262,21 +285,33 @@ def _utcnow() -> dt.datetime:
 
 if sys.version_info >= (3, 13):
 
-    def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-        return tuple(conn.get_verified_chain()), tuple(conn.get_unverified_chain())
+    def verified_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain OpenSSL verified for this connection, DER, leaf first (may be empty)."""
+        return tuple(conn.get_verified_chain())
+
+    def served_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain the peer sent, DER, leaf first. For reports only, never for decisions."""
+        return tuple(conn.get_unverified_chain())
 
 else:  # 3.11/3.12: only the private _sslobj API exists, returning _ssl.Certificate or None.
 
-    def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    def verified_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain OpenSSL verified for this connection, DER, leaf first (may be empty)."""
         raw = conn._sslobj  # type: ignore[union-attr]
         if raw is None:
-            return (), ()
-        verified = raw.get_verified_chain() or ()
-        served = raw.get_unverified_chain() or ()
-        return (
-            tuple(c.public_bytes(_DER) for c in verified),
-            tuple(c.public_bytes(_DER) for c in served),
-        )
+            return ()
+        return tuple(c.public_bytes(_DER) for c in raw.get_verified_chain() or ())
+
+    def served_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain the peer sent, DER, leaf first. For reports only, never for decisions."""
+        raw = conn._sslobj  # type: ignore[union-attr]
+        if raw is None:
+            return ()
+        return tuple(c.public_bytes(_DER) for c in raw.get_unverified_chain() or ())
+
+
+def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    return verified_chain(conn), served_chain(conn)
 
 
 def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
@@ -289,7 +324,7 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
     host = conn.server_hostname
     if not host:
         raise PinValidationError("refusing connection: no server_hostname to look pins up by")
-    verified, served = _chains(conn)
+    verified = verified_chain(conn)
     if not verified and conn.session_reused:
         # A resumed session carries no chain (both APIs return empty): re-use the chain that
         # was verified when the session was established, or fail closed.
@@ -298,17 +333,20 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
     policy = ctx._certpin_policy()
     now = ctx._certpin_clock()
     result = verdict(host, verified, policy, now)
+    # Public: lets callers (and the demo) see which pin matched, e.g. sock.certpin_verdict.
+    conn.certpin_verdict = result  # type: ignore[union-attr]
     if result.status is VerdictStatus.OK or result.status is VerdictStatus.UNPINNED:
         return
     if result.status is VerdictStatus.EXPIRED:
-        log.warning("certpin: %s — connection to %s allowed (CA validation only)", result.reason,
-                    host)
+        log.warning(
+            "certpin: %s — connection to %s allowed (CA validation only)", result.reason, host
+        )
         return
     failure = PinFailure(
         verdict=result,
         host=host,
         port=_peer_port(conn),
-        served_chain=served,
+        served_chain=served_chain(conn),
         verified_chain=verified,
         noted_hostname=result.noted_hostname,
         time=now,

@@ -10,12 +10,15 @@
 
 Trust anchors come from the adapter (``cafile=`` etc., else the system store); a per-request
 ``verify=False`` or ``verify="bundle.pem"`` is refused rather than silently ignored, since the
-pinning context's verification cannot be turned off or changed per request.
+pinning context's verification cannot be turned off or changed per request. A bundle that
+requests takes from ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` is machine configuration, not a
+request's choice: it is ignored (logged once at INFO) and the adapter's anchors apply.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -29,6 +32,8 @@ from ._errors import CertpinError, InsecureContextError
 from ._policy import Policy, PolicyProvider
 
 __all__ = ["InsecureRequestError", "PinningAdapter", "pinned_session"]
+
+log = logging.getLogger("certpin.requests")
 
 
 class InsecureRequestError(CertpinError):
@@ -69,6 +74,7 @@ class PinningAdapter(HTTPAdapter):
             trust=trust,
             clock=clock,
         )
+        self._env_bundle_noted = False
         super().__init__(**kwargs)
 
     def init_poolmanager(
@@ -95,7 +101,7 @@ class PinningAdapter(HTTPAdapter):
         # HTTPAdapter.cert_verify sets conn.ca_certs to certifi's bundle for verify=True, and
         # urllib3 then calls load_verify_locations() on *our* context: every certifi root would
         # silently join the trust anchors given to the adapter. Trust comes from the adapter only.
-        super().cert_verify(conn, url, verify, cert)
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         conn.cert_reqs = "CERT_REQUIRED"
         conn.ca_certs = None
         conn.ca_cert_dir = None
@@ -115,11 +121,22 @@ class PinningAdapter(HTTPAdapter):
                 "checked on a verified chain"
             )
         if isinstance(verify, str):
-            raise InsecureContextError(
-                f"verify={verify!r}: a PinningAdapter takes its trust anchors at construction "
-                "(PinningAdapter(policy, cafile=...)); per-request CA bundles (including "
-                "REQUESTS_CA_BUNDLE) are not applied"
-            )
+            if verify not in _env_ca_bundles():
+                raise InsecureContextError(
+                    f"verify={verify!r}: a PinningAdapter takes its trust anchors at "
+                    "construction (PinningAdapter(policy, cafile=...)); a per-request CA bundle "
+                    "would be silently ignored, so it is refused"
+                )
+            # requests turns REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE into a per-request verify path
+            # (Session.trust_env). That is machine-wide configuration, not a request's choice:
+            # the adapter's own anchors apply, and we say so once.
+            if not self._env_bundle_noted:
+                self._env_bundle_noted = True
+                log.info(
+                    "certpin: ignoring CA bundle %s from the environment; the PinningAdapter's "
+                    "trust anchors apply",
+                    verify,
+                )
         url = request.url or ""
         parts = urlsplit(url)
         if parts.scheme.lower() == "http" and parts.hostname:
@@ -130,6 +147,10 @@ class PinningAdapter(HTTPAdapter):
                     f"(rule {rule.pattern}): pinned hosts are HTTPS-only"
                 )
         return super().send(request, stream, timeout, verify, cert, proxies)
+
+
+def _env_ca_bundles() -> set[str]:
+    return {v for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if (v := os.environ.get(k))}
 
 
 def pinned_session(policy: Policy | PolicyProvider | Callable[[], Policy], **kwargs: Any) -> Any:
