@@ -22,18 +22,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import importlib
-import ipaddress
 import json
 import os
-import socket
-import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._errors import CertpinError
+from ._fetch import DEFAULT_TIMEOUT, ConnectError, fetch_chain, format_target
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -55,14 +53,9 @@ EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 
 DEFAULT_PORT = 443
-DEFAULT_TIMEOUT = 10.0
 
 #: verbs implemented in other modules, imported on first use: name -> "module:attribute".
 _LAZY_VERBS: dict[str, str] = {}
-
-
-class ConnectError(Exception):
-    """The TLS connection could not be made or verified (exit code 3)."""
 
 
 class _Group(click.Group):
@@ -249,16 +242,14 @@ def _pin_sources_from_server(
     from ._load import load_sources
 
     host, port = parse_target(target)
-    verified, served_chain = fetch_chain(
-        host, port, cafile=cafile, servername=servername, timeout=timeout
-    )
-    label = _format_target(host, port)
+    fetched = fetch_chain(host, port, cafile=cafile, servername=servername, timeout=timeout)
+    label = format_target(host, port)
     sources = []
-    for i, der in enumerate(verified):
+    for i, der in enumerate(fetched.verified):
         (src,) = load_sources(der, source=label)
         sources.append(_with_position(src, i))
-    served_set = set(served_chain)
-    return sources, [der in served_set for der in verified]
+    served_set = set(fetched.served)
+    return sources, [der in served_set for der in fetched.verified]
 
 
 def _with_position(src: PinSource, position: int) -> PinSource:
@@ -299,14 +290,14 @@ def check_command(
     host, port = parse_target(target)
     policy = Policy.from_file(policy_file)  # PolicyError -> exit 2 before any connection
     sni = servername or host
-    verified, served = fetch_chain(host, port, cafile=cafile, servername=sni, timeout=timeout)
-    result = verdict(sni, verified, policy, dt.datetime.now(dt.UTC))
-    served_set = set(served)
-    served_flags = [der in served_set for der in verified]
+    fetched = fetch_chain(host, port, cafile=cafile, servername=sni, timeout=timeout)
+    result = verdict(sni, fetched.verified, policy, dt.datetime.now(dt.UTC))
+    served_set = set(fetched.served)
+    served_flags = [der in served_set for der in fetched.verified]
     if as_json:
         _print_json(_verdict_json(result, host, port, served_flags))
     else:
-        _print_verdict(result, _format_target(host, port), served_flags)
+        _print_verdict(result, format_target(host, port), served_flags)
     passing = {VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED}
     return EXIT_OK if result.status in passing else EXIT_MISMATCH
 
@@ -362,7 +353,7 @@ def _verdict_json(result: Verdict, host: str, port: int, served: list[bool]) -> 
 
     chain = []
     for entry, was_served in zip(result.chain, served, strict=True):
-        (src,) = load_sources(entry.der, source=_format_target(host, port))
+        (src,) = load_sources(entry.der, source=format_target(host, port))
         item = _source_json(_with_position(src, entry.position))
         item["served"] = was_served
         chain.append(item)
@@ -385,94 +376,13 @@ def _verdict_json(result: Verdict, host: str, port: int, served: list[bool]) -> 
 
 
 def parse_target(text: str) -> tuple[str, int]:
-    """Split ``HOST[:PORT]``, ``[IPv6]:PORT``, a bare IPv6 address or an https:// URL.
+    """`certpin._fetch.parse_target`, with its errors as click usage errors (exit code 2)."""
+    from ._fetch import parse_target as parse
 
-    Raises:
-        click.BadParameter: the target does not parse (exit code 2).
-    """
-    raw = text.strip()
-    if "://" in raw:
-        scheme, _, raw = raw.partition("://")
-        if scheme.lower() != "https":
-            raise click.BadParameter(f"{text!r}: only https:// URLs can be checked")
-        raw = raw.split("/", 1)[0]
-    port_text = ""
-    if raw.startswith("["):
-        host, sep, rest = raw[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise click.BadParameter(f"{text!r}: expected [IPv6]:PORT")
-        port_text = rest[1:]
-    elif raw.count(":") > 1:  # a bare IPv6 address: the port cannot be given without brackets
-        host = raw
-    else:
-        host, _, port_text = raw.partition(":")
-    if not host:
-        raise click.BadParameter(f"{text!r}: no host name")
-    _check_host(host, text)
-    if ":" in host or raw.startswith("["):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise click.BadParameter(f"{text!r}: {host!r} is not an IPv6 address") from None
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise click.BadParameter(f"{text!r}: port must be a number from 1 to 65535")
-    return host, int(port_text)
-
-
-def _format_target(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def fetch_chain(
-    host: str,
-    port: int,
-    *,
-    cafile: str | None = None,
-    servername: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> tuple[list[bytes], list[bytes]]:
-    """Connect, verify the server the way `certpin.create_default_context` does, and return
-    ``(verified chain, served chain)`` as DER, leaf first.
-
-    Raises:
-        ConnectError: TCP, TLS or certificate/host name verification failed.
-    """
-    from ._context import _chains
-
-    sni = servername or host
-    ctx = ssl.create_default_context(cafile=cafile)
-    # Same verification as a pinning context: chains end at a self-signed root on every Python
-    # (3.13 sets VERIFY_X509_PARTIAL_CHAIN), and RFC 5280 strictness as enforced in production.
-    ctx.verify_flags &= ~ssl.VERIFY_X509_PARTIAL_CHAIN
-    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    where = _format_target(host, port)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            with ctx.wrap_socket(sock, server_hostname=sni) as tls:
-                verified, served = _chains(tls)
-    except ssl.SSLCertVerificationError as exc:
-        _connect_failed(
-            f"{where}: certificate verification failed for {sni!r}: "
-            f"{exc.verify_message or exc.reason}"
-        )
-    except ssl.SSLError as exc:
-        _connect_failed(f"{where}: TLS handshake failed: {exc.reason or exc}")
-    except TimeoutError:
-        _connect_failed(f"{where}: timed out after {timeout:g} s")
-    except socket.gaierror as exc:
-        _connect_failed(f"{where}: cannot resolve {host!r}: {exc.strerror or exc}")
-    except OSError as exc:
-        _connect_failed(f"{where}: cannot connect: {exc.strerror or exc}")
-    if not verified:  # Defensive: CERT_REQUIRED guarantees a chain on a fresh handshake.
-        _connect_failed(f"{where}: the handshake produced no verified certificate chain")
-    return list(verified), list(served)
-
-
-def _connect_failed(message: str) -> NoReturn:
-    raise ConnectError(message) from None
+        return parse(text, DEFAULT_PORT)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -34,7 +34,14 @@ from ._errors import InsecureContextError, PinValidationError
 from ._policy import Policy, PolicyProvider, as_provider
 from ._verdict import Verdict, VerdictStatus, verdict
 
-__all__ = ["PinFailure", "PinningContext", "create_default_context"]
+__all__ = [
+    "PinFailure",
+    "PinningContext",
+    "create_default_context",
+    "served_chain",
+    "verified_chain",
+    "verifying_context",
+]
 
 log = logging.getLogger("certpin.enforce")
 
@@ -228,10 +235,47 @@ def create_default_context(
     getter = as_provider(policy)
     getter()  # fail now, not at the first handshake, if the provider is broken
     ctx = PinningContext(ssl.PROTOCOL_TLS_CLIENT)
+    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust)
+    ctx.sslsocket_class = _PinningSSLSocket
+    ctx.sslobject_class = _PinningSSLObject
+    ctx._certpin_policy = getter
+    ctx._certpin_on_failure = on_failure
+    ctx._certpin_clock = clock or _utcnow
+    ctx._certpin_sessions = OrderedDict()
+    ctx._certpin_lock = threading.Lock()
+    return ctx
+
+
+def verifying_context(
+    *,
+    cafile: str | os.PathLike[str] | None = None,
+    capath: str | os.PathLike[str] | None = None,
+    cadata: str | bytes | None = None,
+    allow_partial_chain: bool = False,
+    trust: Literal["default", "truststore"] = "default",
+) -> ssl.SSLContext:
+    """A plain client context that verifies exactly like a `PinningContext`, without pins.
+
+    For tools that fetch a server's verified chain to *look* at it (``certpin check``, lint,
+    monitor): the chain they see is the chain a pinning client would see.
+    """
+    ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust)
+    return ctx
+
+
+def _configure_verification(
+    ctx: ssl.SSLContext,
+    cafile: str | os.PathLike[str] | None,
+    capath: str | os.PathLike[str] | None,
+    cadata: str | bytes | None,
+    allow_partial_chain: bool,
+    trust: str,
+) -> None:
     # PROTOCOL_TLS_CLIENT starts with CERT_REQUIRED and check_hostname=True; set them anyway
     # so the guarantee does not rest on a default.
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    _C_SSLCONTEXT.check_hostname.__set__(ctx, True)
+    _C_SSLCONTEXT.verify_mode.__set__(ctx, ssl.CERT_REQUIRED)
     _C_SSLCONTEXT.minimum_version.__set__(ctx, ssl.TLSVersion.TLSv1_2)
     if trust == "truststore":
         _load_truststore(ctx)
@@ -242,20 +286,14 @@ def create_default_context(
             ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     else:
         ctx.load_verify_locations(cafile, capath, cadata)
+    # Python 3.13 sets VERIFY_X509_PARTIAL_CHAIN by default: clear it so the verified chain ends
+    # at a self-signed root on every version (a root pin must be able to match).
     flags = _C_SSLCONTEXT.verify_flags.__get__(ctx) | ssl.VERIFY_X509_STRICT
     if allow_partial_chain:
         flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     else:
         flags &= ~ssl.VERIFY_X509_PARTIAL_CHAIN
     _C_SSLCONTEXT.verify_flags.__set__(ctx, flags)
-    ctx.sslsocket_class = _PinningSSLSocket
-    ctx.sslobject_class = _PinningSSLObject
-    ctx._certpin_policy = getter
-    ctx._certpin_on_failure = on_failure
-    ctx._certpin_clock = clock or _utcnow
-    ctx._certpin_sessions = OrderedDict()
-    ctx._certpin_lock = threading.Lock()
-    return ctx
 
 
 def _load_truststore(ctx: ssl.SSLContext) -> None:

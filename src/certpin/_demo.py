@@ -249,7 +249,8 @@ def step_rotation(d: Demo) -> bool:
     conn = http.client.HTTPSConnection("localhost", d.server.port, context=_pinned(d), timeout=5)
     with contextlib.closing(conn):
         conn.connect()  # the handshake, and certpin's check, happen here
-        result: certpin.Verdict = conn.sock.certpin_verdict  # set by the hook
+        sock: Any = conn.sock
+        result: certpin.Verdict = sock.certpin_verdict  # set by the hook
         conn.request("GET", "/")
         resp = conn.getresponse()
         status, body = resp.status, resp.read()
