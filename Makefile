@@ -7,7 +7,7 @@ VENV := .venv
 VENV313 := .venv313
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: all demo test test-main test-313 lint bench clean venv
+.PHONY: all demo test test-main test-313 lint bench clean venv system-deps
 
 all: test
 
@@ -24,6 +24,20 @@ $(VENV313)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Real consumers used by the format tests: a JDK and Debian's OkHttp 3 (the exported Java snippet
+# is compiled and run against a loopback server) and curl (--pinnedpubkey). Needs root; the
+# tests that use them skip, saying why, where they are absent.
+SYSTEM_PACKAGES := libokhttp-java curl
+system-deps:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		missing=""; for p in $(SYSTEM_PACKAGES); do \
+			dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
+	else echo "system-deps: not root or no apt-get; skipping ($(SYSTEM_PACKAGES))"; fi
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python -m certpin._demo

@@ -16,15 +16,20 @@ CORE = ("_der.py", "_pins.py", "_hosts.py", "_policy.py", "_verdict.py", "_error
 def main(path: str = "artifacts/coverage.json") -> int:
     report = json.loads(Path(path).read_text())
     failed = False
+    seen = set()
     for name, data in sorted(report["files"].items()):
         if Path(name).name not in CORE or "certpin" not in Path(name).parts:
             continue
+        seen.add(Path(name).name)
         s = data["summary"]
         missing = s["missing_lines"] + s.get("missing_branches", 0)
         print(f"coverage gate: {name}: {s['percent_covered_display']}%")
         if missing:
             failed = True
             print(f"  missing lines {data['missing_lines']}", file=sys.stderr)
+    for name in sorted(set(CORE) - seen):
+        failed = True
+        print(f"coverage gate: {name} is missing from the report", file=sys.stderr)
     if failed:
         print("coverage gate: the core must stay at 100% branch coverage", file=sys.stderr)
         return 1

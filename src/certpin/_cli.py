@@ -55,7 +55,17 @@ EXIT_CONNECTION = 3
 DEFAULT_PORT = 443
 
 #: verbs implemented in other modules, imported on first use: name -> "module:attribute".
-_LAZY_VERBS: dict[str, str] = {}
+_LAZY_VERBS: dict[str, str] = {
+    "monitor": "certpin._cli_monitor:command",
+    "keygen": "certpin._cli_lifecycle:keygen_command",
+    "lint": "certpin._cli_lifecycle:lint_command",
+    "rotate": "certpin._cli_lifecycle:rotate_group",
+    "inventory": "certpin._cli_lifecycle:inventory_command",
+    "export": "certpin._cli_formats:export_command",
+    "import": "certpin._cli_formats:import_command",
+    "bundle": "certpin._cli_bundle:bundle_group",
+    "tofu": "certpin._cli_bundle:tofu_group",
+}
 
 
 class _Group(click.Group):

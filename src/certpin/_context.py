@@ -101,7 +101,7 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
     _certpin_policy: Callable[[], Policy]
     _certpin_on_failure: OnFailure | None
     _certpin_clock: Callable[[], dt.datetime]
-    _certpin_sessions: OrderedDict[bytes, tuple[bytes, ...]]
+    _certpin_sessions: OrderedDict[bytes, tuple[str, tuple[bytes, ...]]]
     _certpin_lock: threading.Lock
 
     @property
@@ -129,6 +129,34 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
                 "host name the certificate was verified for"
             )
         _CHECK_HOSTNAME.__set__(self, value)
+
+    # The socket classes *are* the hook: they may be replaced only by subclasses of certpin's
+    # (which keep the check), never by plain ssl classes that would switch pinning off.
+    @property
+    def sslsocket_class(self) -> type[ssl.SSLSocket]:
+        return self.__dict__.get("_certpin_socket_class", _PinningSSLSocket)  # type: ignore[no-any-return]
+
+    @sslsocket_class.setter
+    def sslsocket_class(self, value: type[ssl.SSLSocket]) -> None:
+        if not (isinstance(value, type) and issubclass(value, _PinningSSLSocket)):
+            raise InsecureContextError(
+                "a pinning context's sslsocket_class runs the pin check; replacing it with "
+                f"{value!r} would switch pinning off (subclass certpin's class instead)"
+            )
+        self.__dict__["_certpin_socket_class"] = value
+
+    @property
+    def sslobject_class(self) -> type[ssl.SSLObject]:
+        return self.__dict__.get("_certpin_object_class", _PinningSSLObject)  # type: ignore[no-any-return]
+
+    @sslobject_class.setter
+    def sslobject_class(self, value: type[ssl.SSLObject]) -> None:
+        if not (isinstance(value, type) and issubclass(value, _PinningSSLObject)):
+            raise InsecureContextError(
+                "a pinning context's sslobject_class runs the pin check; replacing it with "
+                f"{value!r} would switch pinning off (subclass certpin's class instead)"
+            )
+        self.__dict__["_certpin_object_class"] = value
 
     @property
     def policy(self) -> Policy:
@@ -169,9 +197,42 @@ _OBJECT_SESSION: Any = ssl.SSLObject.session
 
 
 class _PinningSSLSocket(ssl.SSLSocket):
+    # Set by the hook once the verdict allowed the connection. I/O before that first runs the
+    # handshake (and so the pin check): with do_handshake_on_connect=False, OpenSSL would
+    # otherwise complete the handshake implicitly inside send()/recv() and skip the hook.
+    _certpin_checked = False
+
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         _enforce(self, self.context)
+
+    def _certpin_ensure_checked(self) -> None:
+        if not self._certpin_checked and getattr(self, "_sslobj", None) is not None:
+            self.do_handshake()
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        self._certpin_ensure_checked()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        self._certpin_ensure_checked()
+        return super().write(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._certpin_ensure_checked()
+        return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._certpin_ensure_checked()
+        super().sendall(data, flags)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._certpin_ensure_checked()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._certpin_ensure_checked()
+        return super().recv_into(buffer, nbytes, flags)
 
     @property
     def session(self) -> ssl.SSLSession | None:
@@ -185,9 +246,21 @@ class _PinningSSLSocket(ssl.SSLSocket):
 
 
 class _PinningSSLObject(ssl.SSLObject):
+    _certpin_checked = False  # see _PinningSSLSocket
+
     def do_handshake(self) -> None:
         super().do_handshake()
         _enforce(self, self.context)
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        if not self._certpin_checked:
+            self.do_handshake()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        if not self._certpin_checked:
+            self.do_handshake()
+        return super().write(data)
 
     @property
     def session(self) -> ssl.SSLSession | None:
@@ -208,6 +281,7 @@ def create_default_context(
     cadata: str | bytes | None = None,
     on_failure: OnFailure | None = None,
     allow_partial_chain: bool = False,
+    x509_strict: bool = True,
     trust: Literal["default", "truststore"] = "default",
     clock: Callable[[], dt.datetime] | None = None,
 ) -> PinningContext:
@@ -223,6 +297,9 @@ def create_default_context(
             `PinFailure`. Exceptions it raises are logged and swallowed.
         allow_partial_chain: keep OpenSSL's ``VERIFY_X509_PARTIAL_CHAIN`` (chains may then end
             at an intermediate in the trust store, so a root pin may not be seen). Default off.
+        x509_strict: keep OpenSSL's ``VERIFY_X509_STRICT`` (RFC 5280 conformance checks, the
+            default of Python 3.13's `ssl.create_default_context`) on every Python version.
+            Default True; False accepts the looser chains 3.11/3.12 accept by default.
         trust: ``"truststore"`` loads the OS trust store the way the `truststore` package does
             on Linux (OpenSSL verifies, so a verified chain exists). On macOS and Windows
             truststore verifies through the OS outside OpenSSL and no verified chain exists:
@@ -235,9 +312,7 @@ def create_default_context(
     getter = as_provider(policy)
     getter()  # fail now, not at the first handshake, if the provider is broken
     ctx = PinningContext(ssl.PROTOCOL_TLS_CLIENT)
-    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust)
-    ctx.sslsocket_class = _PinningSSLSocket
-    ctx.sslobject_class = _PinningSSLObject
+    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust, x509_strict)
     ctx._certpin_policy = getter
     ctx._certpin_on_failure = on_failure
     ctx._certpin_clock = clock or _utcnow
@@ -252,6 +327,7 @@ def verifying_context(
     capath: str | os.PathLike[str] | None = None,
     cadata: str | bytes | None = None,
     allow_partial_chain: bool = False,
+    x509_strict: bool = True,
     trust: Literal["default", "truststore"] = "default",
 ) -> ssl.SSLContext:
     """A plain client context that verifies exactly like a `PinningContext`, without pins.
@@ -260,7 +336,7 @@ def verifying_context(
     monitor): the chain they see is the chain a pinning client would see.
     """
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust)
+    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust, x509_strict)
     return ctx
 
 
@@ -271,6 +347,7 @@ def _configure_verification(
     cadata: str | bytes | None,
     allow_partial_chain: bool,
     trust: str,
+    x509_strict: bool = True,
 ) -> None:
     # PROTOCOL_TLS_CLIENT starts with CERT_REQUIRED and check_hostname=True; set them anyway
     # so the guarantee does not rest on a default.
@@ -289,6 +366,8 @@ def _configure_verification(
     # Python 3.13 sets VERIFY_X509_PARTIAL_CHAIN by default: clear it so the verified chain ends
     # at a self-signed root on every version (a root pin must be able to match).
     flags = _C_SSLCONTEXT.verify_flags.__get__(ctx) | ssl.VERIFY_X509_STRICT
+    if not x509_strict:
+        flags &= ~ssl.VERIFY_X509_STRICT
     if allow_partial_chain:
         flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     else:
@@ -371,11 +450,19 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
     policy = ctx._certpin_policy()
     now = ctx._certpin_clock()
     result = verdict(host, verified, policy, now)
+    tofu = getattr(ctx, "_certpin_tofu", None)  # a certpin.KnownPins (trust on first use)
+    if tofu is not None and result.allowed:
+        # Records the leaf on first use, else a verdict against the recorded pins.
+        known = tofu.check(host, _peer_port(conn), verified, now)
+        if known is not None and not known.allowed:
+            result = known
     # Public: lets callers (and the demo) see which pin matched, e.g. sock.certpin_verdict.
     conn.certpin_verdict = result  # type: ignore[union-attr]
+    if result.allowed:
+        conn._certpin_checked = True  # type: ignore[union-attr]
     if result.status is VerdictStatus.OK or result.status is VerdictStatus.UNPINNED:
         return
-    if result.status is VerdictStatus.EXPIRED:
+    if result.status is VerdictStatus.EXPIRED or result.status is VerdictStatus.KILLED:
         log.warning(
             "certpin: %s — connection to %s allowed (CA validation only)", result.reason, host
         )
@@ -419,8 +506,10 @@ def _remember_session(conn: ssl.SSLSocket | ssl.SSLObject, sess: ssl.SSLSession 
     ctx = conn.context
     if not isinstance(ctx, PinningContext):  # Defensive
         return
+    # Keyed by session id, bound to the host it was verified for: OpenSSL does not re-check the
+    # host name on resumption, so a session offered to another host must not borrow the chain.
     with ctx._certpin_lock:
-        ctx._certpin_sessions[sess.id] = verified
+        ctx._certpin_sessions[sess.id] = (conn.server_hostname or "", verified)
         ctx._certpin_sessions.move_to_end(sess.id)
         while len(ctx._certpin_sessions) > _SESSION_CACHE_SIZE:
             ctx._certpin_sessions.popitem(last=False)
@@ -432,4 +521,5 @@ def _recall_session(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) ->
     if sess is None:
         return ()
     with ctx._certpin_lock:
-        return ctx._certpin_sessions.get(sess.id, ())
+        host, chain = ctx._certpin_sessions.get(sess.id, ("", ()))
+    return chain if host and host == conn.server_hostname else ()

@@ -67,6 +67,7 @@ class PolicyError(ConfigurationError):
     def __init__(self, problem: str, *, source: str | None = None, location: str = "") -> None:
         self.source = source or "<policy>"
         self.location = location
+        self.field = ""  # the rule field at fault, when raised by a DomainRule's own checks
         self.problem = problem
         where = f"{self.source}: {location}" if location else self.source
         super().__init__(f"{where}: {problem}")
@@ -86,7 +87,7 @@ class PinValidationError(CertpinError, ssl.SSLCertVerificationError):
         # Mirror SSLCertVerificationError's attributes so clients that print them keep working.
         self.reason = "PIN_VALIDATION_FAILED"
         self.verify_message = message
-        self.verify_code = 0
+        self.verify_code = 50  # X509_V_ERR_APPLICATION_VERIFICATION, not 0 (X509_V_OK)
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -4,7 +4,8 @@
 `certpin._context.verifying_context`, which verifies exactly like a pinning context, and return
 the chain OpenSSL verified (for decisions) and the chain the server sent (for display).
 
-Imports of the TLS machinery are deferred so the CLI starts quickly.
+certpin's own TLS machinery (`certpin._context`) is imported on first use, so the CLI starts
+quickly.
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ def _describe_failure(where: str, sni: str, timeout: float, exc: BaseException) 
             f"{where}: cannot resolve {where.rsplit(':', 1)[0]!r}: {exc.strerror or exc}"
         )
     if isinstance(exc, OSError):
-        return ConnectError(f"{where}: cannot connect: {exc.strerror or exc}")
+        # asyncio wraps a refused connect as "Connect call failed (...)": say what errno says.
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        return ConnectError(f"{where}: cannot connect: {reason}")
     raise exc  # Defensive: not a connection failure; let it surface
 
 

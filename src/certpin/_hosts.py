@@ -15,6 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = ["HostError", "Pattern", "PatternKind", "is_public_suffix", "normalize_host"]
 
@@ -60,6 +61,17 @@ def normalize_host(host: str) -> str:
             raise HostError(f"host {host!r} has an empty label")
         if label.isascii():
             lab = label.lower()
+            if lab.startswith("xn--"):
+                _check_a_label(host, label, lab)
+        elif _DEVIATIONS.intersection(label):
+            # IDNA 2003 maps these away (faß -> fass) while IDNA 2008 / UTS 46 keeps them
+            # (xn--fa-hia): clients disagree on the name they send, so a rule written with
+            # them could silently miss. Ask for the unambiguous A-label instead.
+            raise HostError(
+                f"host {host!r}: label {label!r} contains a character that IDNA 2003 and "
+                "IDNA 2008 encode differently (ß, ς, ZWJ, ZWNJ); write the A-label (xn--…) "
+                "that your clients send"
+            )
         else:
             try:
                 lab = label.encode("idna").decode("ascii").lower()
@@ -72,6 +84,19 @@ def normalize_host(host: str) -> str:
     if len(result) > 253:
         raise HostError(f"host {host!r} is longer than 253 characters")
     return result
+
+
+#: IDNA "deviation" characters (UTS 46 §2.4): encoded differently by IDNA 2003 and 2008.
+_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+
+
+def _check_a_label(host: str, label: str, lab: str) -> None:
+    try:
+        decoded = lab[4:].encode("ascii").decode("punycode")
+    except UnicodeError:
+        raise HostError(f"host {host!r}: {label!r} is not a valid A-label (bad punycode)") from None
+    if not decoded or decoded.isascii():
+        raise HostError(f"host {host!r}: {label!r} is not a valid A-label")
 
 
 class PatternKind(StrEnum):
@@ -95,22 +120,29 @@ class Pattern:
     def parse(cls, key: str) -> Pattern:
         if not isinstance(key, str):
             raise HostError(f"domain key must be a string, got {type(key).__name__}")
-        raw = key.strip()
-        if raw.startswith("**."):
-            kind, rest = PatternKind.ANY_LABELS, raw[3:]
-        elif raw.startswith("*."):
-            kind, rest = PatternKind.ONE_LABEL, raw[2:]
-        else:
-            kind, rest = PatternKind.EXACT, raw
-        if "*" in rest:
-            raise HostError(
-                f"pattern {key!r}: a wildcard is only allowed as a leading '*.' or '**.' label"
-            )
-        base = normalize_host(rest)
-        if kind is not PatternKind.EXACT and _is_ip(base):
-            raise HostError(f"pattern {key!r}: wildcards do not apply to IP addresses")
-        prefix = {PatternKind.EXACT: "", PatternKind.ONE_LABEL: "*.", PatternKind.ANY_LABELS: "**."}
-        return cls(prefix[kind] + base, kind, base)
+        return _parse_pattern(key)
+
+
+@lru_cache(maxsize=65536)
+def _parse_pattern(key: str) -> Pattern:
+    # Cached: a policy parses each key several times (file, rule, index), and bundles
+    # re-deliver the same keys on every refresh.
+    raw = key.strip()
+    if raw.startswith("**."):
+        kind, rest = PatternKind.ANY_LABELS, raw[3:]
+    elif raw.startswith("*."):
+        kind, rest = PatternKind.ONE_LABEL, raw[2:]
+    else:
+        kind, rest = PatternKind.EXACT, raw
+    if "*" in rest:
+        raise HostError(
+            f"pattern {key!r}: a wildcard is only allowed as a leading '*.' or '**.' label"
+        )
+    base = normalize_host(rest)
+    if kind is not PatternKind.EXACT and _is_ip(base):
+        raise HostError(f"pattern {key!r}: wildcards do not apply to IP addresses")
+    prefix = {PatternKind.EXACT: "", PatternKind.ONE_LABEL: "*.", PatternKind.ANY_LABELS: "**."}
+    return Pattern(prefix[kind] + base, kind, base)
 
 
 def _is_ip(host: str) -> bool:

@@ -60,6 +60,9 @@ class Pin:
     kind: PinKind = PinKind.SPKI
 
     def __post_init__(self) -> None:
+        # Coerce a plain "spki"/"certificate": the digest cache is keyed by kind, and a str
+        # that merely compares equal to the enum must not select the wrong digest.
+        object.__setattr__(self, "kind", PinKind(self.kind))
         size = DIGEST_SIZES.get(self.algorithm)
         if size is None:
             raise PinFormatError(

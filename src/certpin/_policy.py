@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._errors import PinFormatError, PolicyError
 from ._hosts import HostError, Pattern, PatternKind, _is_ip, is_public_suffix, normalize_host
 from ._pins import Pin
 
-__all__ = ["DomainRule", "Policy", "PolicyProvider", "as_provider"]
+__all__ = ["DomainRule", "KillSwitch", "Policy", "PolicyProvider", "as_provider"]
 
 SCHEMA_VERSION = 1
 UnpinnedHosts = Literal["allow", "deny"]
@@ -56,6 +57,22 @@ _TOP_FIELDS = ("schema", "version", "unpinned_hosts", "domains")
 
 
 @dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """A signed, expiring order to stop enforcing a rule's pins (see docs/dynamic.md).
+
+    Set only by `certpin.DynamicPolicy` from a verified bundle; it is not part of the policy
+    file schema. While ``now < until`` the verdict is ``KILLED``: CA validation only.
+
+    Attributes:
+        until: the instant (UTC) from which the rule's pins apply again.
+        reason: the operator's reason, repeated in every log line.
+    """
+
+    until: dt.datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DomainRule:
     """The pin rule for one policy key.
 
@@ -70,6 +87,10 @@ class DomainRule:
         enforce: False = report-only. Default True.
         report_uris: where pin-failure reports go (used by the reporter).
         allow_single_pin: accept fewer than two distinct pins. Default False.
+        kill_switch: if set, pins are not enforced until ``kill_switch.until`` (verdict
+            ``KILLED``). None = no kill switch. Never read from or written to policy files.
+        tofu: the pins were recorded on first use (`certpin.KnownPins`): a mismatch is
+            reported as ``TOFU_MISMATCH`` instead of ``FAILED``. Default False.
     """
 
     pattern: str
@@ -81,6 +102,17 @@ class DomainRule:
     enforce: bool = True
     report_uris: tuple[str, ...] = ()
     allow_single_pin: bool = False
+    kill_switch: KillSwitch | None = None
+    tofu: bool = False
+
+    def __post_init__(self) -> None:
+        problem = _rule_problem(self)
+        if problem is not None:
+            field_name, message = problem
+            loc = f"domains.{json.dumps(self.pattern, ensure_ascii=False)}"
+            err = PolicyError(message, location=f"{loc}.{field_name}" if field_name else loc)
+            err.field = field_name
+            raise err
 
     @property
     def all_pins(self) -> tuple[Pin, ...]:
@@ -94,7 +126,7 @@ class DomainRule:
         out: dict[str, Any] = {}
         for name in ("pins", "leaf_pins", "ca_pins"):
             pins = getattr(self, name)
-            if pins or name == "pins":
+            if pins:
                 out[name] = [str(p) for p in pins]
         out["include_subdomains"] = self.include_subdomains
         if self.expires is not None:
@@ -136,6 +168,9 @@ class Policy:
     )
 
     def __post_init__(self) -> None:
+        # Keep our own read-only copy: mutating the caller's dict must not desynchronise
+        # `domains` from the lookup table.
+        object.__setattr__(self, "domains", MappingProxyType(dict(self.domains)))
         slots: dict[str, list[DomainRule | None]] = {}
         for key, rule in self.domains.items():
             pattern = Pattern.parse(key)
@@ -147,6 +182,9 @@ class Policy:
             slots.setdefault(pattern.base, [None, None, None])[index] = rule
         table = {base: (v[0], v[1], v[2]) for base, v in slots.items()}
         object.__setattr__(self, "_table", table)
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.domains.items()), self.version, self.unpinned_hosts))
 
     # -- PolicyProvider ---------------------------------------------------------------------
 
@@ -364,34 +402,6 @@ def _parse_rule(key: Any, body: Any, source: str, loc: str) -> DomainRule:
     enforce = flag("enforce", True)
     single = flag("allow_single_pin", False)
     rule_pins, leaf, ca = pins("pins"), pins("leaf_pins"), pins("ca_pins")
-    if (include or pattern.kind is not PatternKind.EXACT) and is_public_suffix(pattern.base):
-        raise PolicyError(
-            f"{pattern.base!r} is a public suffix: pinning all names under it would pin hosts "
-            "you do not control",
-            source=source,
-            location=f"{loc}.include_subdomains" if include else loc,
-        )
-    if include and pattern.kind is not PatternKind.EXACT:
-        raise PolicyError(
-            "include_subdomains only applies to exact keys; use a '**.' key instead",
-            source=source,
-            location=f"{loc}.include_subdomains",
-        )
-    distinct = set(rule_pins + leaf + ca)
-    if not distinct:
-        raise PolicyError(
-            "no pins: give at least one of pins, leaf_pins, ca_pins",
-            source=source,
-            location=f"{loc}.pins",
-        )
-    if enforce and len(distinct) < 2 and not single:
-        raise PolicyError(
-            "an enforcing rule needs at least 2 distinct pins: a backup pin (a spare key, or a "
-            "CA you could move to) is what lets you rotate without locking clients out; set "
-            "allow_single_pin = true to accept the risk",
-            source=source,
-            location=f"{loc}.pins",
-        )
     report_uris = body.get("report_uris", [])
     if (
         isinstance(report_uris, str)
@@ -405,17 +415,74 @@ def _parse_rule(key: Any, body: Any, source: str, loc: str) -> DomainRule:
             source=source,
             location=f"{loc}.report_uris",
         )
-    return DomainRule(
-        pattern=pattern.text,
-        pins=rule_pins,
-        leaf_pins=leaf,
-        ca_pins=ca,
-        include_subdomains=include,
-        expires=_parse_expiry(body.get("expires"), source, f"{loc}.expires"),
-        enforce=enforce,
-        report_uris=tuple(report_uris),
-        allow_single_pin=single,
-    )
+    expires = _parse_expiry(body.get("expires"), source, f"{loc}.expires")
+    try:
+        return DomainRule(
+            pattern=pattern.text,
+            pins=rule_pins,
+            leaf_pins=leaf,
+            ca_pins=ca,
+            include_subdomains=include,
+            expires=expires,
+            enforce=enforce,
+            report_uris=tuple(report_uris),
+            allow_single_pin=single,
+        )
+    except PolicyError as exc:  # the rule's own checks: add the file to the location
+        where = f"{loc}.{exc.field}" if exc.field else loc
+        raise PolicyError(exc.problem, source=source, location=where) from None
+
+
+def _rule_problem(rule: DomainRule) -> tuple[str, str] | None:
+    """The first thing wrong with a rule, as (field, problem), or None.
+
+    Runs for every `DomainRule`, however it was built (file, dict, code, bundle).
+    """
+    try:
+        pattern = Pattern.parse(rule.pattern)
+    except HostError as exc:
+        return "", f"invalid domain: {exc}"
+    if pattern.text != rule.pattern:
+        return "", f"pattern must be in canonical form {pattern.text!r}"
+    include = rule.include_subdomains
+    if (include or pattern.kind is not PatternKind.EXACT) and is_public_suffix(pattern.base):
+        return (
+            "include_subdomains" if include else "",
+            f"{pattern.base!r} is a public suffix: pinning all names under it would pin hosts "
+            "you do not control",
+        )
+    if include and pattern.kind is not PatternKind.EXACT:
+        return (
+            "include_subdomains",
+            "include_subdomains only applies to exact keys; use a '**.' key instead",
+        )
+    if not (rule.pins or rule.leaf_pins or rule.ca_pins):
+        return "pins", "no pins: give at least one of pins, leaf_pins, ca_pins"
+    if rule.enforce and not rule.allow_single_pin and not rule.tofu:
+        for name in ("pins", "leaf_pins", "ca_pins"):
+            slot: tuple[Pin, ...] = getattr(rule, name)
+            if slot and _independent_pins(slot) < 2:
+                return (
+                    name,
+                    f"an enforcing rule needs a backup pin in every slot it uses: {name} has no "
+                    "second distinct key of the same kind and algorithm (sha256/ and sha512/ "
+                    "of one key count once). A backup (a spare key, or a CA you could move to) "
+                    "is what lets you rotate without locking clients out; set "
+                    "allow_single_pin = true to accept the risk",
+                )
+    return None
+
+
+def _independent_pins(pins: tuple[Pin, ...]) -> int:
+    """How many pins could be *different keys*: distinct digests within one (algorithm, kind).
+
+    Two pins of different algorithms or kinds may describe the same key or certificate, so
+    they are never counted as a backup for each other.
+    """
+    groups: dict[tuple[str, str], set[bytes]] = {}
+    for pin in pins:
+        groups.setdefault((pin.algorithm, pin.kind.value), set()).add(pin.digest)
+    return max(len(g) for g in groups.values())
 
 
 def _parse_expiry(value: Any, source: str, loc: str) -> dt.datetime | None:

@@ -35,10 +35,20 @@ class VerdictStatus(StrEnum):
     """No rule covers the host and the policy says ``unpinned_hosts = "deny"``."""
     EXPIRED = "expired"
     """The host's rule has expired; CA validation alone applies (logged loudly)."""
+    KILLED = "killed"
+    """A signed kill switch suspends the host's pins; CA validation alone applies (logged
+    loudly). Never turned into ``DENIED`` by ``unpinned_hosts = "deny"``: the host has a rule."""
+    TOFU_MISMATCH = "tofu_mismatch"
+    """The host's pins were recorded on first use and the verified chain no longer matches:
+    `Verdict.expected_pins` are the recorded (old) pins, ``chain[0].pin`` the new leaf pin."""
 
 
 #: statuses that let a connection through regardless of mode.
-_PASSING = frozenset({VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED})
+_PASSING = frozenset(
+    {VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED, VerdictStatus.KILLED}
+)
+#: statuses that mean "the pins did not match" (reportable, blocking unless report-only).
+_MISMATCH = frozenset({VerdictStatus.FAILED, VerdictStatus.TOFU_MISMATCH})
 
 
 class ChainEntry:
@@ -125,7 +135,7 @@ class Verdict:
     @property
     def pin_failure(self) -> bool:
         """True when the pins did not match: enforced or not, this is reportable."""
-        return self.status is VerdictStatus.FAILED
+        return self.status in _MISMATCH
 
     @property
     def allowed(self) -> bool:
@@ -152,7 +162,12 @@ class Verdict:
         if self.rule is not None:
             mode = "enforce" if self.rule.enforce else "report-only"
             lines.append(f"  Pinned for {self.rule.pattern} ({mode}):")
-            lines += [f"    {p}" for p in self.rule.all_pins]
+            slots = [(name, getattr(self.rule, name)) for name, _, _ in _SLOTS]
+            labelled = sum(1 for _, pins in slots if pins) > 1 or not self.rule.pins
+            for name, pins in slots:
+                if pins and labelled:
+                    lines.append(f"    {name} (one must match):")
+                lines += [f"      {p}" if labelled else f"    {p}" for p in pins]
             lines.append(
                 "  Hint: if this is your own new certificate, add its pin (`certpin pin "
                 "--connect HOST`) to the policy before deploying it; if not, someone may be "
@@ -194,6 +209,13 @@ def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime)
         return result(VerdictStatus.UNPINNED, "no pin rule covers this host")
     if not entries:
         return result(VerdictStatus.FAILED, "no verified certificate chain")
+    kill = rule.kill_switch
+    if kill is not None and now < kill.until:
+        return result(
+            VerdictStatus.KILLED,
+            f"KILL SWITCH: pins for {rule.pattern} suspended until {kill.until.isoformat()}"
+            f" ({kill.reason or 'no reason given'}); CA validation only",
+        )
     if rule.expired(now):
         assert rule.expires is not None
         return result(
@@ -201,33 +223,43 @@ def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime)
             f"pins for {rule.pattern} expired at {rule.expires.isoformat()}; CA validation only",
         )
     try:
-        matched = _match(rule, entries)
+        matched, failure = _match(rule, entries)
     except ValueError as exc:
         return result(VerdictStatus.FAILED, f"cannot parse a certificate of the chain: {exc}")
+    if matched is None and rule.tofu:
+        return result(
+            VerdictStatus.TOFU_MISMATCH,
+            f"the key changed since first use: recorded {', '.join(map(str, rule.all_pins))},"
+            f" now {entries[0]} (expected? `certpin tofu accept {name}:PORT` records it)",
+        )
     if matched is None:
-        return result(VerdictStatus.FAILED, "no pin of the rule matches the verified chain")
+        return result(VerdictStatus.FAILED, failure)
     return result(VerdictStatus.OK, "a pin of the rule matched the verified chain", matched)
 
 
-def _match(rule: DomainRule, entries: tuple[ChainEntry, ...]) -> Pin | None:
-    """Apply the rule's pin slots; returns the pin that decided, or None."""
+#: (slot, which chain positions it may match, what the failure reason says)
+_SLOTS = (
+    ("pins", slice(None), "no pin of the rule matches the verified chain"),
+    ("leaf_pins", slice(0, 1), "no leaf_pins entry matches the leaf certificate"),
+    # Apple ATS: a CA pin must match a CA certificate, i.e. chain positions >= 1.
+    ("ca_pins", slice(1, None), "no ca_pins entry matches a CA certificate of the chain"),
+)
+
+
+def _match(rule: DomainRule, entries: tuple[ChainEntry, ...]) -> tuple[Pin | None, str]:
+    """Apply the rule's pin slots (every slot that is set must match).
+
+    Returns the pin that decided and "", or None and the reason naming the slot that failed.
+    """
     found: Pin | None = None
-    if rule.pins:
-        found = _first_match(rule.pins, entries)
-        if found is None:
-            return None
-    if rule.leaf_pins:
-        leaf = _first_match(rule.leaf_pins, entries[:1])
-        if leaf is None:
-            return None
-        found = found or leaf
-    if rule.ca_pins:
-        # Apple ATS: a CA pin must match a CA certificate, i.e. chain positions >= 1.
-        ca = _first_match(rule.ca_pins, entries[1:])
-        if ca is None:
-            return None
-        found = found or ca
-    return found
+    for name, positions, reason in _SLOTS:
+        pins: tuple[Pin, ...] = getattr(rule, name)
+        if pins:
+            hit = _first_match(pins, entries[positions])
+            if hit is None:
+                return None, reason
+            found = found or hit
+    return found, ""
 
 
 def _first_match(pins: tuple[Pin, ...], entries: tuple[ChainEntry, ...]) -> Pin | None:

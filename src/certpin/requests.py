@@ -47,6 +47,8 @@ class PinningAdapter(HTTPAdapter):
         policy: a `Policy` or a provider of the current one.
         cafile, capath, cadata: trust anchors (default: the system store).
         on_failure: called once per failed pin check.
+        client_cert: a client certificate for mTLS (``certfile`` with the key in it, or
+            ``(certfile, keyfile)``). Per-request ``cert=`` is refused.
         allow_partial_chain, trust, clock: as for `certpin.create_default_context`.
         **kwargs: passed to `HTTPAdapter` (pool sizes, ``max_retries``…).
     """
@@ -62,6 +64,7 @@ class PinningAdapter(HTTPAdapter):
         allow_partial_chain: bool = False,
         trust: Literal["default", "truststore"] = "default",
         clock: Callable[[], dt.datetime] | None = None,
+        client_cert: str | tuple[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.ssl_context: PinningContext = create_default_context(
@@ -74,6 +77,13 @@ class PinningAdapter(HTTPAdapter):
             trust=trust,
             clock=clock,
         )
+        if client_cert is not None:
+            # mTLS belongs to the adapter: urllib3 would load a per-request cert= into the shared
+            # context, and every later connection, to any host, would present it.
+            certfile, keyfile = (
+                client_cert if isinstance(client_cert, tuple) else (client_cert, None)
+            )
+            self.ssl_context.load_cert_chain(certfile, keyfile)
         self._env_bundle_noted = False
         super().__init__(**kwargs)
 
@@ -137,14 +147,26 @@ class PinningAdapter(HTTPAdapter):
                     "trust anchors apply",
                     verify,
                 )
+        if cert is not None:
+            raise InsecureContextError(
+                "a per-request cert= would be loaded into the adapter's shared context and sent "
+                "to every later host; give the client certificate to the adapter instead: "
+                "PinningAdapter(policy, client_cert=(certfile, keyfile))"
+            )
         url = request.url or ""
         parts = urlsplit(url)
         if parts.scheme.lower() == "http" and parts.hostname:
-            rule = self.ssl_context.policy.lookup(parts.hostname)
+            policy = self.ssl_context.policy
+            rule = policy.lookup(parts.hostname)
             if rule is not None:
                 raise InsecureRequestError(
                     f"refusing plain http:// request to pinned host {parts.hostname} "
                     f"(rule {rule.pattern}): pinned hosts are HTTPS-only"
+                )
+            if policy.unpinned_hosts == "deny":
+                raise InsecureRequestError(
+                    f"refusing plain http:// request to {parts.hostname}: the policy denies "
+                    "unpinned hosts, and plain HTTP cannot be pinned"
                 )
         return super().send(request, stream, timeout, verify, cert, proxies)
 

@@ -150,3 +150,39 @@ def test_adapter_pool_key_carries_the_context(tmp_pki_files: PKIFiles, pins: Pin
     assert kw_a["ssl_context"] is a.ssl_context
     assert kw_b["ssl_context"] is b.ssl_context
     assert a.ssl_context is not b.ssl_context
+
+
+def test_per_request_client_cert_is_refused(
+    server: TLSServer, tmp_pki_files: PKIFiles, pins: Pins
+) -> None:
+    # urllib3 would load it into the adapter's shared context: every later host would get it.
+    session = pinned_session(
+        policy_for("localhost", pins.root, pins.spare), cafile=tmp_pki_files.root_ca
+    )
+    with session, pytest.raises(certpin.InsecureContextError, match="client_cert"):
+        session.get(server.url(), cert=(str(tmp_pki_files.certfile), str(tmp_pki_files.keyfile)))
+    assert server.wait_idle()
+    assert server.handshakes == 0
+
+
+def test_adapter_level_client_cert_is_loaded(
+    server: TLSServer, tmp_pki_files: PKIFiles, pins: Pins
+) -> None:
+    # Any cert/key pair proves the plumbing: the adapter's context holds it, and requests work.
+    adapter = PinningAdapter(
+        policy_for("localhost", pins.root, pins.spare),
+        cafile=tmp_pki_files.root_ca,
+        client_cert=(str(tmp_pki_files.certfile), str(tmp_pki_files.keyfile)),
+    )
+    with requests.Session() as session:
+        session.mount("https://", adapter)
+        assert session.get(server.url(), timeout=5).content == DEFAULT_BODY
+
+
+def test_plain_http_refused_for_any_host_under_deny(pins: Pins) -> None:
+    session = pinned_session(policy_for("localhost", pins.root, pins.spare, unpinned_hosts="deny"))
+    with session, pytest.raises(InsecureRequestError, match="denies unpinned hosts"):
+        session.get("http://127.0.0.1:9/", timeout=2)
+    allow = pinned_session(policy_for("localhost", pins.root, pins.spare))
+    with allow, pytest.raises(requests.exceptions.ConnectionError):
+        allow.get("http://127.0.0.1:9/", timeout=2)  # allowed through: port 9 is closed

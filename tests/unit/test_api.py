@@ -13,12 +13,18 @@ import certpin
 
 # Adding or removing a public name is an API change: update this set, the docs and CHANGELOG.md.
 EXPECTED_PUBLIC_NAMES = {
+    "Bundle",
+    "BundleError",
     "CertificateLoadError",
     "CertpinError",
     "ChainEntry",
     "ConfigurationError",
     "DomainRule",
+    "DynamicPolicy",
+    "FileSigner",
     "InsecureContextError",
+    "KillSwitch",
+    "KnownPins",
     "Pin",
     "PinFailure",
     "PinFormatError",
@@ -28,12 +34,17 @@ EXPECTED_PUBLIC_NAMES = {
     "Policy",
     "PolicyError",
     "PolicyProvider",
+    "RefreshResult",
+    "Signer",
+    "TrustedKey",
     "Verdict",
     "VerdictStatus",
     "__version__",
     "create_default_context",
     "normalize_host",
+    "sign_bundle",
     "verdict",
+    "verify_bundle",
 }
 
 
@@ -101,7 +112,7 @@ def test_pin_validation_error_attributes() -> None:
     assert err.verdict is None
     assert err.reason == "PIN_VALIDATION_FAILED"
     assert err.verify_message == "pin mismatch for a.example"
-    assert err.verify_code == 0
+    assert err.verify_code == 50  # X509_V_ERR_APPLICATION_VERIFICATION
     with pytest.raises(ssl.SSLError):
         raise err
 

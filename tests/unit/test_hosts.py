@@ -175,3 +175,22 @@ def test_public_suffixes(host: str) -> None:
 @pytest.mark.parametrize("host", ["example.com", "example.co.uk", "me.github.io", "uk.example"])
 def test_not_public_suffixes(host: str) -> None:
     assert not is_public_suffix(host)
+
+
+@pytest.mark.parametrize(
+    "host", ["faß.example", "ςa.example", "a\u200db.example", "a\u200cb.example"]
+)
+def test_idna_deviation_characters_refused(host: str) -> None:
+    # IDNA 2003 maps ß to "ss", IDNA 2008 keeps it (xn--fa-hia): clients would disagree.
+    with pytest.raises(HostError, match="A-label"):
+        normalize_host(host)
+
+
+def test_deviation_a_label_is_the_way_to_write_it() -> None:
+    assert normalize_host("XN--FA-HIA.example") == "xn--fa-hia.example"
+
+
+@pytest.mark.parametrize("host", ["xn--zz.example", "xn--.example", "xn--abc-.example"])
+def test_invalid_a_labels_refused(host: str) -> None:
+    with pytest.raises(HostError, match="A-label"):
+        normalize_host(host)

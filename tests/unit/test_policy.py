@@ -169,9 +169,50 @@ def test_single_pin_accepted_when_allowed_or_report_only() -> None:
     assert p.domains["a.example"].pins == (Pin.parse(P1),)
     p = policy({"a.example": {"pins": [P1], "enforce": False}})
     assert p.domains["a.example"].enforce is False
-    # Two pins across different slots count as two.
-    p = policy({"a.example": {"leaf_pins": [P1], "ca_pins": [P2]}})
+    p = policy({"a.example": {"leaf_pins": [P1], "ca_pins": [P2], "allow_single_pin": True}})
     assert p.domains["a.example"].all_pins == (Pin.parse(P1), Pin.parse(P2))
+
+
+def test_every_slot_needs_its_own_backup() -> None:
+    # leaf_pins and ca_pins must BOTH match (Apple ATS): one pin in each is no backup at all.
+    msg = error({"domains": {"a.example": {"leaf_pins": [P1], "ca_pins": [P2, P3]}}}, "p.toml")
+    assert 'p.toml: domains."a.example".leaf_pins: ' in msg and "backup" in msg
+    msg = error({"domains": {"A.Example.": {"leaf_pins": [P1, P2], "ca_pins": [P3]}}})
+    assert 'domains."A.Example.".ca_pins: ' in msg  # the key as the author wrote it
+    ok = policy({"a.example": {"leaf_pins": [P1, P2], "ca_pins": [P2, P3]}})
+    assert len(ok.domains["a.example"].all_pins) == 3
+
+
+def test_same_key_in_two_algorithms_or_kinds_is_not_a_backup() -> None:
+    digest = bytes(range(32))
+    sha256 = str(Pin(digest))
+    sha512 = str(Pin(bytes(range(64)), "sha512"))
+    cert = str(Pin(digest, kind=PinKind.CERTIFICATE))
+    for pair in ([sha256, sha512], [sha256, cert]):
+        assert "backup" in error({"domains": {"a.example": {"pins": pair}}})
+    assert policy({"a.example": {"pins": [sha256, sha512, P1]}}).domains["a.example"].pins
+
+
+def test_rules_built_in_code_are_validated_too() -> None:
+    with pytest.raises(PolicyError, match="backup"):
+        DomainRule("a.example", pins=(Pin.parse(P1),))
+    with pytest.raises(PolicyError, match="public suffix"):
+        DomainRule("com", pins=(Pin.parse(P1), Pin.parse(P2)), include_subdomains=True)
+    with pytest.raises(PolicyError, match="canonical"):
+        DomainRule("A.example", pins=(Pin.parse(P1), Pin.parse(P2)))
+    with pytest.raises(PolicyError, match="invalid domain"):
+        DomainRule("a..example", pins=(Pin.parse(P1), Pin.parse(P2)))
+
+
+def test_policy_is_immutable_and_hashable() -> None:
+    domains = {"a.example": DomainRule("a.example", pins=(Pin.parse(P1), Pin.parse(P2)))}
+    p = Policy(domains=domains)
+    domains["b.example"] = DomainRule("b.example", pins=(Pin.parse(P1), Pin.parse(P2)))
+    assert list(p.domains) == ["a.example"] and p.lookup("b.example") is None
+    with pytest.raises(TypeError):
+        p.domains["c.example"] = domains["b.example"]  # type: ignore[index]
+    assert hash(p) == hash(Policy(domains=dict(p.domains)))
+    assert p == Policy(domains=dict(p.domains))
 
 
 def test_no_pins_at_all() -> None:
@@ -488,9 +529,9 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
         prefix = draw(st.sampled_from(["", "", "*.", "**."]))
         body: dict[str, Any] = {"pins": draw(st.lists(_PIN, min_size=2, max_size=3, unique=True))}
         if draw(st.booleans()):
-            body["leaf_pins"] = draw(st.lists(_PIN, max_size=2))
+            body["leaf_pins"] = draw(st.lists(_PIN, min_size=2, max_size=3, unique=True))
         if draw(st.booleans()):
-            body["ca_pins"] = draw(st.lists(_PIN, max_size=2))
+            body["ca_pins"] = draw(st.lists(_PIN, min_size=2, max_size=3, unique=True))
         if prefix == "" and draw(st.booleans()):
             body["include_subdomains"] = True
         expiry = draw(_EXPIRY)
@@ -513,8 +554,9 @@ def test_round_trip_property(doc: dict[str, Any]) -> None:
     try:
         p = Policy.from_dict(doc)
     except PolicyError as exc:
-        # Only the public-suffix guard may refuse a generated document (e.g. "*.co.uk").
-        assert "public suffix" in str(exc)
+        # Only the public-suffix guard (e.g. "*.co.uk") and the backup rule (two pins of
+        # different algorithms are not independent keys) may refuse a generated document.
+        assert "public suffix" in str(exc) or "backup" in str(exc)
         return
     assert Policy.from_dict(p.to_dict()) == p
     assert Policy.from_dict(json.loads(json.dumps(p.to_dict()))) == p

@@ -319,12 +319,26 @@ def test_message_contents(p256: PKI) -> None:
         subject = cert.cert.subject.rfc4514_string()
         assert f"    {pin(cert)}: {subject}" in lines
     assert f"  Pinned for {HOST} (enforce):" in lines
-    assert [ln.strip() for ln in lines if ln.strip() in (UNRELATED, UNRELATED2)] == [
-        UNRELATED,
-        UNRELATED2,
-    ]  # the pinned set, each once, in order
+    # the pinned set, slot by slot, in order, labelled when more than one slot is set
+    listed = [ln.strip() for ln in lines if ln.strip() in (UNRELATED, UNRELATED2)]
+    assert listed == [UNRELATED, UNRELATED2, UNRELATED]
+    assert "    pins (one must match):" in lines
+    assert "    leaf_pins (one must match):" in lines
     assert "Hint:" in msg
     assert v.expected_pins == (Pin.parse(UNRELATED), Pin.parse(UNRELATED2))
+
+
+def test_reason_names_the_slot_that_failed(p256: PKI) -> None:
+    good_ca = pin(p256.intermediate)
+    v = check(p256, pinned({"pins": [good_ca, UNRELATED], "leaf_pins": [UNRELATED, UNRELATED2]}))
+    assert v.status is VerdictStatus.FAILED
+    assert v.reason == "no leaf_pins entry matches the leaf certificate"
+    v = check(
+        p256, pinned({"leaf_pins": [pin(p256.leaf), UNRELATED], "ca_pins": [UNRELATED2, UNRELATED]})
+    )
+    assert v.reason == "no ca_pins entry matches a CA certificate of the chain"
+    lines = v.message().splitlines()
+    assert "    ca_pins (one must match):" in lines
 
 
 def test_message_for_empty_and_unpinned() -> None:

@@ -1,0 +1,381 @@
+"""A deliberately small JWS (RFC 7515) compact-serialization signer and verifier.
+
+Only what pin bundles need, built on `cryptography` alone:
+
+* algorithms ``ES256`` (ECDSA P-256 + SHA-256, signature = raw ``r || s``, 64 bytes, RFC 7518
+  §3.4 — *not* DER) and ``Ed25519`` (RFC 9864's fully specified name). One algorithm per key.
+* The polymorphic ``EdDSA`` name is **rejected**: RFC 9864 deprecates it, and accepting it would
+  mean two names for one key. ``none`` and every ``HS*`` (HMAC) are rejected before any key is
+  looked at, so "HS256 with the public key as the secret" can never verify.
+* ``kid`` is the RFC 7638 JWK thumbprint of the public key; the verifier looks the key up by
+  ``kid`` and the key's own algorithm must equal the header's.
+* ``crit`` (RFC 7515 §4.1.11): certpin understands no extension, so any ``crit`` is rejected.
+* base64url must be canonical: no padding, only the URL-safe alphabet, and re-encoding the
+  decoded bytes gives the same text. The last character of a segment carries unused bits; a
+  lenient decoder would let a flipped bit there still verify.
+* Duplicate JSON member names are rejected (RFC 7515 §4: "MUST reject … or use a JSON parser
+  that returns only the lexically last duplicate" — certpin rejects).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from ._errors import CertpinError, ConfigurationError
+
+__all__ = [
+    "ALGORITHMS",
+    "BundleError",
+    "FileSigner",
+    "Signer",
+    "TrustedKey",
+    "b64url_decode",
+    "b64url_encode",
+    "generate_private_key",
+    "load_trusted_keys",
+    "sign_compact",
+    "verify_compact",
+]
+
+Algorithm = Literal["ES256", "Ed25519"]
+ALGORITHMS: tuple[Algorithm, ...] = ("ES256", "Ed25519")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class BundleError(CertpinError):
+    """A signed bundle (or its JWS envelope) was rejected.
+
+    Attributes:
+        reason: a short machine-readable code (``bad_signature``, ``unknown_kid``, ``rollback``…).
+        detail: the human explanation (also ``str(error)``).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"bundle rejected ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# -- base64url -----------------------------------------------------------------------------------
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str, what: str = "segment") -> bytes:
+    """Strict unpadded base64url: rejects padding, other alphabets, and non-canonical text."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise BundleError("bad_encoding", f"{what} is not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(data) != text:
+        # Non-zero unused bits in the last character: the same bytes have another spelling.
+        raise BundleError("bad_encoding", f"{what} is not canonical base64url (unused bits set)")
+    return data
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise BundleError("bad_json", f"{what} repeats the member {key!r}")
+            out[key] = value
+        return out
+
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError("bad_json", f"{what} is not UTF-8 JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BundleError("bad_json", f"{what} must be a JSON object")
+    return value
+
+
+def canonical_json(value: Any) -> bytes:
+    """Compact, sorted JSON: what certpin signs (any JSON is accepted when verifying)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def _alg_of(key: PrivateKey | PublicKey) -> Algorithm:
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise ConfigurationError(
+        f"unsupported key: EC curve {key.curve.name}; bundle keys are P-256 (ES256) or Ed25519"
+    )
+
+
+def public_jwk(key: PublicKey) -> dict[str, str]:
+    """The public JWK (only the members RFC 7638 §3.2 requires, plus ``alg``)."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"alg": "Ed25519", "crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw)}
+    _alg_of(key)
+    numbers = key.public_numbers()
+    return {
+        "alg": "ES256",
+        "crv": "P-256",
+        "kty": "EC",
+        "x": b64url_encode(numbers.x.to_bytes(32, "big")),
+        "y": b64url_encode(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def thumbprint(jwk: Mapping[str, str]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url): the required members, sorted, compact."""
+    required = ("crv", "kty", "x") if jwk["kty"] == "OKP" else ("crv", "kty", "x", "y")
+    members = {name: jwk[name] for name in required}
+    return b64url_encode(hashlib.sha256(canonical_json(members)).digest())
+
+
+def key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey:
+    """A public key from a JWK (P-256 or Ed25519); raises BundleError for anything else."""
+    try:
+        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+            return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"], "jwk.x"))
+        if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+            x = int.from_bytes(b64url_decode(jwk["x"], "jwk.x"), "big")
+            y = int.from_bytes(b64url_decode(jwk["y"], "jwk.y"), "big")
+            return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError("bad_key", f"invalid JWK: {exc}") from None
+    raise BundleError("bad_key", "JWK must be an EC P-256 or OKP Ed25519 public key")
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key the client trusts for bundles, found by its ``kid`` (RFC 7638 thumbprint)."""
+
+    kid: str
+    alg: Algorithm
+    key: PublicKey
+
+    @classmethod
+    def from_public_key(cls, key: PublicKey) -> TrustedKey:
+        jwk = public_jwk(key)
+        return cls(kid=thumbprint(jwk), alg=_alg_of(key), key=key)
+
+    @classmethod
+    def from_pem(cls, pem: bytes | str) -> TrustedKey:
+        data = pem.encode() if isinstance(pem, str) else pem
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError as exc:
+            raise ConfigurationError(f"not a PEM public key: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+            raise ConfigurationError(
+                f"unsupported public key type {type(key).__name__}: use P-256 or Ed25519"
+            )
+        return cls.from_public_key(key)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrustedKey:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read key: {exc.strerror or exc}") from None
+        try:
+            return cls.from_pem(data)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> TrustedKey:
+        return cls.from_public_key(key_from_jwk(jwk))
+
+    def jwk(self) -> dict[str, str]:
+        return public_jwk(self.key)
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        try:
+            if isinstance(self.key, ed25519.Ed25519PublicKey):
+                self.key.verify(signature, data)
+                return True
+            if len(signature) != 64:
+                return False
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            self.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+            return True
+        except InvalidSignature:
+            return False
+
+
+def load_trusted_keys(keys: Iterable[TrustedKey | str | Path | bytes]) -> dict[str, TrustedKey]:
+    """kid -> key, from TrustedKey objects, PEM bytes, or paths to PEM files."""
+    out: dict[str, TrustedKey] = {}
+    for item in keys:
+        if isinstance(item, TrustedKey):
+            key = item
+        elif isinstance(item, bytes):
+            key = TrustedKey.from_pem(item)
+        else:
+            key = TrustedKey.from_file(item)
+        out[key.kid] = key
+    return out
+
+
+# -- signing -------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """What signs bundles: a key file, or an HSM/KMS behind the same three members.
+
+    ``sign(data)`` returns the JWS signature bytes for ``alg``: for ES256 the raw 64-byte
+    ``r || s`` (RFC 7518 §3.4; convert a KMS's DER signature with `es256_raw`), for Ed25519
+    the 64-byte signature.
+    """
+
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def kid(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def es256_raw(der_signature: bytes) -> bytes:
+    """DER ECDSA signature (what OpenSSL, HSMs and KMSs return) -> JWS ``r || s``."""
+    r, s = decode_dss_signature(der_signature)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+class FileSigner:
+    """A `Signer` over a private key held in memory (loaded from a PEM file)."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        self._key = key
+        self.alg: Algorithm = _alg_of(key)
+        self.trusted_key = TrustedKey.from_public_key(key.public_key())
+        self.kid: str = self.trusted_key.kid
+
+    @classmethod
+    def from_file(cls, path: str | Path, password: bytes | None = None) -> FileSigner:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read key: {exc.strerror or exc}") from None
+        try:
+            key = serialization.load_pem_private_key(data, password)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"{path}: not a usable PEM private key: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise ConfigurationError(
+                f"{path}: unsupported key type {type(key).__name__}: use P-256 or Ed25519"
+            )
+        try:
+            return cls(key)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
+
+    def sign(self, data: bytes) -> bytes:
+        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+            return self._key.sign(data)
+        return es256_raw(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+
+    def private_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def public_pem(self) -> bytes:
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+def generate_private_key(alg: str = "ES256") -> PrivateKey:
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "Ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ConfigurationError(f"unknown algorithm {alg!r}; use one of {', '.join(ALGORITHMS)}")
+
+
+def sign_compact(payload: bytes, signer: Signer, typ: str) -> str:
+    """A JWS compact serialization of `payload` signed by `signer`."""
+    if signer.alg not in ALGORITHMS:
+        raise ConfigurationError(f"signer algorithm {signer.alg!r} is not one of {ALGORITHMS}")
+    header = canonical_json({"alg": signer.alg, "kid": signer.kid, "typ": typ})
+    signing_input = f"{b64url_encode(header)}.{b64url_encode(payload)}"
+    signature = signer.sign(signing_input.encode("ascii"))
+    return f"{signing_input}.{b64url_encode(signature)}"
+
+
+def verify_compact(
+    token: str | bytes, keys: Mapping[str, TrustedKey], *, max_size: int, typ: str
+) -> tuple[dict[str, Any], bytes, TrustedKey]:
+    """Check a compact JWS; returns (header, payload bytes, the key that verified it).
+
+    Raises:
+        BundleError: with ``reason`` saying which check failed.
+    """
+    if isinstance(token, bytes):
+        if len(token) > max_size:
+            raise BundleError("too_large", f"{len(token)} bytes, the limit is {max_size}")
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError:
+            raise BundleError("bad_encoding", "a compact JWS is ASCII text") from None
+    token = token.strip()
+    if len(token) > max_size:
+        raise BundleError("too_large", f"{len(token)} bytes, the limit is {max_size}")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise BundleError(
+            "bad_format", f"a compact JWS has 3 dot-separated parts, this has {len(parts)}"
+        )
+    header = _json_object(b64url_decode(parts[0], "JWS header"), "JWS header")
+    alg = header.get("alg")
+    # Algorithm allow-list first: "none" and HMAC never reach a key (RFC 8725 §3.1).
+    if alg == "EdDSA":
+        raise BundleError(
+            "bad_alg", "'EdDSA' is deprecated by RFC 9864; sign with the 'Ed25519' algorithm"
+        )
+    if alg not in ALGORITHMS:
+        raise BundleError("bad_alg", f"algorithm {alg!r} is not allowed (only {ALGORITHMS})")
+    if "crit" in header:
+        raise BundleError(
+            "bad_crit", f"critical header extensions {header['crit']!r} are not understood"
+        )
+    if header.get("typ", typ) != typ:
+        raise BundleError("bad_typ", f"typ {header.get('typ')!r}, expected {typ!r}")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise BundleError("unknown_kid", "the JWS header has no kid")
+    key = keys.get(kid)
+    if key is None:
+        raise BundleError("unknown_kid", f"kid {kid!r} is not a trusted bundle key")
+    if key.alg != alg:
+        raise BundleError("bad_alg", f"key {kid} is an {key.alg} key, the header says {alg}")
+    payload = b64url_decode(parts[1], "JWS payload")
+    signature = b64url_decode(parts[2], "JWS signature")
+    if not key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii")):
+        raise BundleError("bad_signature", f"the signature does not verify with key {kid}")
+    return header, payload, key

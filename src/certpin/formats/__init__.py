@@ -1,0 +1,74 @@
+"""Export certpin policies to mobile, HTTP-client and MDM formats, and import them back.
+
+``FORMATS`` maps each format name to a `Format` with an ``export(policy, options)`` and an
+``import_(data, source, options)``. Both return the result together with ``warnings``: what the
+target cannot express (export) or what had to be translated (import). Nothing is dropped
+silently. See docs/formats.md for the mapping tables.
+
+    >>> from certpin.formats import FORMATS, ExportOptions
+    >>> result = FORMATS["android-nsc"].export(policy, ExportOptions())  # doctest: +SKIP
+    >>> result.text, result.warnings                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from ._ats import export_ats, import_ats
+from ._common import (
+    ExportOptions,
+    ExportResult,
+    Format,
+    FormatError,
+    ImportOptions,
+    ImportResult,
+)
+from ._curl import export_curl, import_curl
+from ._hpkp import export_hpkp, import_hpkp
+from ._mobileconfig import export_mobileconfig, import_mobileconfig
+from ._nsc import export_nsc, export_trustkit_android, import_nsc
+from ._okhttp import export_java, export_kotlin, import_okhttp
+from ._trustkit import export_trustkit_ios, import_trustkit_ios
+
+__all__ = [
+    "FORMATS",
+    "ExportOptions",
+    "ExportResult",
+    "Format",
+    "FormatError",
+    "ImportOptions",
+    "ImportResult",
+]
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "android-nsc",
+            "Android Network Security Config XML (<pin-set>)",
+            export_nsc,
+            import_nsc,
+        ),
+        Format("ats-plist", "Apple ATS NSPinnedDomains (Info.plist)", export_ats, import_ats),
+        Format(
+            "trustkit-ios",
+            "TrustKit iOS/macOS TSKConfiguration (Info.plist)",
+            export_trustkit_ios,
+            import_trustkit_ios,
+        ),
+        Format(
+            "trustkit-android",
+            "TrustKit Android (Network Security Config + <trustkit-config>)",
+            export_trustkit_android,
+            import_nsc,
+        ),
+        Format("okhttp-kotlin", "OkHttp CertificatePinner (Kotlin)", export_kotlin, import_okhttp),
+        Format("okhttp-java", "OkHttp CertificatePinner (Java)", export_java, import_okhttp),
+        Format("curl", "curl --pinnedpubkey shell commands", export_curl, import_curl),
+        Format("hpkp", "HPKP Public-Key-Pins headers (deprecated)", export_hpkp, import_hpkp),
+        Format(
+            "mobileconfig",
+            "Apple configuration profile carrying the pinned CA certificates",
+            export_mobileconfig,
+            import_mobileconfig,
+        ),
+    )
+}

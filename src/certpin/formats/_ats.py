@@ -1,0 +1,141 @@
+"""Apple App Transport Security: ``NSAppTransportSecurity`` -> ``NSPinnedDomains`` (iOS 14+).
+
+Mapping (certpin -> ATS)::
+
+    key "api.example.com"        NSPinnedDomains key, NSIncludesSubdomains = include_subdomains
+    key "**.example.com"         "example.com" with NSIncludesSubdomains = true (same meaning)
+    key "*.example.com"          "example.com" with NSIncludesSubdomains = true (wider: warned)
+    leaf_pins                    NSPinnedLeafIdentities  [{SPKI-SHA256-BASE64: b64}]   (exact)
+    ca_pins                      NSPinnedCAIdentities    [{SPKI-SHA256-BASE64: b64}]   (exact)
+    pins (any position)          NSPinnedCAIdentities (warned, see below)
+    expires, report_uris         not expressible (warned)
+    enforce = false              rule left out (warned: ATS has no report-only mode)
+
+ATS, like certpin, requires a match in *each* list given (a leaf identity for the leaf and a CA
+identity for a CA of the chain). It has no list "any certificate may match", so certpin's
+``pins`` cannot be exported exactly. They go into NSPinnedCAIdentities, because pinning CA keys
+is what Apple recommends and what most ``pins`` lists hold; a leaf-key pin among them would then
+never match, so every export of ``pins`` is warned about. For an exact export, write leaf keys
+under ``leaf_pins`` and CA keys under ``ca_pins``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._policy import Policy
+from ._common import (
+    ExportOptions,
+    ExportResult,
+    FormatError,
+    ImportOptions,
+    ImportResult,
+    Notes,
+    build_policy,
+    check_host,
+    dump_plist,
+    expect,
+    header_lines,
+    host_entries,
+    load_plist,
+    no_expiry_note,
+    no_report_note,
+    parse_pin,
+    policy_notes,
+    sha256_spki,
+    skip_report_only,
+    version_from_comment,
+)
+
+FMT = "Apple ATS"
+_KEY = "SPKI-SHA256-BASE64"
+
+
+def export_ats(policy: Policy, options: ExportOptions) -> ExportResult:
+    notes = Notes()
+    policy_notes(policy, notes, FMT)
+    pinned: dict[str, Any] = {}
+    for entry in host_entries(policy, notes, FMT):
+        rule = entry.rule
+        if skip_report_only(rule, notes, FMT):
+            continue
+        no_expiry_note(rule, notes, FMT)
+        no_report_note(rule, notes, FMT)
+        ca = sha256_spki(rule.ca_pins + rule.pins, rule.pattern, notes, FMT)
+        leaf = sha256_spki(rule.leaf_pins, rule.pattern, notes, FMT)
+        if rule.pins:
+            extra = (
+                "; certpin requires those and the ca_pins, ATS any of them" if rule.ca_pins else ""
+            )
+            notes.warn(
+                rule.pattern,
+                "ATS has no pin list for any certificate of the chain: `pins` exported as "
+                "NSPinnedCAIdentities, so a leaf-key pin among them will never match (move leaf "
+                f"keys to leaf_pins and CA keys to ca_pins for an exact export){extra}",
+            )
+        if not ca and not leaf:
+            notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
+            continue
+        body: dict[str, Any] = {"NSIncludesSubdomains": entry.include_subdomains}
+        if ca:
+            body["NSPinnedCAIdentities"] = [{_KEY: p.base64} for p in ca]
+        if leaf:
+            body["NSPinnedLeafIdentities"] = [{_KEY: p.base64} for p in leaf]
+        pinned[entry.host] = body
+    doc = {"NSAppTransportSecurity": {"NSPinnedDomains": pinned}}
+    return notes.result(dump_plist(doc, header_lines(policy, FMT)))
+
+
+def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    root = expect(load_plist(data, source), dict, source, "the top level")
+    if "NSAppTransportSecurity" in root:
+        ats = expect(root["NSAppTransportSecurity"], dict, source, "NSAppTransportSecurity")
+        loc = "NSAppTransportSecurity.NSPinnedDomains"
+    elif "NSPinnedDomains" in root:
+        ats, loc = root, "NSPinnedDomains"
+    else:
+        raise FormatError(
+            "no NSAppTransportSecurity dictionary with NSPinnedDomains found", source=source
+        )
+    pinned = expect(ats.get("NSPinnedDomains", {}), dict, source, loc)
+    notes = Notes()
+    domains: dict[str, dict[str, Any]] = {}
+    for host, body in pinned.items():
+        where = f"{loc}.{host}"
+        name = check_host(str(host), source, where)
+        expect(body, dict, source, where)
+        for key in body:
+            if key not in (
+                "NSIncludesSubdomains",
+                "NSPinnedCAIdentities",
+                "NSPinnedLeafIdentities",
+            ):
+                raise FormatError(f"unknown key {key!r}", source=source, location=where)
+        include = expect(
+            body.get("NSIncludesSubdomains", False), bool, source, f"{where}.NSIncludesSubdomains"
+        )
+        rule: dict[str, Any] = {"include_subdomains": include}
+        for key, slot in (
+            ("NSPinnedLeafIdentities", "leaf_pins"),
+            ("NSPinnedCAIdentities", "ca_pins"),
+        ):
+            items = expect(body.get(key, []), list, source, f"{where}.{key}")
+            pins = []
+            for i, item in enumerate(items):
+                at = f"{where}.{key}[{i}]"
+                expect(item, dict, source, at)
+                value = expect(item.get(_KEY), str, source, f"{at}.{_KEY}")
+                pins.append(str(parse_pin("sha256/" + value.strip(), source, at)))
+            rule[slot] = pins
+        if not rule["leaf_pins"] and not rule["ca_pins"]:
+            raise FormatError(
+                "needs NSPinnedCAIdentities or NSPinnedLeafIdentities",
+                source=source,
+                location=where,
+            )
+        if name in domains:
+            raise FormatError(f"{name!r} is configured twice", source=source, location=where)
+        domains[name] = rule
+    return build_policy(
+        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"))
+    )

@@ -1,0 +1,145 @@
+"""curl's ``--pinnedpubkey 'sha256//…;sha256//…'``, as a shell snippet with one command per host.
+
+curl compares the pins with the *leaf* certificate's public key only (never a CA), so:
+
+    leaf_pins                    exact
+    pins                         exported, but a pin of a CA key there never matches (warned)
+    ca_pins                      left out (warned)
+    key "*.x", "**.x",
+    include_subdomains           curl has no host patterns: a commented template (warned)
+    expires, report_uris         not expressible (warned)
+    enforce = false              rule left out (warned)
+
+The import reads every command line holding ``--pinnedpubkey`` and an ``https://`` URL, and makes
+an exact ``leaf_pins`` rule for the URL's host.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._hosts import Pattern, PatternKind
+from .._pins import Pin
+from .._policy import Policy
+from ._common import (
+    ExportOptions,
+    ExportResult,
+    FormatError,
+    ImportOptions,
+    ImportResult,
+    Notes,
+    build_policy,
+    check_host,
+    header_lines,
+    no_expiry_note,
+    no_report_note,
+    parse_pin,
+    policy_notes,
+    sha256_spki,
+    skip_report_only,
+    version_from_comment,
+)
+
+FMT = "curl"
+
+
+def pinnedpubkey(pins: list[Pin]) -> str:
+    """The ``--pinnedpubkey`` value for SHA-256 SPKI pins."""
+    return ";".join(f"sha256//{p.base64}" for p in pins)
+
+
+def export_curl(policy: Policy, options: ExportOptions) -> ExportResult:
+    notes = Notes()
+    policy_notes(policy, notes, FMT)
+    out = ["#!/bin/sh", *("# " + line for line in header_lines(policy, FMT))]
+    out.append("# curl compares --pinnedpubkey with the server's leaf key only (never a CA key).")
+    for rule in policy.domains.values():
+        if skip_report_only(rule, notes, FMT):
+            continue
+        if rule.ca_pins:
+            notes.warn(
+                rule.pattern,
+                "ca_pins left out: curl only pins the leaf key, so CA pins cannot be expressed",
+            )
+        if rule.pins:
+            notes.warn(
+                rule.pattern,
+                "`pins` exported as leaf pins: curl only compares the leaf key, so a CA key "
+                "among them never matches (list leaf keys under leaf_pins for an exact export)",
+            )
+        pins = sha256_spki(rule.pins + rule.leaf_pins, rule.pattern, notes, FMT)
+        if not pins:
+            notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
+            continue
+        no_expiry_note(rule, notes, FMT)
+        no_report_note(rule, notes, FMT)
+        value = shlex.quote(pinnedpubkey(pins))
+        pattern = Pattern.parse(rule.pattern)
+        out.append("")
+        out.append(f"# {rule.pattern}")
+        if pattern.kind is PatternKind.EXACT and not rule.include_subdomains:
+            out.append(f"curl --pinnedpubkey {value} {shlex.quote(_url(pattern.base))}")
+            continue
+        notes.warn(
+            rule.pattern,
+            "curl has no host patterns: written as a commented template; run it once per host",
+        )
+        out.append("# curl has no host patterns: use this for each host the rule covers")
+        out.append(f"# curl --pinnedpubkey {value} 'https://HOST/'")
+    return notes.result("\n".join(out) + "\n")
+
+
+def _url(host: str) -> str:
+    return f"https://[{host}]/" if ":" in host else f"https://{host}/"
+
+
+def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
+    domains: dict[str, dict[str, Any]] = {}
+    notes = Notes()
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#") or "--pinnedpubkey" not in line:
+            continue
+        where = f"line {number}"
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise FormatError(
+                f"cannot split the command: {exc}", source=source, location=where
+            ) from None
+        value = url = None
+        for i, word in enumerate(words):
+            if word == "--pinnedpubkey" and i + 1 < len(words):
+                value = words[i + 1]
+            elif word.startswith("--pinnedpubkey="):
+                value = word.partition("=")[2]
+            elif word.startswith("https://") and url is None:
+                url = word
+        if value is None or url is None:
+            raise FormatError(
+                "expected --pinnedpubkey 'sha256//…' and an https:// URL on the line",
+                source=source,
+                location=where,
+            )
+        if not value.startswith("sha256//"):
+            raise FormatError(
+                f"--pinnedpubkey {value!r} is a key file, not sha256// hashes; run "
+                "`certpin pin FILE` to get its pin",
+                source=source,
+                location=where,
+            )
+        host = check_host(urlsplit(url).hostname or "", source, where)
+        pins = [str(parse_pin(item, source, where)) for item in value.split(";") if item]
+        if host in domains:
+            raise FormatError(f"{host!r} is pinned twice", source=source, location=where)
+        domains[host] = {"leaf_pins": pins}
+    if not domains:
+        raise FormatError(
+            "no curl command with --pinnedpubkey and an https:// URL found", source=source
+        )
+    return build_policy(domains, source, notes, version_from_comment(text))

@@ -1,0 +1,166 @@
+"""Apple configuration profiles (``.mobileconfig``): anchor distribution for a private PKI.
+
+A profile cannot pin: it installs certificates. This export carries the *CA certificates* a
+policy pins (given with ``--cert``, since a policy holds hashes, not certificates), so an MDM can
+roll out a private PKI's anchors to managed devices. The pins themselves go into the app's own
+configuration (``ats-plist`` or ``trustkit-ios``).
+
+* A self-signed CA becomes a ``com.apple.security.root`` payload, any other CA a
+  ``com.apple.security.pkcs1`` payload; each carries the DER certificate.
+* ``PayloadUUID`` values are stable: uuid5 of the certificate's SHA-256 fingerprint for a
+  certificate payload, and of the identifier plus every fingerprint for the profile, so
+  re-exporting the same certificates gives a byte-identical profile. ``PayloadIdentifier``
+  (``--identifier``) stays the same across versions, so a new export replaces the installed one.
+  ``PayloadVersion`` is 1 (the profile format's version); the policy version goes into
+  ``PayloadDescription``.
+* A certificate whose key is not pinned by the policy is refused; a leaf certificate is refused
+  (it is not an anchor); a ``ca_pins`` entry without a matching ``--cert`` is warned about.
+
+Import reads the certificate payloads and needs ``--domain HOST``: the pins become that host's
+``ca_pins`` (a profile names no domains).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from typing import Any
+
+from .._errors import CertificateLoadError
+from .._pins import Pin
+from .._policy import DomainRule, Policy
+from .._verdict import VerdictStatus, verdict
+from ._common import (
+    ExportOptions,
+    ExportResult,
+    FormatError,
+    ImportOptions,
+    ImportResult,
+    Notes,
+    build_policy,
+    check_host,
+    dump_plist,
+    expect,
+    header_lines,
+    load_plist,
+)
+
+FMT = "mobileconfig"
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "mobileconfig.certpin.invalid")
+_ROOT, _PKCS1 = "com.apple.security.root", "com.apple.security.pkcs1"
+_PROBE_HOST = "anchor.certpin.invalid"
+
+
+def _pinned(der: bytes, pins: tuple[Pin, ...]) -> bool:
+    """Does any of `pins` name this certificate? Decided by `verdict`, the one matcher."""
+    rule = DomainRule(pattern=_PROBE_HOST, pins=pins, allow_single_pin=True)
+    policy = Policy(domains={_PROBE_HOST: rule})
+    result = verdict(_PROBE_HOST, [der], policy, dt.datetime.now(dt.UTC))
+    return result.status is VerdictStatus.OK
+
+
+def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
+    from .._load import load_sources
+
+    if not options.certs:
+        raise FormatError(
+            "mobileconfig needs the pinned CA certificates: pass --cert FILE (a policy holds "
+            "hashes, not certificates)",
+            source=policy.source,
+        )
+    notes = Notes()
+    all_pins = tuple(dict.fromkeys(p for r in policy.domains.values() for p in r.all_pins))
+    payloads: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for der in options.certs:
+        try:
+            (src,) = load_sources(der, source="--cert")
+        except (CertificateLoadError, ValueError) as exc:
+            raise FormatError(f"not a certificate: {exc}", source="--cert") from None
+        fingerprint = hashlib.sha256(src.der).hexdigest()
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        if src.kind != "certificate":
+            raise FormatError(f"{src.kind} given; --cert takes CA certificates", source="--cert")
+        if not src.is_ca:
+            raise FormatError(
+                f"{src.subject} is not a CA certificate: a profile distributes anchors, not "
+                "leaf certificates",
+                source="--cert",
+            )
+        if not _pinned(src.der, all_pins):
+            raise FormatError(
+                f"{src.subject} ({src.pin}) is not pinned by the policy: refusing to distribute "
+                "an anchor the policy does not name",
+                source="--cert",
+            )
+        self_signed = src.subject == src.issuer
+        payloads.append(
+            {
+                "PayloadType": _ROOT if self_signed else _PKCS1,
+                "PayloadVersion": 1,
+                "PayloadIdentifier": f"{options.identifier}.{fingerprint[:16]}",
+                "PayloadUUID": str(uuid.uuid5(_NAMESPACE, fingerprint)).upper(),
+                "PayloadDisplayName": src.subject or fingerprint,
+                "PayloadDescription": f"SPKI pin {src.pin}",
+                "PayloadCertificateFileName": f"{fingerprint[:16]}.cer",
+                "PayloadContent": src.der,
+            }
+        )
+    for rule in policy.domains.values():
+        for pin in rule.ca_pins:
+            if not any(_pinned(p["PayloadContent"], (pin,)) for p in payloads):
+                notes.warn(
+                    rule.pattern,
+                    f"CA pin {pin} has no --cert: its certificate is not in the profile",
+                )
+    fingerprints = sorted(seen)
+    version = "" if policy.version is None else f" (policy version {policy.version})"
+    doc = {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": options.identifier,
+        "PayloadUUID": str(
+            uuid.uuid5(_NAMESPACE, options.identifier + ":" + ",".join(fingerprints))
+        ).upper(),
+        "PayloadDisplayName": "Pinned CA certificates",
+        "PayloadDescription": (
+            f"CA certificates pinned by {policy.source}{version}. Anchor distribution only: "
+            "the pins themselves are in the app's configuration."
+        ),
+        "PayloadContent": payloads,
+    }
+    return notes.result(dump_plist(doc, header_lines(policy, FMT)))
+
+
+def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    from .._load import load_sources
+
+    root = expect(load_plist(data, source), dict, source, "the top level")
+    items = expect(root.get("PayloadContent", []), list, source, "PayloadContent")
+    pins: list[str] = []
+    for i, item in enumerate(items):
+        where = f"PayloadContent[{i}]"
+        expect(item, dict, source, where)
+        if item.get("PayloadType") not in (_ROOT, _PKCS1):
+            continue
+        der = expect(item.get("PayloadContent"), bytes, source, f"{where}.PayloadContent")
+        try:
+            (src,) = load_sources(der, source=f"{source}: {where}")
+        except (CertificateLoadError, ValueError) as exc:
+            raise FormatError(f"not a certificate: {exc}", source=source, location=where) from None
+        if str(src.pin) not in pins:
+            pins.append(str(src.pin))
+    if not pins:
+        raise FormatError("no com.apple.security.root or .pkcs1 certificate payload", source=source)
+    if not options.domain:
+        raise FormatError(
+            f"a configuration profile holds {len(pins)} certificate(s) but names no domain: "
+            "pass --domain HOST to pin them as that host's ca_pins",
+            source=source,
+        )
+    host = check_host(options.domain, source, "--domain")
+    notes = Notes()
+    return build_policy({host: {"ca_pins": pins}}, source, notes)

@@ -1,0 +1,161 @@
+"""TrustKit for iOS/macOS: the ``TSKConfiguration`` dictionary as a property list.
+
+The key strings are those behind TrustKit's ``kTSK…`` constants (TSKTrustKitConfig.m)::
+
+    kTSKPinnedDomains             "TSKPinnedDomains"
+    kTSKPublicKeyHashes           "TSKPublicKeyHashes"      base64 SPKI SHA-256, any chain position
+    kTSKIncludeSubdomains         "TSKIncludeSubdomains"
+    kTSKEnforcePinning            "TSKEnforcePinning"       false = report-only (exact)
+    kTSKReportUris                "TSKReportUris"
+    kTSKExpirationDate            "TSKExpirationDate"       "yyyy-MM-dd", UTC
+    kTSKDisableDefaultReportUri   "TSKDisableDefaultReportUri"   always true on export
+    kTSKExcludeSubdomainFromParentPolicy  "kSKExcludeSubdomainFromParentPolicy" (sic, upstream)
+
+The export is ``{"TSKConfiguration": {"TSKPinnedDomains": {...}}}``, ready to merge into an
+Info.plist; the import reads that, or the bare TSKConfiguration dictionary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._policy import Policy
+from ._common import (
+    ExportOptions,
+    ExportResult,
+    FormatError,
+    ImportOptions,
+    ImportResult,
+    Notes,
+    any_position_pins,
+    build_policy,
+    check_host,
+    dump_plist,
+    expect,
+    expiry_date,
+    header_lines,
+    host_entries,
+    load_plist,
+    parse_date,
+    parse_pin,
+    policy_notes,
+    version_from_comment,
+)
+
+FMT = "TrustKit"
+_EXCLUDE = "kSKExcludeSubdomainFromParentPolicy"
+_DOMAIN_KEYS = frozenset(
+    {
+        "TSKPublicKeyHashes",
+        "TSKIncludeSubdomains",
+        "TSKEnforcePinning",
+        "TSKReportUris",
+        "TSKExpirationDate",
+        "TSKDisableDefaultReportUri",
+        "TSKPublicKeyAlgorithms",
+        _EXCLUDE,
+    }
+)
+
+
+def export_trustkit_ios(policy: Policy, options: ExportOptions) -> ExportResult:
+    notes = Notes()
+    policy_notes(policy, notes, FMT)
+    pinned: dict[str, Any] = {}
+    for entry in host_entries(policy, notes, FMT):
+        rule = entry.rule
+        pins = any_position_pins(rule, notes, FMT)
+        if not pins:
+            notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
+            continue
+        if len(pins) < 2:
+            notes.warn(rule.pattern, "TrustKit refuses a domain with fewer than 2 pins at start-up")
+        body: dict[str, Any] = {
+            "TSKPublicKeyHashes": [p.base64 for p in pins],
+            "TSKIncludeSubdomains": entry.include_subdomains,
+            "TSKEnforcePinning": rule.enforce,
+            "TSKDisableDefaultReportUri": True,
+        }
+        if rule.report_uris:
+            body["TSKReportUris"] = list(rule.report_uris)
+        expires = expiry_date(rule, notes, FMT)
+        if expires:
+            body["TSKExpirationDate"] = expires
+        pinned[entry.host] = body
+    doc = {"TSKConfiguration": {"TSKPinnedDomains": pinned}}
+    return notes.result(dump_plist(doc, header_lines(policy, FMT)))
+
+
+def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    root = expect(load_plist(data, source), dict, source, "the top level")
+    loc = "TSKPinnedDomains"
+    if "TSKConfiguration" in root:
+        root = expect(root["TSKConfiguration"], dict, source, "TSKConfiguration")
+        loc = "TSKConfiguration.TSKPinnedDomains"
+    if "TSKPinnedDomains" not in root:
+        raise FormatError("no TSKPinnedDomains dictionary found", source=source)
+    notes = Notes()
+    if root.get("TSKIgnorePinningForUserDefinedTrustAnchors"):
+        notes.warn(
+            source,
+            "TSKIgnorePinningForUserDefinedTrustAnchors not imported: certpin never skips pins "
+            "for user-installed CAs",
+        )
+    pinned = expect(root["TSKPinnedDomains"], dict, source, loc)
+    domains: dict[str, dict[str, Any]] = {}
+    for host, body in pinned.items():
+        where = f"{loc}.{host}"
+        name = check_host(str(host), source, where)
+        expect(body, dict, source, where)
+        for key in body:
+            if key not in _DOMAIN_KEYS:
+                raise FormatError(f"unknown key {key!r}", source=source, location=where)
+        if body.get(_EXCLUDE):
+            notes.warn(
+                where,
+                "excluded from its parent's policy: certpin has no unpinned exception under a "
+                "pinned parent; not imported (the host takes the parent's pins in certpin)",
+            )
+            continue
+        if "TSKPublicKeyAlgorithms" in body:
+            notes.warn(where, "TSKPublicKeyAlgorithms ignored (TrustKit no longer uses it)")
+        hashes = expect(body.get("TSKPublicKeyHashes"), list, source, f"{where}.TSKPublicKeyHashes")
+        pins = []
+        for i, value in enumerate(hashes):
+            at = f"{where}.TSKPublicKeyHashes[{i}]"
+            pins.append(
+                str(parse_pin("sha256/" + expect(value, str, source, at).strip(), source, at))
+            )
+        rule: dict[str, Any] = {
+            "pins": pins,
+            "include_subdomains": expect(
+                body.get("TSKIncludeSubdomains", False),
+                bool,
+                source,
+                f"{where}.TSKIncludeSubdomains",
+            ),
+            # TrustKit enforces by default (kTSKEnforcePinning defaults to YES).
+            "enforce": expect(
+                body.get("TSKEnforcePinning", True), bool, source, f"{where}.TSKEnforcePinning"
+            ),
+        }
+        uris = expect(body.get("TSKReportUris", []), list, source, f"{where}.TSKReportUris")
+        rule["report_uris"] = [
+            expect(u, str, source, f"{where}.TSKReportUris[{i}]") for i, u in enumerate(uris)
+        ]
+        if "TSKExpirationDate" in body:
+            at = f"{where}.TSKExpirationDate"
+            rule["expires"] = parse_date(
+                expect(body["TSKExpirationDate"], str, source, at), source, at
+            )
+        if not body.get("TSKDisableDefaultReportUri", False):
+            notes.warn(
+                where,
+                "TrustKit also sends reports to its vendor's default report URI here; not imported",
+            )
+        if name in domains:
+            raise FormatError(f"{name!r} is configured twice", source=source, location=where)
+        domains[name] = rule
+    return build_policy(
+        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"))
+    )
