@@ -34,6 +34,7 @@ if _TYPE_CHECKING:
     from ._bundle import Bundle, sign_bundle, verify_bundle
     from ._dynamic import DynamicPolicy, RefreshResult
     from ._jws import BundleError, FileSigner, Signer, TrustedKey
+    from ._report import Reporter, ReporterStats, reporting_hook
     from ._tofu import KnownPins
 
 # Dynamic pinning pulls in urllib.request and JOSE code: import it on first use (PEP 562), so
@@ -45,9 +46,12 @@ _LAZY = {
     "FileSigner": "._jws",
     "KnownPins": "._tofu",
     "RefreshResult": "._dynamic",
+    "Reporter": "._report",
+    "ReporterStats": "._report",
     "Signer": "._jws",
     "TrustedKey": "._jws",
     "sign_bundle": "._bundle",
+    "reporting_hook": "._report",
     "verify_bundle": "._bundle",
 }
 
@@ -86,6 +90,8 @@ __all__ = [
     "PolicyError",
     "PolicyProvider",
     "RefreshResult",
+    "Reporter",
+    "ReporterStats",
     "Signer",
     "TrustedKey",
     "Verdict",
@@ -93,6 +99,7 @@ __all__ = [
     "__version__",
     "create_default_context",
     "normalize_host",
+    "reporting_hook",
     "sign_bundle",
     "verdict",
     "verify_bundle",

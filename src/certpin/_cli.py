@@ -57,6 +57,7 @@ DEFAULT_PORT = 443
 #: verbs implemented in other modules, imported on first use: name -> "module:attribute".
 _LAZY_VERBS: dict[str, str] = {
     "monitor": "certpin._cli_monitor:command",
+    "serve": "certpin._cli_serve:serve_command",
     "keygen": "certpin._cli_lifecycle:keygen_command",
     "lint": "certpin._cli_lifecycle:lint_command",
     "rotate": "certpin._cli_lifecycle:rotate_group",

@@ -13,6 +13,9 @@ import certpin
 
 # Adding or removing a public name is an API change: update this set, the docs and CHANGELOG.md.
 EXPECTED_PUBLIC_NAMES = {
+    "Reporter",
+    "ReporterStats",
+    "reporting_hook",
     "Bundle",
     "BundleError",
     "CertificateLoadError",

@@ -1,0 +1,152 @@
+"""The collector's OpenAPI 3.1 document, written by hand (the app is plain Starlette)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._version import __version__
+
+__all__ = ["openapi_document"]
+
+_ERROR = {
+    "description": "Rejected; the body says why.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
+_PEM_LIST = {"type": "array", "items": {"type": "string"}, "maxItems": 10}
+_REPORT = {
+    "type": "object",
+    "description": (
+        "A pin-failure report: RFC 7469 §3, TrustKit iOS, TrustKit Android or certpin. "
+        "Required fields depend on the dialect (see docs/collector.md)."
+    ),
+    "properties": {
+        "date-time": {"type": ["string", "null"]},
+        "hostname": {"type": "string"},
+        "port": {"type": "integer"},
+        "effective-expiration-date": {"type": ["string", "null"]},
+        "include-subdomains": {"type": ["boolean", "null"]},
+        "noted-hostname": {"type": ["string", "null"]},
+        "served-certificate-chain": _PEM_LIST,
+        "validated-certificate-chain": _PEM_LIST,
+        "known-pins": {"type": "array", "items": {"type": "string"}},
+        "app-bundle-id": {"type": "string"},
+        "app-version": {"type": "string"},
+        "app-platform": {"type": "string"},
+        "app-platform-version": {"type": "string"},
+        "app-vendor-id": {"type": "string"},
+        "trustkit-version": {"type": "string"},
+        "enforce-pinning": {"type": "boolean"},
+        "validation-result": {"type": "integer"},
+        "known-pins-expiration-date": {"type": ["string", "null"]},
+        "certpin-version": {"type": "string"},
+        "mode": {"type": "string", "enum": ["enforce", "report-only"]},
+        "verdict-status": {"type": "string"},
+        "verdict-reason": {"type": "string"},
+        "report-id": {"type": "string"},
+    },
+    "required": ["hostname", "known-pins"],
+}
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document served at ``/openapi.json``."""
+    json_object = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "certpin collector", "version": __version__},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Report": _REPORT},
+        },
+        "paths": {
+            "/reports": {
+                "post": {
+                    "summary": "Submit a pin-failure report (no authentication)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Report"}}
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Stored (durably committed).",
+                            "content": json_object,
+                        },
+                        "200": {
+                            "description": "Already stored; duplicate counted.",
+                            "content": json_object,
+                        },
+                        "400": _ERROR,
+                        "413": _ERROR,
+                        "429": _ERROR,
+                        "503": _ERROR,
+                    },
+                }
+            },
+            "/api/reports": {
+                "get": {
+                    "summary": "List reports, newest first",
+                    "security": _BEARER,
+                    "parameters": [
+                        _query("host", "Exact host name.", {"type": "string"}),
+                        _query("since", "ISO 8601 receive time, inclusive.", {"type": "string"}),
+                        _query("until", "ISO 8601 receive time, exclusive.", {"type": "string"}),
+                        _query("app", "App bundle id.", {"type": "string"}),
+                        _query("pin", "Unexpected key (sha256/…).", {"type": "string"}),
+                        _query(
+                            "limit",
+                            "Page size (default 100).",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                        _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
+                    ],
+                    "responses": {
+                        "200": {"description": "A page of reports.", "content": json_object},
+                        "400": _ERROR,
+                        "401": _ERROR,
+                    },
+                }
+            },
+            "/api/summary": {
+                "get": {
+                    "summary": "Aggregates by host, unexpected key, app and version",
+                    "security": _BEARER,
+                    "parameters": [_query("since", "ISO 8601.", {"type": "string"})],
+                    "responses": {
+                        "200": {"description": "Summary.", "content": json_object},
+                        "400": _ERROR,
+                        "401": _ERROR,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and database reachability",
+                    "responses": {
+                        "200": {"description": "Healthy.", "content": json_object},
+                        "503": _ERROR,
+                    },
+                }
+            },
+        },
+    }

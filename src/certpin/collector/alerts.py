@@ -1,0 +1,144 @@
+"""Alerting: know within minutes whether a pin failure is an attack or a botched rotation.
+
+Two alerts, each written as a log line (logger ``certpin.collector.alerts``, WARNING) and, when
+configured, POSTed as JSON to a webhook:
+
+* ``new-pin``: a host reported an unexpected SPKI never seen before for that host. "Never seen"
+  is decided in the database (``seen_pins``), so replicas sharing one Postgres alert once.
+* ``failure-spike``: a host's reports in the last ``window`` seconds reached ``min_reports`` and
+  at least ``factor`` times the previous window's count.
+
+Every alert is de-duplicated through the ``alerts`` table (``dedup_key`` UNIQUE): once per
+host and key, once per host and spike window. Webhook delivery is best effort (a bounded queue,
+one attempt, ``timeout`` seconds); the log line is always written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .db import Outcome, Store, now_us
+from .dialects import Report
+
+__all__ = ["AlertConfig", "Alerter"]
+
+log = logging.getLogger("certpin.collector.alerts")
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Alert settings.
+
+    Attributes:
+        webhook_url: where to POST alerts (JSON); None = log lines only.
+        window: spike window in seconds (default 300).
+        min_reports: reports in one window below which no spike is reported (default 20).
+        factor: how many times the previous window's count makes a spike (default 3.0).
+        timeout: webhook timeout in seconds (default 5).
+    """
+
+    webhook_url: str | None = None
+    window: int = 300
+    min_reports: int = 20
+    factor: float = 3.0
+    timeout: float = 5.0
+
+
+class Alerter:
+    """Evaluates committed batches and emits alerts; runs on the collector's event loop."""
+
+    def __init__(self, store: Store, config: AlertConfig) -> None:
+        self.store = store
+        self.config = config
+        self.sent: list[dict[str, Any]] = []  # the latest alerts, newest last (bounded)
+        self._spiked: set[tuple[str, int]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def committed(self, batch: Sequence[tuple[Report, Outcome]]) -> None:
+        """Schedule alert checks for a committed batch (never delays the acknowledgements)."""
+        if not any(outcome.new for _, outcome in batch):
+            return
+        task = asyncio.get_running_loop().create_task(self._check(list(batch)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for scheduled checks and deliveries (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _check(self, batch: list[tuple[Report, Outcome]]) -> None:
+        try:
+            for report, outcome in batch:
+                if outcome.new_pin and report.unexpected_pin is not None:
+                    await self._fire(
+                        "new-pin",
+                        report.hostname,
+                        f"new-pin:{report.hostname}:{report.unexpected_pin}",
+                        {
+                            "pin": report.unexpected_pin,
+                            "subject": report.unexpected_subject,
+                            "issuer": report.unexpected_issuer,
+                            "report_key": report.report_key,
+                            "app": report.app_id,
+                            "app_version": report.app_version,
+                        },
+                    )
+            for host in sorted({r.hostname for r, o in batch if o.new}):
+                await self._check_spike(host)
+        except Exception:  # Defensive: alerting must never take the collector down.
+            log.exception("certpin collector: alert evaluation failed")
+
+    async def _check_spike(self, host: str) -> None:
+        window_us = self.config.window * 1_000_000
+        now = now_us()
+        bucket = now // window_us
+        if (host, bucket) in self._spiked:
+            return
+        current = await asyncio.to_thread(self.store.count_since, host, now - window_us)
+        if current < self.config.min_reports:
+            return
+        before = await asyncio.to_thread(self.store.count_since, host, now - 2 * window_us)
+        previous = before - current
+        if current < self.config.factor * previous:
+            return
+        self._spiked.add((host, bucket))
+        if len(self._spiked) > 10_000:
+            self._spiked.clear()
+        await self._fire(
+            "failure-spike",
+            host,
+            f"failure-spike:{host}:{bucket}",
+            {"reports": current, "previous": previous, "window_seconds": self.config.window},
+        )
+
+    async def _fire(self, kind: str, host: str, dedup_key: str, detail: dict[str, Any]) -> None:
+        if not await asyncio.to_thread(self.store.record_alert, dedup_key, kind, host, detail):
+            return  # already alerted (by this or another replica)
+        alert = {"kind": kind, "hostname": host, **detail}
+        self.sent.append(alert)
+        del self.sent[:-100]
+        # %r: the host and subject are attacker-controlled; repr keeps log lines single-line.
+        log.warning("certpin alert %s for host %r: %r", kind, host, detail)
+        if self.config.webhook_url is not None:
+            await asyncio.to_thread(self._post, alert)
+
+    def _post(self, alert: dict[str, Any]) -> None:
+        assert self.config.webhook_url is not None
+        request = urllib.request.Request(
+            self.config.webhook_url,
+            data=json.dumps(alert).encode("utf-8"),
+            headers={"Content-Type": "application/json", "User-Agent": "certpin-collector"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
+                response.read(1024)
+        except Exception as exc:  # best effort: the log line above is the record
+            log.error("certpin alert webhook %s failed: %s", self.config.webhook_url, exc)

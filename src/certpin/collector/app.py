@@ -1,0 +1,427 @@
+"""The collector ASGI app: ``create_app(db_url, admin_token, …)``, served by uvicorn.
+
+Routes:
+    POST /reports        ingest (open, bounded, rate-limited); 201 new, 200 duplicate
+    GET  /api/reports    list (Bearer token)
+    GET  /api/summary    aggregates (Bearer token)
+    GET  /healthz        liveness + database
+    GET  /openapi.json   the hand-written OpenAPI document
+    GET  /bundles/…      static files from ``bundles_dir`` (ETag, Cache-Control), if given
+
+Group commit: request handlers put their normalised report on an asyncio queue and await a
+future; one writer task takes everything queued (up to ``max_batch``), commits it in ONE
+transaction in a worker thread and only then resolves the futures, so a 2xx always means
+"durably committed" and concurrent requests share one fsync.
+
+The app is `Collector.app`; ``app.state.collector`` is the `Collector`, so later features (the
+dashboard) can add routes on the same store and token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import hmac
+import json
+import logging
+import math
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._errors import CertpinError
+from .._hosts import HostError, normalize_host
+from .._pins import Pin
+from ._openapi import openapi_document
+from .alerts import AlertConfig, Alerter
+from .db import Outcome, Store
+from .dialects import Report, normalize_report
+from .limits import IngestLimits, LimitError, TokenBucket, parse_json, read_body
+
+__all__ = ["Collector", "RateLimit", "create_app"]
+
+log = logging.getLogger("certpin.collector")
+
+TOKEN_ENV = "CERTPIN_ADMIN_TOKEN"
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Per-client-address token bucket for ``POST /reports``: `rate`/s, bursts of `burst`."""
+
+    rate: float = 20.0
+    burst: float = 200.0
+
+
+class Overloaded(Exception):
+    """The write queue is full."""
+
+
+class _Writer:
+    def __init__(self, store: Store, alerter: Alerter, max_batch: int, max_queue: int) -> None:
+        self.store = store
+        self.alerter = alerter
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[Report, str | None, asyncio.Future[Outcome]]] = (
+            asyncio.Queue(max_queue)
+        )
+        self.batches = 0
+
+    async def submit(self, report: Report, source: str | None) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait((report, source, future))
+        except asyncio.QueueFull:
+            raise Overloaded from None
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            await self._commit(batch)
+
+    async def _commit(
+        self, batch: list[tuple[Report, str | None, asyncio.Future[Outcome]]]
+    ) -> None:
+        items = [(report, source) for report, source, _ in batch]
+        try:
+            outcomes = await self._insert(items)
+        except Exception as exc:
+            if len(batch) > 1:  # isolate the report that breaks the batch, keep the others
+                for one in batch:
+                    await self._commit([one])
+                return
+            log.error("certpin collector: cannot store report: %s", exc)
+            if not batch[0][2].done():
+                batch[0][2].set_exception(exc)
+            return
+        self.batches += 1
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():  # the client may have gone; the report is stored anyway
+                future.set_result(outcome)
+        self.alerter.committed(
+            [(report, o) for (report, _, _), o in zip(batch, outcomes, strict=True)]
+        )
+
+    async def _insert(self, items: list[tuple[Report, str | None]]) -> list[Outcome]:
+        # Transient conflicts (SQLite busy beyond its timeout, a Postgres deadlock between
+        # replicas) are retried; the transaction was rolled back, so a retry cannot duplicate.
+        for attempt in range(4):
+            try:
+                return await asyncio.to_thread(self.store.insert_batch, items)
+            except Exception:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Collector:
+    """The collector's state: store, token, limits, writer; ``.app`` is the ASGI app."""
+
+    def __init__(
+        self,
+        db_url: str | None = None,
+        admin_token: str | None = None,
+        *,
+        db_schema: str | None = None,
+        limits: IngestLimits | None = None,
+        rate_limit: RateLimit | None = RateLimit(),
+        alerts: AlertConfig | None = None,
+        bundles_dir: str | os.PathLike[str] | None = None,
+        bundle_max_age: int = 300,
+        max_batch: int = 256,
+        max_queue: int = 10_000,
+    ) -> None:
+        self.store = Store(db_url, schema=db_schema)
+        token = admin_token or os.environ.get(TOKEN_ENV) or None
+        self.token_generated = token is None
+        self.admin_token: str = token or secrets.token_urlsafe(32)
+        self.limits = limits or IngestLimits()
+        self.limiter = (
+            None if rate_limit is None else TokenBucket(rate_limit.rate, rate_limit.burst)
+        )
+        self.alerter = Alerter(self.store, alerts or AlertConfig())
+        self.writer = _Writer(self.store, self.alerter, max_batch, max_queue)
+        routes: list[Route | Mount] = [
+            Route("/reports", self.post_report, methods=["POST"]),
+            Route("/api/reports", self.list_reports, methods=["GET"]),
+            Route("/api/summary", self.summary, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+        if bundles_dir is not None:
+            static = StaticFiles(directory=Path(bundles_dir), check_dir=True)
+            cache = f"public, max-age={bundle_max_age}, must-revalidate"
+            routes.append(Mount("/bundles", app=_with_header(static, b"cache-control", cache)))
+        self.app = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            middleware=[Middleware(_SecurityHeaders)],
+            exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
+        )
+        self.app.state.collector = self
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(self.store.migrate)
+        task = asyncio.create_task(self.writer.run(), name="certpin-collector-writer")
+        try:
+            yield
+        finally:
+            # uvicorn has finished the in-flight requests (and so their commits) by now.
+            while not self.writer.queue.empty():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.alerter.drain()
+            self.store.close()
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    async def post_report(self, request: Request) -> Response:
+        source = request.client.host if request.client else None
+        if self.limiter is not None:
+            wait = self.limiter.take(source or "?")
+            if wait > 0:
+                return _error(
+                    429,
+                    "rate limit exceeded for this address",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_bytes:
+            return _error(413, f"request body exceeds {self.limits.max_bytes} bytes")
+        try:
+            body = await read_body(request.stream(), self.limits.max_bytes)
+            report = normalize_report(parse_json(body, self.limits), self.limits)
+        except LimitError as exc:
+            return _error(exc.status, str(exc))
+        except ClientDisconnect:
+            return _error(400, "client disconnected before the body was complete")
+        try:
+            outcome = await self.writer.submit(report, source)
+        except Overloaded:
+            return _error(503, "collector overloaded; retry later", {"Retry-After": "1"})
+        except Exception:
+            return _error(503, "storage unavailable; retry later", {"Retry-After": "5"})
+        return JSONResponse(
+            {"id": outcome.id, "report_key": report.report_key, "duplicate": not outcome.new},
+            status_code=201 if outcome.new else 200,
+        )
+
+    # -- read API ---------------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # hmac.compare_digest: the token comparison must not leak its prefix through timing.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode("utf-8"), self.admin_token.encode("utf-8")
+        )
+
+    async def list_reports(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        try:
+            args = _Query(request, ("host", "since", "until", "app", "pin", "limit", "cursor"))
+            limit = args.integer("limit", 1, MAX_PAGE, default=100)
+            filters: dict[str, Any] = {
+                "host": args.host("host"),
+                "since_us": args.time("since"),
+                "until_us": args.time("until"),
+                "app": args.text("app"),
+                "pin": args.pin("pin"),
+                "before_id": args.cursor("cursor"),
+            }
+        except LimitError as exc:
+            return _error(400, str(exc))
+        rows = await asyncio.to_thread(lambda: self.store.query_reports(limit=limit, **filters))
+        cursor = _encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
+        return JSONResponse({"reports": rows, "next_cursor": cursor})
+
+    async def summary(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        try:
+            since = _Query(request, ("since",)).time("since")
+        except LimitError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(await asyncio.to_thread(self.store.summary, since))
+
+    async def healthz(self, _request: Request) -> Response:
+        try:
+            await asyncio.to_thread(self.store.ping)
+        except Exception as exc:
+            return _error(503, f"database unavailable: {type(exc).__name__}")
+        return JSONResponse({"status": "ok", "database": self.store.kind})
+
+    async def openapi(self, _request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+
+def create_app(
+    db_url: str | None = None, admin_token: str | None = None, **options: Any
+) -> Starlette:
+    """Build the collector's ASGI app (see `Collector` for the options).
+
+    Args:
+        db_url: ``postgresql://…``, ``sqlite:///path`` or a file path; None = SQLite file
+            ``./certpin-data/certpin.sqlite3``.
+        admin_token: the read API's Bearer token; None = ``$CERTPIN_ADMIN_TOKEN``, else a
+            random one (``app.state.collector.admin_token``; ``certpin serve`` prints it).
+        options: keyword arguments of `Collector` (``db_schema``, ``limits``, ``rate_limit``,
+            ``alerts``, ``bundles_dir``, ``max_batch``…).
+    """
+    return Collector(db_url, admin_token, **options).app
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+class _Query:
+    """Validated query parameters; unknown or repeated parameters are errors."""
+
+    def __init__(self, request: Request, known: tuple[str, ...]) -> None:
+        self.params = request.query_params
+        for name in self.params:
+            if name not in known:
+                raise LimitError(f"unknown query parameter {name[:64]!r}")
+            if len(self.params.getlist(name)) > 1:
+                raise LimitError(f"query parameter {name!r} given more than once")
+
+    def text(self, name: str) -> str | None:
+        value = self.params.get(name)
+        if value is not None and len(value) > 256:
+            raise LimitError(f"query parameter {name!r}: longer than 256 characters")
+        return value
+
+    def integer(self, name: str, low: int, high: int, default: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+            raise LimitError(f"query parameter {name!r}: an integer {low}..{high}")
+        return int(value)
+
+    def host(self, name: str) -> str | None:
+        value = self.text(name)
+        try:
+            return None if value is None else normalize_host(value)
+        except HostError as exc:
+            raise LimitError(f"query parameter {name!r}: {exc}") from None
+
+    def time(self, name: str) -> int | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            when = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise LimitError(f"query parameter {name!r}: not an ISO 8601 date-time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        try:
+            return int(when.timestamp() * 1_000_000)
+        except (OverflowError, OSError, ValueError):
+            raise LimitError(f"query parameter {name!r}: out of range") from None
+
+    def pin(self, name: str) -> str | None:
+        value = self.text(name)
+        try:
+            return None if value is None else str(Pin.parse(value))
+        except CertpinError as exc:
+            raise LimitError(f"query parameter {name!r}: {exc}") from None
+
+    def cursor(self, name: str) -> int | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(value.encode("ascii") + b"=="))
+            before = data["before"]
+            if isinstance(before, bool) or not isinstance(before, int) or before < 1:
+                raise ValueError(before)
+        except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError):
+            raise LimitError("query parameter 'cursor': not a cursor from this API") from None
+        return before
+
+
+def _encode_cursor(last_id: int) -> str:
+    raw = json.dumps({"before": last_id}, separators=(",", ":")).encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def _unauthorized() -> Response:
+    return _error(
+        401,
+        "missing or wrong token: send 'Authorization: Bearer <token>'",
+        {"WWW-Authenticate": 'Bearer realm="certpin"'},
+    )
+
+
+async def _http_error(_request: Request, exc: HTTPException) -> Response:
+    return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+class _SecurityHeaders:
+    """nosniff everywhere; API answers are never cached. No CORS headers: browsers on other
+    origins cannot read the API (CORS is off unless someone wraps the app deliberately)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = str(scope.get("path", "")).startswith("/bundles/")
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if not cacheable:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def _with_header(app: ASGIApp, name: bytes, value: str) -> ASGIApp:
+    async def wrapped_app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start" and message.get("status") in (200, 304):
+                headers = [*message.get("headers", []), (name, value.encode("latin-1"))]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, wrapped)
+
+    return wrapped_app

@@ -1,0 +1,480 @@
+"""Storage: SQLite (default, WAL + ``synchronous=FULL``) or Postgres (synchronous commit).
+
+SQLAlchemy Core, every statement parametrised. The schema is created and upgraded by the tool:
+``schema_version`` holds the applied version and `MIGRATIONS` lists the steps in order; a
+migration runs inside one transaction under a lock (SQLite ``BEGIN IMMEDIATE``, a Postgres
+advisory lock), so replicas starting together do not race.
+
+Durability: `Store.insert_batch` commits one transaction for a whole batch (group commit); the
+collector acknowledges a report only after that commit returned. With SQLite in WAL mode and
+``synchronous=FULL`` the commit fsyncs the WAL; with Postgres ``synchronous_commit=on`` the
+commit waits for the WAL flush.
+
+Idempotency: ``reports.report_key`` is UNIQUE; a second copy is ``INSERT … ON CONFLICT DO
+NOTHING`` followed by ``duplicates = duplicates + 1`` on the stored row. Batches insert in
+``report_key`` order so two Postgres writers never lock rows in opposite orders.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from .dialects import Report
+from .schema import MIGRATIONS, PK, SCHEMA_VERSION, alerts, reports, schema_version, seen_pins
+
+__all__ = [
+    "DEFAULT_DB_DIR",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Outcome",
+    "Store",
+    "StoreError",
+    "database_url",
+]
+
+DEFAULT_DB_DIR = "certpin-data"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (bad URL, newer schema, unreachable server)."""
+
+
+def database_url(db: str | None) -> str:
+    """Turn ``--db`` into an SQLAlchemy URL.
+
+    None → SQLite file ``./certpin-data/certpin.sqlite3``; a plain path → SQLite file there;
+    ``postgresql://`` / ``postgres://`` → the psycopg 3 driver; ``sqlite:///…`` as is.
+    """
+    if db is None:
+        return f"sqlite:///{Path(DEFAULT_DB_DIR) / 'certpin.sqlite3'}"
+    for prefix in ("postgresql://", "postgres://"):
+        if db.startswith(prefix):
+            return "postgresql+psycopg://" + db[len(prefix) :]
+    if "://" in db:
+        return db
+    return f"sqlite:///{db}"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _us(when: dt.datetime | None) -> int | None:
+    return None if when is None else int(when.timestamp() * 1_000_000)
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    when = dt.datetime.fromtimestamp(us / 1_000_000, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _pems(text: str) -> list[str]:
+    out = []
+    for b64 in json.loads(text):
+        lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+        out.append(
+            "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one report of a batch."""
+
+    id: int
+    new: bool
+    """False when the report was a duplicate (its counter was incremented instead)."""
+    new_pin: bool
+    """True when the report's unexpected key was never seen before for its host."""
+
+
+class Store:
+    """The collector's database. Thread-safe; every method is blocking (run it off the loop)."""
+
+    def __init__(self, db: str | None = None, *, schema: str | None = None) -> None:
+        url = database_url(db)
+        self.url = sa.engine.make_url(url)
+        self.schema = schema
+        self.kind = self.url.get_backend_name()
+        if self.kind not in PK:
+            raise StoreError(f"unsupported database {self.kind!r}: use SQLite or PostgreSQL")
+        if schema is not None and (self.kind != "postgresql" or not _SCHEMA_NAME.match(schema)):
+            raise StoreError(f"schema {schema!r}: only for PostgreSQL, as [a-z_][a-z0-9_]*")
+        if self.kind == "sqlite":
+            self.engine = self._sqlite_engine()
+        else:
+            self.engine = self._postgres_engine()
+
+    # -- engines ----------------------------------------------------------------------------------
+
+    def _sqlite_engine(self) -> Engine:
+        path = self.url.database
+        if not path or path == ":memory:":
+            raise StoreError("SQLite needs a file (an in-memory database is not durable)")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            self.url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
+        )
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from the driver so "begin" below decides (SQLAlchemy's
+            # documented pysqlite recipe).
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL + FULL: every commit fsyncs the WAL, so an acknowledged report survives a
+            # power loss, not only a process crash (NORMAL would only survive the latter).
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # Writers take the write lock up front; readers use WAL snapshots.
+            write = conn.get_execution_options().get("certpin_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    def _postgres_engine(self) -> Engine:
+        engine = sa.create_engine(self.url, pool_size=8, pool_pre_ping=True)
+        schema = self.schema
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            # A commit returns only once the WAL is flushed (the server default may be off).
+            cursor.execute("SET synchronous_commit TO on")
+            if schema is not None:
+                cursor.execute(f'SET search_path TO "{schema}"')  # validated identifier
+            cursor.close()
+            dbapi_conn.commit()
+
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(certpin_write=True)
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version now in place."""
+        if self.kind == "postgresql" and self.schema is not None:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        with self._write() as conn:
+            if self.kind == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:k || current_schema()))"),
+                    {"k": "certpin-collector-schema:"},
+                )
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            current = int(current or 0)
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema version {current} is newer than this certpin's "
+                    f"({SCHEMA_VERSION}); upgrade certpin"
+                )
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    conn.exec_driver_sql(statement.format(pk=PK[self.kind]))
+                conn.execute(sa.insert(schema_version).values(version=version))
+                current = version
+            return current
+
+    def drop_schema(self) -> None:
+        """Drop everything the collector created (tests; Postgres schema or SQLite tables)."""
+        with self._write() as conn:
+            if self.kind == "postgresql" and self.schema is not None:
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            else:
+                for name in ("alerts", "seen_pins", "reports", "schema_version"):
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (sqlite.insert if self.kind == "sqlite" else postgresql.insert)(table)
+
+    def insert_batch(self, items: Sequence[tuple[Report, str | None]]) -> list[Outcome]:
+        """Store a batch of ``(report, source address)`` in ONE transaction (group commit).
+
+        Returns one `Outcome` per item, in order. Raises on any database error, in which
+        case nothing of the batch is committed.
+        """
+        received = now_us()
+        order = sorted(range(len(items)), key=lambda i: items[i][0].report_key)
+        outcomes: dict[int, Outcome] = {}
+        with self._write() as conn:
+            fresh: list[tuple[int, int, Report]] = []
+            for i in order:
+                report, source = items[i]
+                row = conn.execute(
+                    self._insert(reports)
+                    .values(_row(report, source, received))
+                    .on_conflict_do_nothing(index_elements=["report_key"])
+                    .returning(reports.c.id)
+                ).first()
+                if row is not None:
+                    fresh.append((i, int(row[0]), report))
+                    continue
+                dup = conn.execute(
+                    sa.update(reports)
+                    .where(reports.c.report_key == report.report_key)
+                    .values(duplicates=reports.c.duplicates + 1, last_duplicate_us=received)
+                    .returning(reports.c.id)
+                ).scalar_one()
+                outcomes[i] = Outcome(int(dup), new=False, new_pin=False)
+            # New keys after all report rows, in one global order (deadlock-free replicas).
+            fresh.sort(key=lambda t: (t[2].hostname, t[2].unexpected_pin or ""))
+            for i, row_id, report in fresh:
+                new_pin = False
+                if report.unexpected_pin is not None:
+                    new_pin = (
+                        conn.execute(
+                            self._insert(seen_pins)
+                            .values(
+                                hostname=report.hostname,
+                                pin=report.unexpected_pin,
+                                first_seen_us=received,
+                                first_report_key=report.report_key,
+                            )
+                            .on_conflict_do_nothing()
+                            .returning(seen_pins.c.pin)
+                        ).first()
+                        is not None
+                    )
+                outcomes[i] = Outcome(row_id, new=True, new_pin=new_pin)
+        return [outcomes[i] for i in range(len(items))]
+
+    def record_alert(
+        self, dedup_key: str, kind: str, hostname: str, detail: dict[str, Any]
+    ) -> bool:
+        """Remember an alert; False when one with this `dedup_key` exists (do not send again)."""
+        with self._write() as conn:
+            row = conn.execute(
+                self._insert(alerts)
+                .values(
+                    dedup_key=dedup_key,
+                    kind=kind,
+                    hostname=hostname,
+                    detail=json.dumps(detail, sort_keys=True),
+                    created_us=now_us(),
+                )
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(alerts.c.id)
+            ).first()
+            return row is not None
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def count_since(self, hostname: str, since_us: int) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(reports)
+                    .where(reports.c.hostname == hostname, reports.c.received_us >= since_us)
+                ).scalar_one()
+            )
+
+    def totals(self) -> tuple[int, int]:
+        """(stored reports, duplicates counted)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(reports.c.duplicates), 0))
+            ).one()
+            return int(row[0]), int(row[1])
+
+    def report_keys(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(reports.c.report_key))]
+
+    def query_reports(
+        self,
+        *,
+        host: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        app: str | None = None,
+        pin: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Reports newest first (by id), filtered; `before_id` continues a previous page."""
+        query = sa.select(reports).order_by(reports.c.id.desc()).limit(limit)
+        if host is not None:
+            query = query.where(reports.c.hostname == host)
+        if since_us is not None:
+            query = query.where(reports.c.received_us >= since_us)
+        if until_us is not None:
+            query = query.where(reports.c.received_us < until_us)
+        if app is not None:
+            query = query.where(reports.c.app_id == app)
+        if pin is not None:
+            query = query.where(reports.c.unexpected_pin == pin)
+        if before_id is not None:
+            query = query.where(reports.c.id < before_id)
+        with self.engine.connect() as conn:
+            return [_public(row._mapping) for row in conn.execute(query)]
+
+    def summary(self, since_us: int | None = None, top: int = 20) -> dict[str, Any]:
+        """Aggregates: per host, per unexpected key (with subject/issuer), per app and version."""
+        where = [] if since_us is None else [reports.c.received_us >= since_us]
+        count = sa.func.count().label("reports")
+        dups = sa.func.coalesce(sa.func.sum(reports.c.duplicates), 0).label("duplicates")
+        last = sa.func.max(reports.c.received_us).label("last_us")
+        with self.engine.connect() as conn:
+            hosts = conn.execute(
+                sa.select(reports.c.hostname, count, dups, last)
+                .where(*where)
+                .group_by(reports.c.hostname)
+                .order_by(count.desc(), reports.c.hostname)
+                .limit(top)
+            ).all()
+            keys = conn.execute(
+                sa.select(
+                    reports.c.hostname,
+                    reports.c.unexpected_pin,
+                    sa.func.max(reports.c.unexpected_subject).label("subject"),
+                    sa.func.max(reports.c.unexpected_issuer).label("issuer"),
+                    count,
+                    last,
+                )
+                .where(reports.c.unexpected_pin.is_not(None), *where)
+                .group_by(reports.c.hostname, reports.c.unexpected_pin)
+                .order_by(count.desc(), reports.c.hostname, reports.c.unexpected_pin)
+                .limit(top)
+            ).all()
+            apps = conn.execute(
+                sa.select(reports.c.app_id, reports.c.app_version, count)
+                .where(*where)
+                .group_by(reports.c.app_id, reports.c.app_version)
+                .order_by(count.desc(), reports.c.app_id, reports.c.app_version)
+                .limit(top)
+            ).all()
+            total = conn.execute(sa.select(sa.func.count(), dups).where(*where)).one()
+        return {
+            "total": {"reports": int(total[0]), "duplicates": int(total[1])},
+            "hosts": [
+                {"hostname": h, "reports": int(n), "duplicates": int(d), "last_seen": _iso(t)}
+                for h, n, d, t in hosts
+            ],
+            "unexpected_keys": [
+                {
+                    "hostname": h,
+                    "pin": p,
+                    "subject": s,
+                    "issuer": i,
+                    "reports": int(n),
+                    "last_seen": _iso(t),
+                }
+                for h, p, s, i, n, t in keys
+            ],
+            "apps": [{"app": a, "version": v, "reports": int(n)} for a, v, n in apps],
+        }
+
+
+def _row(report: Report, source: str | None, received: int) -> dict[str, Any]:
+    def chain(ders: tuple[bytes, ...]) -> str:
+        return json.dumps([base64.b64encode(d).decode("ascii") for d in ders])
+
+    return {
+        "report_key": report.report_key,
+        "received_us": received,
+        "duplicates": 0,
+        "source": source,
+        "dialect": report.dialect,
+        "hostname": report.hostname,
+        "port": report.port,
+        "noted_hostname": report.noted_hostname,
+        "date_time": report.date_time,
+        "client_time_us": _us(report.client_time),
+        "include_subdomains": report.include_subdomains,
+        "enforce": report.enforce,
+        "validation_result": report.validation_result,
+        "effective_expiration": report.effective_expiration,
+        "known_pins": json.dumps(list(report.known_pins)),
+        "validated_chain": chain(report.validated_chain),
+        "served_chain": chain(report.served_chain),
+        "app_id": report.app_id,
+        "app_version": report.app_version,
+        "app_platform": report.app_platform,
+        "app_platform_version": report.app_platform_version,
+        "app_vendor_id": report.app_vendor_id,
+        "library": report.library,
+        "verdict_status": report.verdict_status,
+        "verdict_reason": report.verdict_reason,
+        "unexpected_pin": report.unexpected_pin,
+        "unexpected_subject": report.unexpected_subject,
+        "unexpected_issuer": report.unexpected_issuer,
+        "body": report.body,
+    }
+
+
+def _public(row: Any) -> dict[str, Any]:
+    """A stored row as the read API shows it (chains as PEM, times as ISO 8601 UTC)."""
+    return {
+        "id": int(row["id"]),
+        "report_key": row["report_key"],
+        "received_at": _iso(row["received_us"]),
+        "duplicates": int(row["duplicates"]),
+        "source": row["source"],
+        "dialect": row["dialect"],
+        "hostname": row["hostname"],
+        "port": row["port"],
+        "noted_hostname": row["noted_hostname"],
+        "date_time": row["date_time"],
+        "client_time": _iso(row["client_time_us"]),
+        "include_subdomains": row["include_subdomains"],
+        "enforce": row["enforce"],
+        "validation_result": row["validation_result"],
+        "effective_expiration_date": row["effective_expiration"],
+        "known_pins": json.loads(row["known_pins"]),
+        "validated_chain": _pems(row["validated_chain"]),
+        "served_chain": _pems(row["served_chain"]),
+        "app": row["app_id"],
+        "app_version": row["app_version"],
+        "app_platform": row["app_platform"],
+        "app_platform_version": row["app_platform_version"],
+        "app_vendor_id": row["app_vendor_id"],
+        "library": row["library"],
+        "verdict_status": row["verdict_status"],
+        "verdict_reason": row["verdict_reason"],
+        "unexpected_pin": row["unexpected_pin"],
+        "unexpected_subject": row["unexpected_subject"],
+        "unexpected_issuer": row["unexpected_issuer"],
+    }

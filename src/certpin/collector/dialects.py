@@ -1,0 +1,362 @@
+"""Report dialects: RFC 7469 §3, TrustKit iOS, TrustKit Android and certpin's own, in one record.
+
+Every field is attacker-controlled: each is type-checked and length-bounded, every PEM must
+decode to one X.509 certificate, and every ``known-pins`` entry must parse as a pin. A bad field
+raises `ReportError` naming it (the collector answers 400 with that message).
+
+Which dialect a body is (first rule that applies):
+
+1. ``certpin-version`` present → ``certpin``
+2. ``app-platform`` is ``"ANDROID"`` (any case) → ``trustkit-android``
+3. any of ``app-bundle-id``, ``app-identifier``, ``app-vendor-id``, ``trustkit-version``,
+   ``app-platform`` present → ``trustkit-ios``
+4. otherwise → ``rfc7469``
+
+The *unexpected key* of a report is the SPKI pin of the validated chain's leaf (the served
+leaf when no validated chain was sent: both chains start with the same certificate) when that
+leaf matches none of the report's ``known-pins``; the decision is `certpin.verdict`'s, on the
+smallest policy that pins the reported host to the reported pins.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import CertpinError
+from .._hosts import HostError, normalize_host
+from .._pins import Pin, spki_of_certificate
+from .._policy import DomainRule, Policy
+from .._verdict import ChainEntry, VerdictStatus, verdict
+from .limits import IngestLimits, LimitError
+
+__all__ = [
+    "DIALECTS",
+    "REQUIRED_FIELDS",
+    "Report",
+    "ReportError",
+    "detect_dialect",
+    "normalize_report",
+]
+
+DIALECTS = ("rfc7469", "trustkit-ios", "trustkit-android", "certpin")
+
+#: fields each dialect must carry (the collector answers 400 naming the first one missing).
+#: rfc7469 also needs at least one of the two chains (``served-certificate-chain`` or
+#: ``validated-certificate-chain``).
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "rfc7469": ("hostname", "port", "known-pins"),
+    "trustkit-ios": ("hostname", "known-pins", "validated-certificate-chain", "app-bundle-id"),
+    "trustkit-android": (
+        "hostname",
+        "known-pins",
+        "validated-certificate-chain",
+        "app-bundle-id",
+        "app-platform",
+    ),
+    "certpin": (
+        "hostname",
+        "port",
+        "known-pins",
+        "validated-certificate-chain",
+        "certpin-version",
+        "mode",
+        "report-id",
+    ),
+}
+
+_TRUSTKIT_KEYS = ("app-bundle-id", "app-identifier", "app-vendor-id", "trustkit-version")
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+_REPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_MAX_PEM = 16 * 1024
+
+
+class ReportError(LimitError):
+    """A report body that is not a valid report of its dialect (always HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """One pin-failure report, whatever dialect it came in.
+
+    Attributes:
+        report_key: idempotency key: ``id:<report-id>`` or ``sha256:<hex of canonical body>``.
+        dialect: one of `DIALECTS`.
+        hostname: the host the client connected to, normalised.
+        port: the port, or None when unknown (TrustKit Android always sends 0).
+        client_time: ``date-time`` as UTC, or None when absent or untrustworthy (Android's is
+            device local time with a literal ``Z``).
+        date_time: ``date-time`` exactly as sent.
+        validated_chain, served_chain: DER certificates, leaf first.
+        known_pins: canonical pin strings (``sha256/…``).
+        unexpected_pin: the leaf's SPKI pin if it matched no known pin, else None.
+        body: the canonical JSON text of the whole report (sorted keys).
+    """
+
+    report_key: str
+    dialect: str
+    hostname: str
+    port: int | None
+    noted_hostname: str | None
+    date_time: str | None
+    client_time: dt.datetime | None
+    include_subdomains: bool | None
+    enforce: bool | None
+    validation_result: int | None
+    effective_expiration: str | None
+    known_pins: tuple[str, ...]
+    validated_chain: tuple[bytes, ...]
+    served_chain: tuple[bytes, ...]
+    app_id: str | None
+    app_version: str | None
+    app_platform: str | None
+    app_platform_version: str | None
+    app_vendor_id: str | None
+    library: str | None
+    verdict_status: str | None
+    verdict_reason: str | None
+    unexpected_pin: str | None
+    unexpected_subject: str | None
+    unexpected_issuer: str | None
+    body: str
+
+
+def detect_dialect(data: dict[str, Any]) -> str:
+    """Which dialect `data` is written in (see the module docstring for the rules)."""
+    if "certpin-version" in data:
+        return "certpin"
+    platform = data.get("app-platform")
+    if isinstance(platform, str) and platform.upper() == "ANDROID":
+        return "trustkit-android"
+    if "app-platform" in data or any(key in data for key in _TRUSTKIT_KEYS):
+        return "trustkit-ios"
+    return "rfc7469"
+
+
+def normalize_report(
+    data: dict[str, Any], limits: IngestLimits, now: dt.datetime | None = None
+) -> Report:
+    """Validate a parsed report body and turn it into a `Report`.
+
+    Raises:
+        ReportError: naming the missing or invalid field.
+    """
+    dialect = detect_dialect(data)
+    for name in REQUIRED_FIELDS[dialect]:
+        if data.get(name) is None:
+            raise ReportError(f"{dialect} report: required field {name!r} is missing")
+    f = _Fields(data, limits, dialect)
+    host_text = f.string("hostname", max_len=253)
+    assert host_text is not None
+    try:
+        hostname = normalize_host(host_text)
+    except HostError as exc:
+        raise ReportError(f"field 'hostname': {exc}") from None
+    noted = f.string("noted-hostname", max_len=253)
+    port = f.integer("port", 0, 65535)
+    if port == 0:
+        port = None  # TrustKit Android cannot see the port and always sends 0
+    validated = f.chain("validated-certificate-chain")
+    served = f.chain("served-certificate-chain")
+    if dialect == "rfc7469" and not validated and not served:
+        raise ReportError(
+            "rfc7469 report: one of 'served-certificate-chain' or "
+            "'validated-certificate-chain' is required"
+        )
+    known = f.pins("known-pins")
+    date_time = f.string("date-time", max_len=64)
+    client_time = None
+    if date_time is not None and dialect != "trustkit-android":
+        client_time = _parse_time(date_time)
+    enforce = f.boolean("enforce-pinning")
+    mode = f.string("mode", max_len=32)
+    if mode is not None:
+        if mode not in ("enforce", "report-only"):
+            raise ReportError(f"field 'mode': must be 'enforce' or 'report-only', got {mode!r}")
+        enforce = mode == "enforce"
+    report_id = f.string("report-id", max_len=128)
+    if report_id is not None and not _REPORT_ID.match(report_id):
+        raise ReportError("field 'report-id': 1-128 characters of A-Z a-z 0-9 . _ : -")
+    library = None
+    if (version := f.string("certpin-version", max_len=64)) is not None:
+        library = f"certpin {version}"
+    elif (version := f.string("trustkit-version", max_len=64)) is not None:
+        library = f"trustkit {version}"
+    f.string("known-pins-expiration-date", max_len=64)
+    leaf = (validated or served)[0] if (validated or served) else None
+    unexpected = _unexpected(hostname, leaf, known, now or dt.datetime.now(dt.UTC))
+    subject = issuer = None
+    if unexpected is not None and leaf is not None:
+        entry = ChainEntry(0, leaf)
+        subject, issuer = entry.subject[:1024], entry.issuer[:1024]
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if report_id is not None:
+        key = f"id:{report_id}"
+    else:
+        key = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return Report(
+        report_key=key,
+        dialect=dialect,
+        hostname=hostname,
+        port=port,
+        noted_hostname=noted,
+        date_time=date_time,
+        client_time=client_time,
+        include_subdomains=f.boolean("include-subdomains"),
+        enforce=enforce,
+        validation_result=f.integer("validation-result", -(2**31), 2**31 - 1),
+        effective_expiration=f.string("effective-expiration-date", max_len=64),
+        known_pins=tuple(str(p) for p in known),
+        validated_chain=validated,
+        served_chain=served,
+        app_id=f.string("app-bundle-id"),
+        app_version=f.string("app-version"),
+        app_platform=f.string("app-platform"),
+        app_platform_version=f.string("app-platform-version"),
+        app_vendor_id=f.string("app-vendor-id") or f.string("app-identifier"),
+        library=library,
+        verdict_status=f.string("verdict-status", max_len=64),
+        verdict_reason=f.string("verdict-reason"),
+        unexpected_pin=None if unexpected is None else str(unexpected),
+        unexpected_subject=subject,
+        unexpected_issuer=issuer,
+        body=body,
+    )
+
+
+class _Fields:
+    """Typed, bounded accessors over a report body; errors name the field."""
+
+    def __init__(self, data: dict[str, Any], limits: IngestLimits, dialect: str) -> None:
+        self.data = data
+        self.limits = limits
+        self.dialect = dialect
+
+    def _get(self, name: str, kind: type | tuple[type, ...], what: str) -> Any:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        # bool is an int subclass: true/false is never a port or a validation result.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
+            raise ReportError(f"field {name!r}: expected {what}, got {_json_type(value)}")
+        return value
+
+    def string(self, name: str, max_len: int | None = None) -> str | None:
+        value: str | None = self._get(name, str, "a string")
+        limit = max_len or self.limits.max_string
+        if value is not None and len(value) > limit:
+            raise ReportError(f"field {name!r}: longer than {limit} characters")
+        return value
+
+    def boolean(self, name: str) -> bool | None:
+        value: bool | None = self._get(name, bool, "true or false")
+        return value
+
+    def integer(self, name: str, low: int, high: int) -> int | None:
+        value: int | None = self._get(name, int, "an integer")
+        if value is not None and not low <= value <= high:
+            raise ReportError(f"field {name!r}: {value} is outside {low}..{high}")
+        return value
+
+    def _list(self, name: str, limit: int, what: str) -> list[Any]:
+        value: list[Any] | None = self._get(name, list, f"an array of {what}")
+        if value is None:
+            return []
+        if len(value) > limit:
+            raise ReportError(f"field {name!r}: more than {limit} entries")
+        return value
+
+    def chain(self, name: str) -> tuple[bytes, ...]:
+        items = self._list(name, self.limits.max_chain, "PEM certificates")
+        return tuple(_pem_to_der(item, f"{name}[{i}]") for i, item in enumerate(items))
+
+    def pins(self, name: str) -> tuple[Pin, ...]:
+        items = self._list(name, self.limits.max_pins, "pin strings")
+        out: list[Pin] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or len(item) > 256:
+                raise ReportError(f"field '{name}[{i}]': expected a pin string")
+            try:
+                out.append(Pin.parse(item))
+            except CertpinError as exc:
+                raise ReportError(f"field '{name}[{i}]': {exc}") from None
+        return tuple(out)
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _json_type(value: Any) -> str:
+    names: list[tuple[type, str]] = [
+        (bool, "a boolean"),
+        (int, "a number"),
+        (float, "a number"),
+        (str, "a string"),
+        (list, "an array"),
+        (dict, "an object"),
+    ]
+    for kind, name in names:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__  # Defensive: json.loads yields only the types above
+
+
+def _pem_to_der(item: Any, where: str) -> bytes:
+    if not isinstance(item, str):
+        raise ReportError(f"field '{where}': expected a PEM certificate string")
+    if len(item) > _MAX_PEM:
+        raise ReportError(f"field '{where}': PEM longer than {_MAX_PEM} characters")
+    # TrustKit iOS sends 64-column CRLF PEM without a trailing newline, Android 76-column LF:
+    # only the base64 between the markers matters.
+    match = _PEM.fullmatch(item.strip())
+    if match is None or item.count("-----BEGIN") != 1:
+        raise ReportError(f"field '{where}': not a single PEM 'CERTIFICATE' block")
+    try:
+        der = base64.b64decode("".join(match.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ReportError(f"field '{where}': invalid base64 in PEM") from None
+    try:
+        from cryptography import x509
+
+        with warnings.catch_warnings():
+            # Legacy encodings (negative serials…) are what real devices saw: accept them.
+            warnings.simplefilter("ignore")
+            x509.load_der_x509_certificate(der)
+        spki_of_certificate(der)
+    except ValueError as exc:
+        raise ReportError(f"field '{where}': not an X.509 certificate ({exc})") from None
+    return der
+
+
+def _parse_time(text: str) -> dt.datetime | None:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None  # kept as sent in date_time; the collector's receive time is authoritative
+    if when.tzinfo is None:
+        return None  # local time of an unknown zone: not comparable
+    return when.astimezone(dt.UTC)
+
+
+def _unexpected(
+    host: str, leaf: bytes | None, known: tuple[Pin, ...], now: dt.datetime
+) -> Pin | None:
+    if leaf is None:
+        return None
+    try:
+        rule = DomainRule(pattern=host, pins=known, allow_single_pin=True)
+        policy = Policy(domains={host: rule})
+    except (CertpinError, ValueError):
+        return Pin.for_certificate(leaf)  # no rule can be built for this host: nothing matched
+    result = verdict(host, [leaf], policy, now)
+    if result.status is VerdictStatus.OK:
+        return None
+    return Pin.for_certificate(leaf)

@@ -1,0 +1,180 @@
+"""Ingest limits: every report body is attacker-controlled, so bound memory and time first.
+
+* `read_body` stops reading as soon as the stream passes the byte limit (a lying or missing
+  ``Content-Length`` cannot make the collector buffer more than ``max_bytes + one chunk``).
+* `parse_json` rejects NaN/Infinity, duplicate keys (two parsers could disagree on which wins),
+  nesting deeper than ``max_depth`` and more than ``max_items`` values in total.
+* `TokenBucket` rate-limits each client address; the table of buckets is itself bounded (LRU).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "IngestLimits",
+    "LimitError",
+    "TokenBucket",
+    "parse_json",
+    "read_body",
+]
+
+
+class LimitError(ValueError):
+    """A request broke an ingest limit; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Bounds applied to every ``POST /reports``. Defaults are documented in docs/collector.md.
+
+    Attributes:
+        max_bytes: request body limit (64 KiB).
+        max_depth: JSON nesting limit (a report is at most 3 deep; 8 leaves room for extensions).
+        max_items: total JSON values (objects, arrays, scalars) in one body.
+        max_fields: keys in the top-level object.
+        max_string: length of any string that is not a certificate PEM.
+        max_chain: certificates per chain (RFC 5280 paths this long are already unusual).
+        max_pins: entries in ``known-pins``.
+    """
+
+    max_bytes: int = 64 * 1024
+    max_depth: int = 8
+    max_items: int = 2000
+    max_fields: int = 64
+    max_string: int = 2048
+    max_chain: int = 10
+    max_pins: int = 64
+
+
+async def read_body(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """Collect a request body, failing with 413 the moment it exceeds `max_bytes`."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise LimitError(f"request body exceeds {max_bytes} bytes", 413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _reject_constant(name: str) -> Any:
+    raise LimitError(f"JSON constant {name} is not allowed")
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise LimitError(f"duplicate JSON key {key[:64]!r}")
+        out[key] = value
+    return out
+
+
+def parse_json(body: bytes, limits: IngestLimits) -> dict[str, Any]:
+    """Parse a report body into a dict, enforcing the structural limits."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LimitError(f"body is not UTF-8 (byte {exc.start})") from None
+    # A cheap pre-scan bounds nesting before the recursive parser runs (json.loads would
+    # otherwise recurse once per "[" of a 64 KiB "[[[[…" body).
+    _check_depth(text, limits.max_depth)
+    try:
+        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise LimitError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:  # Defensive: _check_depth should have caught it.
+        raise LimitError("JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise LimitError("a report must be a JSON object")
+    if len(data) > limits.max_fields:
+        raise LimitError(f"too many fields ({len(data)} > {limits.max_fields})")
+    count = _count(data)
+    if count > limits.max_items:
+        raise LimitError(f"too many JSON values ({count} > {limits.max_items})")
+    return data
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise LimitError(f"JSON nested deeper than {max_depth} levels")
+        elif ch in "]}":
+            depth -= 1
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_count(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_count(v) for v in value)
+    return 1
+
+
+class TokenBucket:
+    """Per-key token buckets: `rate` tokens per second, at most `burst` stored.
+
+    At most `max_keys` buckets are kept (least recently used evicted), so a flood of source
+    addresses costs bounded memory; an evicted source simply starts again with a full bucket.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Spend one token for `key`: 0.0 if allowed, else the seconds until one is available."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / self.rate
+            self._buckets[key] = (tokens, now)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return wait

@@ -1,0 +1,83 @@
+"""The collector on a real Postgres (unique schema per test), and `certpin serve` errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _support.pki import PKI
+from certpin._cli import main
+from certpin.collector.db import Store
+from collector._helpers import (
+    TRUSTKIT_SAMPLE,
+    CollectorServer,
+    certpin_report,
+    dumps,
+    rfc7469_report,
+    trustkit_android_report,
+    trustkit_ios_report,
+)
+
+
+def test_postgres_ingest_idempotency_and_read_api(
+    pg_url: str, pg_schema: str, report_pki: PKI
+) -> None:
+    bodies: list[bytes] = [TRUSTKIT_SAMPLE.read_bytes()]
+    bodies += [
+        dumps(make(report_pki))
+        for make in (rfc7469_report, trustkit_ios_report, trustkit_android_report, certpin_report)
+    ]
+    with CollectorServer(pg_url, db_schema=pg_schema, rate_limit=None) as srv:
+        with srv.client() as client:
+            for body in bodies:
+                assert client.post("/reports", content=body).status_code == 201
+                assert client.post("/reports", content=body).status_code == 200
+            rows = client.get("/api/reports", headers=srv.auth).json()["reports"]
+            summary = client.get("/api/summary", headers=srv.auth).json()
+            bad = client.post("/reports", content=b'{"hostname": 1}')
+        store = srv.collector.store
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+            assert conn.exec_driver_sql("SELECT current_schema()").scalar() == pg_schema
+    assert sorted(r["dialect"] for r in rows) == sorted(
+        ["trustkit-ios", "rfc7469", "trustkit-ios", "trustkit-android", "certpin"]
+    )
+    assert summary["total"] == {"reports": 5, "duplicates": 5}
+    assert bad.status_code == 400
+
+
+def test_migration_is_idempotent_on_postgres(pg_url: str, pg_schema: str) -> None:
+    store = Store(pg_url, schema=pg_schema)
+    try:
+        assert store.migrate() == store.migrate() == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--certfile", __file__], "--certfile and --keyfile go together"),
+        (["--db", "mysql://x/y"], "unsupported database"),
+        (["--db", "postgresql://nobody@127.0.0.1:1/none"], "cannot open database"),
+        (["--db-schema", "Bad-Name"], "schema"),
+    ],
+)
+def test_serve_refuses_bad_options_with_exit_2(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--db" in out and "--bundles" in out and "CERTPIN_ADMIN_TOKEN" in out
