@@ -27,8 +27,9 @@ venv: $(VENV)/.installed
 
 # Real consumers used by the format tests: a JDK and Debian's OkHttp 3 (the exported Java snippet
 # is compiled and run against a loopback server) and curl (--pinnedpubkey). Needs root; the
-# tests that use them skip, saying why, where they are absent.
-SYSTEM_PACKAGES := libokhttp-java curl
+# tests that use them skip, saying why, where they are absent. Chromium: the dashboard's
+# real-browser test (tests/browser/, driven by Playwright with executable_path).
+SYSTEM_PACKAGES := libokhttp-java curl chromium
 system-deps:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		missing=""; for p in $(SYSTEM_PACKAGES); do \

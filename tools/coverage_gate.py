@@ -10,7 +10,17 @@ import json
 import sys
 from pathlib import Path
 
-CORE = ("_der.py", "_pins.py", "_hosts.py", "_policy.py", "_verdict.py", "_errors.py")
+CORE = (
+    "_der.py",
+    "_pins.py",
+    "_hosts.py",
+    "_policy.py",
+    "_verdict.py",
+    "_errors.py",
+    # STYLE §14: bundle verification is held to the same bar.
+    "_bundle.py",
+    "_jws.py",
+)
 
 
 def main(path: str = "artifacts/coverage.json") -> int:

@@ -18,7 +18,9 @@ __all__ = ["BundleHandler", "make_server"]
 
 class BundleHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files of one directory (GET/HEAD) with ``ETag`` = SHA-256 of the content and
-    ``If-None-Match`` → 304. No directory listings."""
+    ``If-None-Match`` → 304 (a listed ETag or ``*``). No directory listings, no dotfiles
+    (``.lock``, editors' temp files, ``.git``…), and no symlink that leads outside the
+    directory: all are 404."""
 
     server_version = "certpin-bundle-serve"
 
@@ -27,14 +29,15 @@ class BundleHandler(http.server.SimpleHTTPRequestHandler):
         return None
 
     def send_head(self) -> Any:
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
+        path = self._servable(Path(self.translate_path(self.path)))
+        if path is None:
             self.send_error(404, "not found")
             return None
         data = path.read_bytes()
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         match = self.headers.get("If-None-Match")
-        if match is not None and etag in [m.strip() for m in match.split(",")] + ["*"]:
+        tags = [] if match is None else [m.strip() for m in match.split(",")]
+        if "*" in tags or etag in tags:
             self.send_response(304)
             self.send_header("ETag", etag)
             self.end_headers()
@@ -49,6 +52,21 @@ class BundleHandler(http.server.SimpleHTTPRequestHandler):
         import io
 
         return io.BytesIO(data)
+
+    def _servable(self, path: Path) -> Path | None:
+        """The file to serve, or None: not a file, a dotfile, or (via symlinks) outside."""
+        root = Path(self.directory)
+        try:
+            parts = path.relative_to(root).parts
+            real = path.resolve(strict=True)
+        except (ValueError, OSError):
+            return None
+        base = root.resolve()
+        if not real.is_relative_to(base) or not real.is_file():
+            return None
+        if any(part.startswith(".") for part in parts + real.relative_to(base).parts):
+            return None
+        return real
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if isinstance(self.server, _Server) and self.server.quiet:

@@ -18,24 +18,31 @@ from ``example.com`` (zero labels), and a ``*.example.com`` key is skipped with 
 
 Which certificate a pin names is decided by `certpin.verdict` on a one-pin policy (`pin_positions`),
 never by comparing digests here. Spare keys and CSRs have no certificate to run a verdict on: they
-are identified by their SPKI pin's value (`identify_spare`), for display and advice only.
+are identified by `names_key` (the key's SPKI digest under the pin's algorithm), for display and
+advice only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
-import os
-import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._chain_files import (
+    PROBE_LABEL,
+    default_cafile,
+    leaf_names,
+    parse_chain_specs,
+    read_certs,
+    verify,
+    verify_chain_file,
+)
 from ._errors import ConfigurationError
 from ._fetch import DEFAULT_TIMEOUT, ConnectError, fetch_chain_async, parse_target
 from ._hosts import HostError, Pattern, PatternKind, normalize_host
-from ._pins import Pin
+from ._pins import Pin, PinKind
 from ._policy import DomainRule, Policy
 from ._verdict import Verdict, VerdictStatus, verdict
 
@@ -47,10 +54,13 @@ __all__ = [
     "acquire_chains",
     "classify_pins",
     "chain_for_file",
+    "default_cafile",
     "describe_chain",
     "identify_spare",
     "key_family",
+    "leaf_names",
     "load_spares",
+    "names_key",
     "parse_chain_specs",
     "pin_positions",
     "probe_host",
@@ -60,8 +70,7 @@ __all__ = [
 
 #: a throwaway host for one-pin policies: RFC 2606 reserves .invalid.
 _PROBE_HOST = "pin-probe.certpin.invalid"
-#: the label used to make a concrete host under a ``*.``/``**.`` key.
-_PROBE_LABEL = "certpin-probe"
+_PROBE_LABEL = PROBE_LABEL
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ class SpareKey:
     subject: str | None
     not_after: dt.datetime | None
     der: bytes = field(repr=False)
+    spki: bytes = field(default=b"", repr=False)
 
 
 # -- what a pin names -------------------------------------------------------------------------
@@ -144,18 +154,32 @@ def pin_positions(pin: Pin, chain: Sequence[bytes], now: dt.datetime) -> list[in
     ]
 
 
+def names_key(pin: Pin, spki_der: bytes) -> bool:
+    """Is `pin` the SPKI pin of the key whose SubjectPublicKeyInfo is `spki_der`?
+
+    The one place the lifecycle tools identify a *bare key or CSR* (no certificate, so no
+    verdict to run): the SPKI digest is computed with the pin's own algorithm (sha256, sha384,
+    sha512) and the two `Pin` values are compared. Equality of Pin values is identity of
+    (digest, algorithm, kind), not the matching of a certificate: it labels spare keys for
+    display and advice only and never decides a connection (that is `certpin.verdict`'s job).
+    A certificate-fingerprint pin never names a bare key.
+    """
+    if pin.kind is not PinKind.SPKI or not spki_der:
+        return False
+    return Pin.for_spki(spki_der, pin.algorithm) == pin
+
+
 def identify_spare(pin: Pin, spares: Iterable[SpareKey], now: dt.datetime) -> SpareKey | None:
     """The spare key/CSR/certificate `pin` names, or None.
 
-    Certificates go through `certpin.verdict`. A bare key or CSR has no certificate to run a
-    verdict on, so it is identified by its SPKI pin's value: advice and display only, never a
-    connection decision.
+    Certificates go through `certpin.verdict` (`single_pin_verdict`); keys and CSRs through
+    `names_key`: display and advice only, never a connection decision.
     """
     for spare in spares:
         if spare.kind == "certificate":
             if single_pin_verdict(pin, [spare.der], now).status is VerdictStatus.OK:
                 return spare
-        elif spare.pin == pin:
+        elif names_key(pin, spare.spki):
             return spare
     return None
 
@@ -176,6 +200,7 @@ def load_spares(paths: Iterable[str], password: bytes | None = None) -> list[Spa
                     subject=src.subject,
                     not_after=src.not_after,
                     der=src.der,
+                    spki=src.spki,
                 )
             )
     return out
@@ -223,52 +248,7 @@ def _covers(policy: Policy, rule_key: str, host: str) -> bool:
     return found is not None and found.pattern == rule_key
 
 
-# -- --chain DOMAIN=FILE ----------------------------------------------------------------------
-
-
-def parse_chain_specs(specs: Iterable[str], option: str = "--chain") -> dict[str, str]:
-    """``DOMAIN=VALUE`` items -> {canonical policy key: VALUE}.
-
-    Raises:
-        ConfigurationError: an item without ``=``, an invalid domain, or a domain given twice.
-    """
-    out: dict[str, str] = {}
-    for spec in specs:
-        domain, sep, value = spec.partition("=")
-        if not sep or not domain.strip() or not value.strip():
-            raise ConfigurationError(
-                f"{option} {spec!r}: expected DOMAIN=VALUE, e.g. {option} api.example.com="
-                + ("chain.pem" if option == "--chain" else "127.0.0.1:8443")
-            )
-        try:
-            key = Pattern.parse(domain.strip()).text
-        except HostError as exc:
-            raise ConfigurationError(f"{option} {spec!r}: invalid domain: {exc}") from None
-        if key in out:
-            raise ConfigurationError(f"{option} {spec!r}: {key!r} is given twice")
-        out[key] = value.strip()
-    return out
-
-
-def _read_certs(path: str, what: str) -> list[bytes]:
-    from ._load import load_file
-
-    sources = load_file(path)
-    certs = [s.der for s in sources if s.kind == "certificate"]
-    if not certs:
-        raise ConfigurationError(f"{path}: {what} holds no certificate")
-    return certs
-
-
-def default_cafile() -> str:
-    """The system CA file OpenSSL would use, for verifying ``--chain`` files."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and os.path.isfile(candidate):
-            return candidate
-    raise ConfigurationError(
-        "no system CA file found to verify --chain files against: give --cafile FILE"
-    )
+# -- --chain DOMAIN=FILE (verification itself: certpin._chain_files) --------------------------
 
 
 def chain_for_file(
@@ -289,81 +269,11 @@ def chain_for_file(
     """
     from cryptography import x509
 
-    certs = _read_certs(path, "the chain file")
+    certs = read_certs(path, "the chain file")
     leaf = x509.load_der_x509_certificate(certs[0])
     host = _host_for_leaf(key, leaf, policy, path)
-    chain = _verify(certs, host, path, cafile, now)
+    chain = verify(certs, host, path, cafile, now)
     return DomainChain(key=key, host=host, chain=chain, origin=f"file {path}")
-
-
-def verify_chain_file(
-    path: str, cafile: str | None, now: dt.datetime | None = None
-) -> tuple[tuple[bytes, ...], list[str]]:
-    """Verify a PEM chain (leaf first) for its leaf's first name; returns (chain, leaf names).
-
-    The names are the leaf's SubjectAltName DNS names and IP addresses, in order.
-
-    Raises:
-        ConfigurationError: as `chain_for_file`, or a leaf without names.
-    """
-    from cryptography import x509
-
-    certs = _read_certs(path, "the chain file")
-    names = leaf_names(x509.load_der_x509_certificate(certs[0]))
-    if not names:
-        raise ConfigurationError(f"{path}: the leaf certificate has no SubjectAltName names")
-    first = names[0].replace("*", _PROBE_LABEL, 1) if names[0].startswith("*.") else names[0]
-    return _verify(certs, first, path, cafile, now), names
-
-
-def leaf_names(leaf: object) -> list[str]:
-    """The SubjectAltName DNS names and IP addresses of a certificate, in order."""
-    from cryptography import x509
-
-    assert isinstance(leaf, x509.Certificate)
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    out = []
-    for name in san:
-        if isinstance(name, x509.DNSName):
-            out.append(name.value)
-        elif isinstance(name, x509.IPAddress):
-            out.append(str(name.value))
-    return out
-
-
-def _verify(
-    certs: list[bytes], host: str, path: str, cafile: str | None, now: dt.datetime | None
-) -> tuple[bytes, ...]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509 import verification
-
-    anchors = _read_certs(cafile or default_cafile(), "the CA file")
-    leaf = x509.load_der_x509_certificate(certs[0])
-    intermediates = [x509.load_der_x509_certificate(d) for d in certs[1:]]
-    store = verification.Store([x509.load_der_x509_certificate(d) for d in anchors])
-    subject: x509.DNSName | x509.IPAddress
-    try:
-        subject = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        subject = x509.DNSName(host)
-    verifier = (
-        verification.PolicyBuilder()
-        .store(store)
-        .time(now or dt.datetime.now(dt.UTC))
-        .build_server_verifier(subject)
-    )
-    try:
-        built = verifier.verify(leaf, intermediates)
-    except verification.VerificationError as exc:
-        raise ConfigurationError(
-            f"{path}: the chain does not verify for {host!r} against "
-            f"{cafile or 'the system CA file'}: {exc}"
-        ) from None
-    return tuple(c.public_bytes(Encoding.DER) for c in built)
 
 
 def _host_for_leaf(key: str, leaf: object, policy: Policy | None, path: str) -> str:

@@ -60,7 +60,7 @@ _LAZY_VERBS: dict[str, str] = {
     "serve": "certpin._cli_serve:serve_command",
     "keygen": "certpin._cli_lifecycle:keygen_command",
     "lint": "certpin._cli_lifecycle:lint_command",
-    "rotate": "certpin._cli_lifecycle:rotate_group",
+    "rotate": "certpin._cli_rotate:rotate_group",
     "inventory": "certpin._cli_lifecycle:inventory_command",
     "export": "certpin._cli_formats:export_command",
     "import": "certpin._cli_formats:import_command",

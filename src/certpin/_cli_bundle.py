@@ -152,7 +152,17 @@ def _load_policy(path: str) -> Any:
     help="Pre-flight: check the policy against this host's live verified chain (repeatable).",
 )
 @click.option(
-    "--cafile", type=click.Path(exists=True, dir_okay=False), help="CA file for --connect."
+    "--chain",
+    "chain_specs",
+    multiple=True,
+    metavar="DOMAIN=FILE",
+    help="Pre-flight: check the policy against DOMAIN's chain in FILE (PEM, leaf first), "
+    "verified against --cafile (repeatable).",
+)
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA file for --connect and --chain (default: the system CA file).",
 )
 @click.option("--force", is_flag=True, help="Sign even if pre-flight finds a lock-out.")
 def sign(
@@ -167,6 +177,7 @@ def sign(
     rollout_id: str | None,
     rollout_percent: float | None,
     targets: tuple[str, ...],
+    chain_specs: tuple[str, ...],
     cafile: str | None,
     force: bool,
 ) -> int:
@@ -182,24 +193,49 @@ def sign(
             "policy": _load_policy(rollout_file),
         }
     policies = [policy] + ([rollout["policy"]] if rollout else [])
-    if targets and not _preflight(policies, targets, cafile) and not force:
-        _error("refusing to sign a bundle that would lock out a live host (use --force)")
-        return EXIT_MISMATCH
+    if (targets or chain_specs) and not _preflight(policies, targets, chain_specs, cafile):
+        if not force:
+            _error("refusing to sign a bundle that would lock out a live host (use --force)")
+            return EXIT_MISMATCH
+        click.echo("pre-flight found a lock-out; signing anyway (--force)", err=True)
     return _sign(policy, key_path, version, expires, out, add_keys, retire_kids, rollout=rollout)
 
 
-def _preflight(policies: list[Any], targets: tuple[str, ...], cafile: str | None) -> bool:
+def _preflight(
+    policies: list[Any], targets: tuple[str, ...], chain_specs: tuple[str, ...], cafile: str | None
+) -> bool:
+    """Run every policy (the bundle's and the rollout's) against every verified chain: the
+    live ones (``--connect``) and the files (``--chain DOMAIN=FILE``, verified by
+    `certpin._chains` as lint and rotate do). True when no policy blocks any chain."""
+    from ._chains import chain_for_file, parse_chain_specs
+    from ._errors import ConfigurationError
     from ._fetch import fetch_chain
     from ._verdict import verdict
 
-    ok = True
+    now = dt.datetime.now(dt.UTC)
+    checks: list[tuple[str, str, tuple[bytes, ...]]] = []  # (verdict host, origin, chain)
+    for key, path in parse_chain_specs(chain_specs).items():
+        owner = next((p for p in policies if key in p.domains), None)
+        if owner is None:
+            sources = " or ".join(p.source for p in policies)
+            raise ConfigurationError(f"--chain {key}=…: {key!r} is not a key of {sources}")
+        if not Path(path).is_file():
+            raise ConfigurationError(f"--chain {key}={path}: {path}: no such file")
+        found = chain_for_file(key, path, cafile, owner, now)
+        checks.append((found.host, found.origin, found.chain))
     for target in targets:
         host, port = parse_target(target)
-        chain = fetch_chain(host, port, cafile=cafile).verified
+        checks.append(
+            (host, f"connect {host}:{port}", fetch_chain(host, port, cafile=cafile).verified)
+        )
+    ok = True
+    for host, origin, chain in checks:
         for policy in policies:
-            result = verdict(host, chain, policy, dt.datetime.now(dt.UTC))
-            line = f"pre-flight {host}:{port} against {policy.source}: {result.status.value}"
-            click.echo(line, err=True)
+            result = verdict(host, chain, policy, now)
+            click.echo(
+                f"pre-flight {host} ({origin}) against {policy.source}: {result.status.value}",
+                err=True,
+            )
             if not result.allowed:
                 click.echo(result.message(), err=True)
                 ok = False
@@ -410,17 +446,32 @@ def tofu_list(store: str | None, as_json: bool) -> None:
 @click.option("--cafile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0)
 @click.option("--match-issuer", is_flag=True, help="Also record the issuing CA's pin.")
+@click.option(
+    "--connect-port",
+    type=click.IntRange(1, 65535),
+    default=443,
+    show_default=True,
+    help="Port to connect to for a HOST:* record (the asyncio key).",
+)
 def tofu_accept(
-    target: str, store: str | None, cafile: str | None, timeout: float, match_issuer: bool
+    target: str,
+    store: str | None,
+    cafile: str | None,
+    timeout: float,
+    match_issuer: bool,
+    connect_port: int,
 ) -> None:
-    """Connect to HOST (CA-verified) and record its current key, replacing the old record."""
+    """Connect to HOST (CA-verified) and record its current key, replacing the old record.
+
+    HOST:* replaces the port-less record asyncio clients use (connecting to --connect-port).
+    """
     from ._fetch import fetch_chain
     from ._tofu import KnownPins
 
     host, port = _target(target)
-    chain = fetch_chain(host, port or 443, cafile=cafile, timeout=timeout).verified
+    chain = fetch_chain(host, port or connect_port, cafile=cafile, timeout=timeout).verified
     known = KnownPins(store or _default_store(), match_issuer=match_issuer)
-    entry = known.record(host, port or 443, tuple(chain), replace=True)
+    entry = known.record(host, port, tuple(chain), replace=True)
     click.echo(
         f"{entry.key}: now trusting {' '.join(str(p) for p in entry.pins + entry.issuer_pins)}"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .formats import FORMATS, ExportOptions, ImportOptions
+from .formats._common import one_line
 
 __all__ = ["export_command", "import_command"]
 
@@ -84,13 +85,13 @@ def export_command(
     Exit status: 0 written; 1 --strict and something could not be expressed (nothing written);
     2 usage error or invalid policy/certificate.
     """
-    from ._policy import Policy
+    from ._cli_lifecycle import load_policy
 
     if okhttp is not None and not fmt.startswith("okhttp-"):
         raise click.UsageError("--okhttp only applies to the okhttp-kotlin and okhttp-java formats")
     if (certs or identifier) and fmt != "mobileconfig":
         raise click.UsageError("--cert and --identifier only apply to --format mobileconfig")
-    policy = Policy.from_file(policy_file)
+    policy = load_policy(policy_file)
     ders: list[bytes] = []
     if certs:
         from ._load import load_file
@@ -148,5 +149,8 @@ def import_command(
         return 1
     header = [f"Imported by certpin from {input_file} ({fmt})."]
     header += [f"warning: {w}" for w in result.warnings]
-    _write(dump_policy(result.policy, header="\n".join(header)), output)
+    # The file name and the warnings quote the input: one line each, no control characters
+    # (TOML forbids them in comments, and a newline would end the comment).
+    text = dump_policy(result.policy, header="\n".join(one_line(line) for line in header))
+    _write(text, output)
     return 0

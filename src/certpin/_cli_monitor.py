@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._monitor import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_WARN_DAYS
+from ._timefmt import iso
 
 if TYPE_CHECKING:
     from ._monitor import EndpointReport, Monitor, Target
@@ -111,11 +112,11 @@ def command(
     denied host; 2 usage or input error; 3 an endpoint unreachable or failing TLS/CA
     verification; 4 only expiry warnings (within --warn-days).
     """
+    from ._cli_lifecycle import load_policy
     from ._context import verifying_context
     from ._monitor import Monitor, Webhook
-    from ._policy import Policy
 
-    policy = Policy.from_file(policy_file) if policy_file else Policy({})
+    policy = load_policy(policy_file)
     endpoints = _targets(targets, targets_file, policy if policy_file else None)
     if webhook is not None and watch is None and state_file is None:
         raise click.UsageError("--webhook alerts on changes: it needs --state FILE or --watch")
@@ -273,7 +274,7 @@ def _alert_line(report: EndpointReport) -> str:
     pins = ""
     if prev is not None and prev.chain_pins != report.snapshot().chain_pins:
         pins = "; chain pins changed"
-    when = report.checked_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = iso(report.checked_at)
     return (
         f"{when} CHANGED {report.target.key}: {before} -> {report.status}{pins}: {report.message}"
     )
@@ -295,12 +296,12 @@ def _summary(reports: list[EndpointReport]) -> dict[str, int]:
 def _print_report(
     reports: list[EndpointReport], policy_file: str | None, policy: Policy, as_json: bool
 ) -> None:
-    from ._monitor import _iso, exit_code
+    from ._monitor import exit_code
 
     summary = _summary(reports)
     if as_json:
         document = {
-            "time": _iso(dt.datetime.now(dt.UTC)),
+            "time": iso(dt.datetime.now(dt.UTC)),
             "policy": policy_file,
             "policy_version": policy.version,
             "exit_code": exit_code(reports),

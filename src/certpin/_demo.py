@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
-import ipaddress
-import queue
-import socketserver
 import ssl
 import sys
 import tempfile
@@ -22,121 +19,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import certpin
-
-try:
-    from rich.console import Console
-
-    _console: Any = Console(highlight=False)
-except ImportError:  # rich comes with the "cli" extra; plain print works too
-    _console = None
-
-
-def say(text: str, style: str = "") -> None:
-    if _console is None:
-        print(text, flush=True)
-    else:
-        _console.print(text, style=style or None, markup=False, soft_wrap=True)
-
-
-# -- a compact PKI: root -> intermediate -> leaf, accepted under VERIFY_X509_STRICT ---------------
-
-
-class CA:
-    """A P-256 CA; a root when `parent` is None."""
-
-    def __init__(self, name: str, parent: CA | None = None) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = _issue(name, self.key.public_key(), parent or self, ca=True)
-
-    def issue_leaf(self, key: ec.EllipticCurvePrivateKey, directory: Path, stem: str) -> Path:
-        """Write ``stem.pem`` (leaf + this intermediate, as served) and ``stem.key``."""
-        leaf = _issue(f"localhost ({stem})", key.public_key(), self, ca=False)
-        (directory / f"{stem}.pem").write_bytes(_pem(leaf, self.cert))
-        pem_key = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-        (directory / f"{stem}.key").write_bytes(pem_key)
-        return directory / stem
-
-
-def _issue(name: str, public_key: Any, issuer: CA, *, ca: bool) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    # A root is its own issuer; `issuer.cert` does not exist yet while the root is being built.
-    issuer_name = issuer.cert.subject if hasattr(issuer, "cert") else subject
-    now = dt.datetime.now(dt.UTC)
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
-    # digitalSignature; keyCertSign + cRLSign for CAs (RFC 5280 §4.2.1.3)
-    usage = x509.KeyUsage(True, False, False, False, False, ca, ca, False, False)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(aki, critical=False)
-    )
-    if not ca:  # a TLS server: names in the SAN (RFC 6125 ignores the CN), serverAuth EKU
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
-        b = b.add_extension(eku, critical=False)
-    return b.sign(issuer.key, hashes.SHA256())
-
-
-def _pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(ser.Encoding.PEM) for c in certs)
-
-
-def _spki_pin(key: ec.EllipticCurvePrivateKey) -> certpin.Pin:
-    spki = key.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
-    return certpin.Pin.for_spki(spki)
-
-
-# -- a small threaded HTTPS server that records what it receives --------------------------------
-
-_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
-
-
-class Server(socketserver.ThreadingTCPServer):
-    """HTTPS on 127.0.0.1 answering ``200 hello``. `received` gets, per finished connection, the
-    application bytes that arrived (b"" when the client hung up right after the handshake).
-    ``server_close()`` joins the connection threads (``block_on_close``)."""
-
-    def __init__(self, stem: Path) -> None:
-        super().__init__(("127.0.0.1", 0), socketserver.BaseRequestHandler)
-        self.port: int = self.server_address[1]
-        self.received: queue.Queue[bytes] = queue.Queue()
-        self.set_certificate(stem)
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    def set_certificate(self, stem: Path) -> None:
-        """Serve ``stem.pem``/``stem.key`` to connections accepted from now on."""
-        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._ctx.load_cert_chain(f"{stem}.pem", f"{stem}.key")
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        data = b""
-        request.settimeout(5)
-        try:
-            with self._ctx.wrap_socket(request, server_side=True) as tls:
-                while b"\r\n\r\n" not in data and (chunk := tls.recv(4096)):
-                    data += chunk
-                if data:
-                    tls.sendall(_RESPONSE)
-        except OSError:
-            pass  # the client refused us or hung up: that is what step 4 is about
-        self.received.put(data)
-
+from certpin._demo_support import (
+    CA,
+    BundleServer,
+    CollectorServer,
+    LogTap,
+    Server,
+    new_key,
+    pem,
+    say,
+    spki_pin,
+)
 
 # -- the steps ------------------------------------------------------------------------------------
 
@@ -149,18 +45,29 @@ class Demo:
     key_b: ec.EllipticCurvePrivateKey
     pin_a: certpin.Pin
     pin_b: certpin.Pin
+    pin_c: certpin.Pin
+    pin_d: certpin.Pin
     server: Server
     policy: certpin.Policy
+    names: dict[certpin.Pin, str]  # pin -> "key A", for the output
+    bundles: BundleServer
+    dynamic: certpin.DynamicPolicy
+    publish: Any  # (version, pins, **extra) -> signed token, published on the bundle host
+    log: LogTap
+    rogue_url: str
+    both_roots: Path
+    dashboard: str = ""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp, self.servers = tmp, list[Server]()
+        self.cleanup = contextlib.ExitStack()
 
     def serve(self, stem: Path) -> Server:
         self.servers.append(Server(stem))
         return self.servers[-1]
 
 
-def _get(url: str, ctx: ssl.SSLContext) -> tuple[int, bytes]:
+def _get(url: str | urllib.request.Request, ctx: ssl.SSLContext) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
         return resp.status, resp.read()
 
@@ -173,10 +80,11 @@ def step_pki(d: Demo) -> bool:
     root = CA("certpin demo root")
     d.intermediate = CA("certpin demo intermediate", root)
     d.root_file = d.tmp / "root.pem"
-    d.root_file.write_bytes(_pem(root.cert))
-    key_a = ec.generate_private_key(ec.SECP256R1())
-    d.key_b = ec.generate_private_key(ec.SECP256R1())
-    d.pin_a, d.pin_b = _spki_pin(key_a), _spki_pin(d.key_b)
+    d.root_file.write_bytes(pem(root.cert))
+    key_a = new_key()
+    d.key_b = new_key()
+    d.pin_a, d.pin_b = spki_pin(key_a), spki_pin(d.key_b)
+    d.names = {d.pin_a: "key A", d.pin_b: "key B"}
     d.server = d.serve(d.intermediate.issue_leaf(key_a, d.tmp, "leaf-a"))
     say(f"  pin of key A (in use): {d.pin_a}\n  pin of key B (backup): {d.pin_b}", "bold")
     say(f"  server: https://localhost:{d.server.port}/ (leaf A <- intermediate <- root)")
@@ -216,11 +124,12 @@ def step_mitm(d: Demo) -> bool:
     An interceptor with its own CA, which the client ALSO trusts (like a corporate TLS inspection
     root), answers for localhost. CA validation alone cannot tell it from the real server."""
     rogue_root = CA("Totally Legit Inspection CA")
-    rogue_key = ec.generate_private_key(ec.SECP256R1())
+    rogue_key = new_key()
     rogue = d.serve(CA("Inspection intermediate", rogue_root).issue_leaf(rogue_key, d.tmp, "rogue"))
     both = d.tmp / "both-roots.pem"
-    both.write_bytes(d.root_file.read_bytes() + _pem(rogue_root.cert))
-    url = f"https://localhost:{rogue.port}/"
+    both.write_bytes(d.root_file.read_bytes() + pem(rogue_root.cert))
+    url = d.rogue_url = f"https://localhost:{rogue.port}/"
+    d.both_roots = both
     status, _ = _get(url, ssl.create_default_context(cafile=both))
     sent = rogue.received.get(timeout=5)
     say(f"  unpinned ssl.create_default_context(cafile=both): HTTP {status}", "yellow")
@@ -239,28 +148,207 @@ def step_mitm(d: Demo) -> bool:
     return isinstance(error, certpin.PinValidationError) and status == 200 and leaked == b""
 
 
-def step_rotation(d: Demo) -> bool:
-    """Rotate the server to the backup key.
+def step_report(d: Demo) -> bool:
+    """The blocked MITM is reported to the certpin collector.
 
-    Key A is retired: the server gets a new certificate for key B. Clients keep the same policy
-    and keep working, because B was pinned from the start."""
-    d.server.set_certificate(d.intermediate.issue_leaf(d.key_b, d.tmp, "leaf-b"))
-    # http.client (what urllib uses) directly, to look at the verified chain afterwards.
-    conn = http.client.HTTPSConnection("localhost", d.server.port, context=_pinned(d), timeout=5)
+    The client's on_failure hook is certpin's reporter: it builds an RFC 7469 report (both
+    chains, the known pins) and uploads it in the background, CA-validated, to the collector
+    (`certpin serve`, here on 127.0.0.1 with SQLite), which answers once the report is on disk."""
+    import json
+    import secrets
+
+    token = secrets.token_urlsafe(16)
+    collector = CollectorServer(
+        d.intermediate.issue_leaf(new_key(), d.tmp, "collector"), d.tmp / "reports.db", token
+    )
+    d.cleanup.callback(collector.close)
+    reporter = certpin.reporting_hook(
+        d.policy, report_uris=[f"{collector.url}/reports"], cafile=d.root_file, app="demo-app"
+    )
+    d.cleanup.callback(reporter.close)
+    ctx = certpin.create_default_context(d.policy, cafile=d.both_roots, on_failure=reporter)
+    try:
+        _get(d.rogue_url, ctx)
+        return False
+    except urllib.error.URLError as exc:
+        blocked = isinstance(exc.reason, certpin.PinValidationError)
+    reporter.flush(5)
+    request = urllib.request.Request(
+        f"{collector.url}/api/reports?host=localhost",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    status, body = _get(request, ssl.create_default_context(cafile=d.root_file))
+    reports = json.loads(body)["reports"]
+    say(f"  pinned request blocked: {blocked}; reports sent: {reporter.stats.sent}", "green")
+    for report in reports[:1]:
+        keys = ("hostname", "port", "app", "verdict_status", "unexpected_pin", "unexpected_subject")
+        shown = {k: report.get(k) for k in keys}
+        say(f"  GET /api/reports -> {json.dumps(shown)}", "cyan")
+    d.dashboard = f"{collector.url}/  (token: {token})"
+    say(f"  dashboard: {d.dashboard}", "bold")
+    return blocked and status == 200 and len(reports) == 1
+
+
+def _request(d: Demo, ctx: ssl.SSLContext) -> tuple[int, certpin.Verdict]:
+    """GET / with http.client (what urllib uses) directly, to see the verdict of the handshake."""
+    conn = http.client.HTTPSConnection("localhost", d.server.port, context=ctx, timeout=5)
     with contextlib.closing(conn):
         conn.connect()  # the handshake, and certpin's check, happen here
         sock: Any = conn.sock
         result: certpin.Verdict = sock.certpin_verdict  # set by the hook
         conn.request("GET", "/")
         resp = conn.getresponse()
-        status, body = resp.status, resp.read()
-    say(f"  -> HTTP {status}, body {body!r}; verdict: {result.status.value}", "green")
+        resp.read()
+        return resp.status, result
+
+
+def step_rotation(d: Demo) -> bool:
+    """Rotate the server to the backup key.
+
+    Key A is retired: the server gets a new certificate for key B. Clients keep the same policy
+    and keep working, because B was pinned from the start."""
+    d.server.set_certificate(d.intermediate.issue_leaf(d.key_b, d.tmp, "leaf-b"))
+    status, result = _request(d, _pinned(d))
+    say(f"  -> HTTP {status}; verdict: {result.status.value}", "green")
     say(f"  matched pin = {result.matched_pin} (key B)", "bold green")
     return status == 200 and result.matched_pin == d.pin_b
 
 
-# Later features (collector, signed bundles) add their steps here.
-STEPS = [step_pki, step_policy, step_pinned_request, step_mitm, step_rotation]
+def step_bundle_rotation(d: Demo) -> bool:
+    """Rotation delivered by a signed bundle.
+
+    Now the pins come from signed bundles (Ed25519 JWS; the signing key never leaves the signing
+    side) served by a bundle host, 127.0.0.1, which the app's static fallback policy pins. Bundle
+    v1 adds a new spare key C; the server moves to C; v2 drops key B. No app release, and no
+    request fails. A forged or replayed bundle is rejected and the last good one stays."""
+    from certpin._jws import FileSigner, b64url_decode, b64url_encode, generate_private_key
+
+    d.log = LogTap()  # certpin logs through `logging`; the demo shows the lines that matter
+    signer = FileSigner(generate_private_key("Ed25519"))
+    bundle_host = d.intermediate.issue_leaf(new_key(), d.tmp, "bundle-host")
+    d.bundles = d.cleanup.enter_context(
+        contextlib.closing(BundleServer(bundle_host, d.tmp / "www"))
+    )
+    host_rule = {
+        "127.0.0.1": {"pins": [str(spki_pin(d.intermediate.key)), str(spki_pin(new_key()))]}
+    }
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
+
+    def publish(version: int, pins: list[certpin.Pin], **extra: Any) -> str:
+        doc = {"domains": {"localhost": {"pins": [str(p) for p in pins]}, **host_rule}}
+        token = certpin.sign_bundle(doc, signer, version=version, expires=expires, **extra)
+        d.bundles.publish(token)
+        return token
+
+    d.publish = publish
+    fallback = certpin.Policy.from_dict(
+        {"domains": {"localhost": {"pins": [str(d.pin_a), str(d.pin_b)]}, **host_rule}},
+        source="the app's fallback",
+    )
+    d.dynamic = certpin.DynamicPolicy(
+        d.bundles.url,
+        trusted_keys=[signer.trusted_key],
+        cache_dir=d.tmp / "pin-cache",
+        fallback=fallback,
+        cafile=d.root_file,
+    )
+    ctx = certpin.create_default_context(d.dynamic, cafile=d.root_file)  # built once, kept
+    key_c = new_key()
+    d.pin_c, d.pin_d = spki_pin(key_c), spki_pin(new_key())
+    d.names.update({d.pin_c: "key C", d.pin_d: "key D"})
+    ok = True
+
+    def show(event: str, expect: certpin.Pin) -> None:
+        nonlocal ok
+        status, result = _request(d, ctx)
+        name = d.names.get(result.matched_pin, "none") if result.matched_pin else "none"
+        say(f"  {event}: client on v{d.dynamic.version} -> HTTP {status}, matched {name}", "green")
+        ok = ok and status == 200 and result.matched_pin == expect
+
+    v1 = publish(1, [d.pin_b, d.pin_c])
+    show(f"bundle v1 (B + spare C) {d.dynamic.refresh_now().status}", d.pin_b)
+    d.server.set_certificate(d.intermediate.issue_leaf(key_c, d.tmp, "leaf-c"))
+    show("server rotated to key C", d.pin_c)
+    v2 = publish(2, [d.pin_c, d.pin_d])
+    show(f"bundle v2 (C + spare D, B dropped) {d.dynamic.refresh_now().status}", d.pin_c)
+    # A forgery: v2's payload edited to claim version 9, v2's signature kept.
+    header, payload, signature = v2.split(".")
+    edited = b64url_decode(payload).replace(b'"version":2', b'"version":9')
+    forged = d.dynamic.accept(f"{header}.{b64url_encode(edited)}.{signature}")
+    replayed = d.dynamic.accept(v1)
+    say(
+        f"  forged v9: {forged.status} ({_why(forged)}); replayed v1: {replayed.status} "
+        f"({_why(replayed)}); client still on v{d.dynamic.version}",
+        "bold green",
+    )
+    d.log.take()
+    return ok and forged.status == replayed.status == "rejected" and d.dynamic.version == 2
+
+
+def _why(result: certpin.RefreshResult) -> str:
+    """The reason code of a rejection: "bundle rejected (rollback): …" -> "rollback"."""
+    return result.reason.partition("(")[2].partition(")")[0]
+
+
+def step_kill_switch(d: Demo) -> bool:
+    """Emergency: a signed kill switch.
+
+    The server is moved in a hurry to a key no bundle pins (say, an incident re-issue on new
+    hardware): pinned clients are locked out. The operator signs a bundle with a kill switch
+    for localhost, for one hour. Clients fetch it from the still-pinned bundle host and accept
+    localhost with CA validation only, until then, logging every such connection loudly."""
+    d.server.set_certificate(d.intermediate.issue_leaf(new_key(), d.tmp, "leaf-e"))
+    ctx = certpin.create_default_context(d.dynamic, cafile=d.root_file)
+    try:
+        _request(d, ctx)
+    except certpin.PinValidationError as exc:
+        blocked = True
+        say(f"  server moved to unpinned key E -> BLOCKED ({type(exc).__name__})", "bold")
+    else:
+        blocked = False
+        say("  the request to the unpinned key went through: NOT expected", "bold red")
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    switch = {"domains": ["localhost"], "until": until, "reason": "INC-42 unplanned key"}
+    d.log.take()
+    d.publish(3, [d.pin_c, d.pin_d], kill_switch=switch)
+    refreshed = d.dynamic.refresh_now()
+    status, result = _request(d, ctx)
+    say(
+        f"  bundle v3 with kill switch {refreshed.status} -> HTTP {status}, "
+        f"verdict {result.status.value}",
+        "bold green",
+    )
+    lines = d.log.take("KILL SWITCH")
+    for line in lines[:1]:
+        say(f"  log: {line}", "yellow")
+    bundle_host = d.dynamic.current_policy().lookup("127.0.0.1")
+    still_pinned = bundle_host is not None and bundle_host.kill_switch is None
+    say(f"  the bundle host 127.0.0.1 stays pinned: {still_pinned}", "green")
+    return (
+        blocked
+        and refreshed.status == "updated"
+        and status == 200
+        and result.status is certpin.VerdictStatus.KILLED
+        and bool(lines)
+        and still_pinned
+    )
+
+
+# Later features add their steps here.
+STEPS = [
+    step_pki,
+    step_policy,
+    step_pinned_request,
+    step_mitm,
+    step_report,
+    step_rotation,
+    step_bundle_rotation,
+    step_kill_switch,
+]
+
+
+#: `python -m certpin._demo --keep`: leave the collector (and its dashboard) up at the end.
+KEEP = "--keep" in sys.argv[1:]
 
 
 def main() -> int:
@@ -280,7 +368,12 @@ def main() -> int:
                 results.append((title, ok))
                 if not ok:
                     break  # later steps build on earlier ones
+            if KEEP and demo.dashboard:
+                say(f"\nThe collector keeps running: {demo.dashboard}. Ctrl-C to stop.", "bold")
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
         finally:
+            demo.cleanup.close()
             for server in demo.servers:
                 server.shutdown()
                 server.server_close()

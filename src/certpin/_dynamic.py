@@ -16,18 +16,22 @@ background thread (`start()`), never inside a request.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import http.client
 import json
 import logging
 import random
 import secrets
+import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +39,9 @@ from typing import Any, Literal
 from ._atomic import atomic_write, file_lock
 from ._bundle import DEFAULT_SKEW, MAX_BUNDLE_SIZE, Bundle, BundleKillSwitch, verify_bundle
 from ._errors import ConfigurationError
+from ._hosts import Pattern, PatternKind, normalize_host
 from ._jws import BundleError, TrustedKey, load_trusted_keys
+from ._pins import Pin
 from ._policy import DomainRule, KillSwitch, Policy
 from ._version import __version__
 
@@ -80,36 +86,76 @@ def bucket(rollout_id: str, client_id: str) -> int:
 
 
 def union_policy(a: Policy, b: Policy) -> Policy:
-    """Every host pinned by `a` or `b` accepts the pins of both (used after hard expiry).
+    """For every host, the union of the pins `a` and `b` would each apply (used after hard
+    expiry).
 
-    Rules with the same key are merged into one rule whose ``pins`` are all pins of both, in
-    any chain position (a leaf/CA slot constraint cannot be expressed as a union; this is the
-    permissive side). Enforcing only if both enforce; ``unpinned_hosts = "deny"`` only if both
-    deny.
+    The result has every key of both policies. For each key, the rule gathers the pins of the
+    rule each policy's own `Policy.lookup` picks for the hosts that key covers (the base host,
+    a one-label and a two-label name under it), so a fallback ``**.example.com`` [P1, P2] and a
+    bundle ``api.example.com`` [P3, P4] give ``api.example.com`` all four pins. Pins land in the
+    any-position ``pins`` slot (a leaf/CA slot constraint cannot be expressed as a union; this
+    is the permissive side, and it may accept a few more pins than either policy alone).
+    Enforcing only if every contributing rule enforces; ``unpinned_hosts = "deny"`` only if
+    both deny.
     """
-    domains: dict[str, DomainRule] = dict(a.domains)
-    for key, rule in b.domains.items():
-        other = domains.get(key)
-        if other is None:
-            domains[key] = rule
-            continue
-        domains[key] = DomainRule(
-            pattern=key,
-            pins=tuple(dict.fromkeys(other.all_pins + rule.all_pins)),
-            include_subdomains=other.include_subdomains or rule.include_subdomains,
-            expires=None
-            if other.expires is None or rule.expires is None
-            else max(other.expires, rule.expires),
-            enforce=other.enforce and rule.enforce,
-            report_uris=tuple(dict.fromkeys(other.report_uris + rule.report_uris)),
-            allow_single_pin=True,
-        )
+    domains: dict[str, DomainRule] = {}
+    keys = dict.fromkeys([*a.domains, *b.domains])
+    for key in keys:
+        own = [r for r in (a.domains.get(key), b.domains.get(key)) if r is not None]
+        contributing = list(own)
+        for host in _representatives(key, own, keys):
+            for policy in (a, b):
+                rule = policy.lookup(host)
+                if rule is not None and rule not in contributing:
+                    contributing.append(rule)
+        domains[key] = _merge_rules(key, contributing, own)
     deny = a.unpinned_hosts == "deny" and b.unpinned_hosts == "deny"
     return Policy(
         domains=domains,
         version=b.version,
         unpinned_hosts="deny" if deny else "allow",
         source=f"union({a.source}, {b.source})",
+    )
+
+
+#: Labels no real policy key uses: hosts "under" a pattern that only the pattern itself covers.
+_PROBE = ("certpin-union-probe-1", "certpin-union-probe-2")
+
+
+def _representatives(key: str, own: list[DomainRule], keys: Mapping[str, None]) -> list[str]:
+    """One host per class of hosts for which the union picks `key` (the base host, one label
+    under it, two labels under it), for `Policy.lookup` in each policy."""
+    pattern = Pattern.parse(key)
+    base = pattern.base
+    one, two = f"{_PROBE[0]}.{base}", f"{_PROBE[1]}.{_PROBE[0]}.{base}"
+    if pattern.kind is PatternKind.ONE_LABEL:
+        return [one]
+    if pattern.kind is PatternKind.EXACT and not any(r.include_subdomains for r in own):
+        return [base]
+    hosts = [two]
+    if f"*.{base}" not in keys:  # else one-label names get the "*." rule, not this one
+        hosts.append(one)
+    if pattern.kind is PatternKind.EXACT or base not in keys:  # else the exact key wins
+        hosts.append(base)
+    return hosts
+
+
+def _merge_rules(pattern: str, rules: list[DomainRule], own: list[DomainRule]) -> DomainRule:
+    """One rule accepting every pin of `rules` in any chain position."""
+    if len(rules) == 1 and rules[0].pattern == pattern:
+        return rules[0]
+    pins: tuple[Pin, ...] = ()
+    for rule in rules:
+        pins += rule.all_pins
+    expiries = [r.expires for r in rules]
+    return DomainRule(
+        pattern=pattern,
+        pins=tuple(dict.fromkeys(pins)),
+        include_subdomains=any(r.include_subdomains for r in own),
+        expires=None if None in expiries else max(e for e in expiries if e is not None),
+        enforce=all(r.enforce for r in rules),
+        report_uris=tuple(dict.fromkeys(u for r in rules for u in r.report_uris)),
+        allow_single_pin=True,
     )
 
 
@@ -143,6 +189,32 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         raise urllib.error.HTTPError(newurl, code, f"redirect to {newurl} refused", headers, fp)
 
 
+class _TrackingHTTPSHandler(urllib.request.HTTPSHandler):
+    """An HTTPS handler that remembers each request's connection, so a watchdog can cut it."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context=context)
+        self._ctx = context
+
+    def https_open(self, req: Any) -> Any:
+        def connection(host: str, **kwargs: Any) -> http.client.HTTPSConnection:
+            conn = http.client.HTTPSConnection(host, **kwargs)
+            req.certpin_connection = conn
+            return conn
+
+        return self.do_open(connection, req, context=self._ctx)
+
+
+def _cut(request: urllib.request.Request, fired: threading.Event) -> None:
+    """Deadline reached: shut the fetch's socket down, which unblocks any read in progress."""
+    fired.set()
+    conn = getattr(request, "certpin_connection", None)
+    sock = None if conn is None else conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class DynamicPolicy:
     """A policy that updates itself from signed bundles. Use it wherever a `Policy` goes.
 
@@ -170,7 +242,13 @@ class DynamicPolicy:
         refresh_interval: seconds between background refreshes (default 1 h), shortened as the
             bundle nears expiry (a quarter of the time left, at least `min_refresh_interval`).
         min_refresh_interval: floor for refresh and retry delays (default 60 s).
-        timeout: socket timeout for the bundle fetch (default 10 s).
+        timeout: socket timeout for each network operation of the fetch (default 10 s).
+        deadline: overall limit for one fetch, connection to last byte (default 3 × timeout):
+            a bundle host that drips bytes cannot hold a refresh (or its waiters) longer.
+        allow_unpinned_bundle_host: accept a `fallback` without an enforcing rule for the
+            bundle URL's host. Off by default: the update channel would rest on CA validation
+            alone. The bundle host's rule is always the fallback's (plus the pins the last good
+            bundle adds for that host); a bundle cannot remove it and no kill switch touches it.
         cafile, capath, cadata: trust anchors for the bundle host (default: system store).
         clock: returns the current UTC time (tests, simulations).
         skew: how far in the future ``issued_at`` may be (default 5 minutes).
@@ -189,6 +267,8 @@ class DynamicPolicy:
         refresh_interval: float = 3600.0,
         min_refresh_interval: float = 60.0,
         timeout: float = 10.0,
+        deadline: float | None = None,
+        allow_unpinned_bundle_host: bool = False,
         cafile: str | Path | None = None,
         capath: str | Path | None = None,
         cadata: str | bytes | None = None,
@@ -200,12 +280,25 @@ class DynamicPolicy:
             raise ConfigurationError(f"bundle url must be https://, got {url!r}")
         if not isinstance(fallback, Policy):
             raise ConfigurationError("fallback must be a certpin.Policy")
+        host = urllib.parse.urlsplit(url).hostname
+        if not host:
+            raise ConfigurationError(f"bundle url {url!r} has no host")
+        self.bundle_host = normalize_host(host)
+        bootstrap = fallback.lookup(self.bundle_host)
+        if (bootstrap is None or not bootstrap.enforce) and not allow_unpinned_bundle_host:
+            raise ConfigurationError(
+                f"the fallback policy {fallback.source} has no enforcing pin rule for the bundle "
+                f"host {self.bundle_host}: the update channel would be protected by CA "
+                "validation alone. Pin it in the fallback (with a backup pin), or pass "
+                "allow_unpinned_bundle_host=True to accept that risk."
+            )
         self.url = url
         self.fallback = fallback
         self.min_version = min_version
         self.refresh_interval = refresh_interval
         self.min_refresh_interval = min_refresh_interval
         self.timeout = timeout
+        self.deadline = 3 * timeout if deadline is None else deadline
         self.skew = skew
         self.max_size = max_size
         self._cache = Path(cache_dir).expanduser()
@@ -235,7 +328,7 @@ class DynamicPolicy:
 
         self._context = create_default_context(self, cafile=cafile, capath=capath, cadata=cadata)
         self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=self._context), _NoRedirect()
+            _TrackingHTTPSHandler(self._context), _NoRedirect()
         )
 
     # -- PolicyProvider -------------------------------------------------------------------------
@@ -247,6 +340,24 @@ class DynamicPolicy:
             with self._lock:
                 self._rebuild()
         return self._effective
+
+    # -- Policy-like read access (delegates to the policy in force) ---------------------------
+    # Functions that take a `Policy` (`certpin.verdict`, the monitor…) should be given
+    # `dyn.current_policy()`: one consistent snapshot. These members let duck-typed callers use
+    # the DynamicPolicy itself; each call reads the policy in force at that moment.
+
+    def lookup(self, host: str) -> DomainRule | None:
+        """`Policy.lookup` on the policy in force now."""
+        return self.current_policy().lookup(host)
+
+    @property
+    def domains(self) -> Mapping[str, DomainRule]:
+        """The rules of the policy in force now."""
+        return self.current_policy().domains
+
+    @property
+    def unpinned_hosts(self) -> Literal["allow", "deny"]:
+        return self.current_policy().unpinned_hosts
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -284,11 +395,20 @@ class DynamicPolicy:
         and gets its result.
         """
         if not self._refresh_lock.acquire(blocking=False):
-            with self._refresh_lock:
-                assert self._last_result is not None
-                return self._last_result
+            # The running fetch is cut at its deadline; never wait (much) longer than that.
+            if not self._refresh_lock.acquire(timeout=self.deadline + 1.0):
+                return RefreshResult(
+                    "failed", self.version, "a concurrent refresh overran its deadline"
+                )
+            self._refresh_lock.release()
+            last = self._last_result
+            return last if last is not None else RefreshResult("failed", self.version, "")
         try:
-            result = self._refresh()
+            try:
+                result = self._refresh()
+            except Exception as exc:  # Defensive: refresh_now() never raises (documented)
+                log.exception("certpin: unexpected error refreshing the pin bundle")
+                result = RefreshResult("failed", self.version, f"{type(exc).__name__}: {exc}")
             self._last_result = result
         finally:
             self._refresh_lock.release()
@@ -316,7 +436,14 @@ class DynamicPolicy:
         except BundleError as exc:
             log.error("certpin: %s (from %s); keeping version %s", exc, self.url, self.version)
             return RefreshResult("rejected", self.version, str(exc))
-        return self._install(bundle)
+        except Exception as exc:  # Defensive: never raises; an unforeseen input is a rejection
+            log.exception("certpin: unexpected error verifying a bundle from %s", self.url)
+            return RefreshResult("rejected", self.version, f"{type(exc).__name__}: {exc}")
+        try:
+            return self._install(bundle)
+        except OSError as exc:
+            log.error("certpin: cannot write the bundle cache in %s: %s", self._cache, exc)
+            return RefreshResult("failed", self.version, f"cache write failed: {exc}")
 
     def start(self) -> DynamicPolicy:
         """Start the background refresh thread (first refresh right away). Idempotent."""
@@ -330,11 +457,11 @@ class DynamicPolicy:
         return self
 
     def close(self) -> None:
-        """Stop the background thread (waits up to `timeout` + 1 s)."""
+        """Stop the background thread (waits up to `deadline` + 1 s)."""
         self._stop.set()
         thread = self._thread
         if thread is not None:
-            thread.join(self.timeout + 1)
+            thread.join(self.deadline + 1)
 
     def __enter__(self) -> DynamicPolicy:
         return self
@@ -369,18 +496,33 @@ class DynamicPolicy:
         if self._etag and self._bundle is not None:
             headers["If-None-Match"] = self._etag
         request = urllib.request.Request(self.url, headers=headers)
+        fired = threading.Event()
+        watchdog = threading.Timer(self.deadline, _cut, (request, fired))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                body = response.read(self.max_size + 1)
                 etag = response.headers.get("ETag")
+                body = b""
+                while len(body) <= self.max_size and not fired.is_set():
+                    chunk = response.read1(min(65536, self.max_size + 1 - len(body)))
+                    if not chunk:
+                        break
+                    body += chunk
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 304:
                 return RefreshResult("not_modified", self.version, "304 Not Modified")
             return RefreshResult("failed", self.version, f"HTTP {exc.code} {exc.reason}")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            if fired.is_set():
+                return self._overran()
             reason = getattr(exc, "reason", exc)
             return RefreshResult("failed", self.version, f"{type(exc).__name__}: {reason}")
+        finally:
+            watchdog.cancel()
+        if fired.is_set():  # the cut may look like a clean end of the body
+            return self._overran()
         if len(body) > self.max_size:
             return RefreshResult(
                 "rejected", self.version, f"bundle larger than {self.max_size} bytes"
@@ -391,6 +533,11 @@ class DynamicPolicy:
                 self._etag = etag
                 self._save_state()
         return result
+
+    def _overran(self) -> RefreshResult:
+        return RefreshResult(
+            "failed", self.version, f"the fetch exceeded its {self.deadline:g} s deadline"
+        )
 
     # -- installing -----------------------------------------------------------------------------
 
@@ -448,9 +595,46 @@ class DynamicPolicy:
             )
             policy = union_policy(self.fallback, policy)
             switch_at = None
+        channel = self._bundle_host_rule(policy)
         if bundle.kill_switch is not None:
             policy = apply_kill_switch(policy, bundle.kill_switch)
+        if channel is not None:  # after the kill switch: it never reaches the bundle host
+            policy = policy.replace_rules([channel])
         self._effective, self._switch_at = policy, switch_at
+
+    def _bundle_host_rule(self, policy: Policy) -> DomainRule | None:
+        """The bundle host's rule in force.
+
+        Issue #4: "the bootstrap pins of the fallback, then whatever the last good bundle says
+        for that host". A bundle that pins the bundle host with an enforcing rule decides its
+        pins (so the channel can rotate *and* drop an old key); a bundle that omits it, or only
+        reports on it, cannot unpin it: the fallback's bootstrap rule (plus any pins the bundle
+        lists) stays. Enforcement and expiry are never weaker than the fallback's.
+        """
+        host = self.bundle_host
+        bootstrap = self.fallback.lookup(host)
+        current = policy.lookup(host)
+        own = policy.domains.get(host)  # keep what an exact key for the host covers
+        subdomains = own is not None and own.include_subdomains
+        if bootstrap is None:
+            if current is None:
+                return None
+            return dataclasses.replace(
+                current, pattern=host, include_subdomains=subdomains, kill_switch=None
+            )
+        if current is not None and current.enforce and current.kill_switch is None:
+            pins = current.all_pins  # the bundle says how the channel is pinned now
+        else:
+            pins = bootstrap.all_pins + (() if current is None else current.all_pins)
+        return DomainRule(
+            pattern=host,
+            include_subdomains=subdomains,
+            pins=tuple(dict.fromkeys(pins)),
+            expires=bootstrap.expires,
+            enforce=bootstrap.enforce,
+            report_uris=bootstrap.report_uris,
+            allow_single_pin=True,
+        )
 
     # -- persistence ----------------------------------------------------------------------------
 

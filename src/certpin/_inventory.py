@@ -24,15 +24,12 @@ from typing import Any
 
 from ._chains import DomainChain, PinInfo, SpareKey, classify_pins, describe_chain
 from ._policy import Policy
+from ._timefmt import iso
 
 __all__ = ["FORMATS", "ROTATION_LEAD", "build_inventory", "render"]
 
 ROTATION_LEAD = dt.timedelta(days=30)
 FORMATS = ("md", "html", "json")
-
-
-def _iso(when: dt.datetime | None) -> str | None:
-    return None if when is None else when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pin_entry(info: PinInfo) -> dict[str, Any]:
@@ -54,7 +51,7 @@ def _pin_entry(info: PinInfo) -> dict[str, Any]:
             what=cert.role,
             subject=cert.subject,
             issuer=cert.issuer,
-            not_after=_iso(cert.not_after),
+            not_after=iso(cert.not_after),
         )
     elif info.spare is not None:
         spare = info.spare
@@ -63,7 +60,7 @@ def _pin_entry(info: PinInfo) -> dict[str, Any]:
                 spare.kind, "certificate (not in the chain)"
             ),
             subject=spare.subject,
-            not_after=_iso(spare.not_after),
+            not_after=iso(spare.not_after),
             source=spare.source,
         )
     return entry
@@ -87,7 +84,7 @@ def build_inventory(
             candidates.append(
                 (
                     certs[0].not_after - ROTATION_LEAD,
-                    f"the leaf expires {_iso(certs[0].not_after)} "
+                    f"the leaf expires {iso(certs[0].not_after)} "
                     f"(rotation planned {ROTATION_LEAD.days} days before)",
                 )
             )
@@ -102,11 +99,11 @@ def build_inventory(
                 "chain_note": None if chain is None else (chain.error or chain.note),
                 "mode": "enforce" if rule.enforce else "report-only",
                 "include_subdomains": rule.include_subdomains,
-                "expires": _iso(rule.expires),
+                "expires": iso(rule.expires),
                 "report_uris": list(rule.report_uris),
                 "next_rotation": None
                 if next_rotation is None
-                else {"date": _iso(next_rotation[0]), "reason": next_rotation[1]},
+                else {"date": iso(next_rotation[0]), "reason": next_rotation[1]},
                 "pins": [_pin_entry(i) for i in infos],
                 "chain": [
                     {
@@ -115,7 +112,7 @@ def build_inventory(
                         "subject": c.subject,
                         "pin": str(c.pin),
                         "key_type": c.key_type,
-                        "not_after": _iso(c.not_after),
+                        "not_after": iso(c.not_after),
                     }
                     for c in certs
                 ],
@@ -124,7 +121,7 @@ def build_inventory(
     return {
         "policy": policy.source,
         "version": policy.version,
-        "generated": _iso(now),
+        "generated": iso(now),
         "unpinned_hosts": policy.unpinned_hosts,
         "domains": domains,
     }

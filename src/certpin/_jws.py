@@ -20,9 +20,10 @@ Only what pin bundles need, built on `cryptography` alone:
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
-import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,6 @@ __all__ = [
 
 Algorithm = Literal["ES256", "Ed25519"]
 ALGORITHMS: tuple[Algorithm, ...] = ("ES256", "Ed25519")
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
@@ -83,28 +83,47 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(text: str, what: str = "segment") -> bytes:
     """Strict unpadded base64url: rejects padding, other alphabets, and non-canonical text."""
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+    rem = len(text) % 4
+    if rem == 1 or "+" in text or "/" in text or not text.isascii():
         raise BundleError("bad_encoding", f"{what} is not unpadded base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64url_encode(data) != text:
+    try:
+        # strict_mode (C, no regex pass over a multi-megabyte payload) refuses any character
+        # outside the alphabet, including "=" inside the text and whitespace.
+        data = binascii.a2b_base64(
+            text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4),
+            strict_mode=True,
+        )
+    except binascii.Error:
+        raise BundleError("bad_encoding", f"{what} is not unpadded base64url") from None
+    if rem and b64url_encode(data[len(data) - rem + 1 :]) != text[-rem:]:
         # Non-zero unused bits in the last character: the same bytes have another spelling.
+        # Only the final partial group carries unused bits, so only it is re-encoded.
         raise BundleError("bad_encoding", f"{what} is not canonical base64url (unused bits set)")
     return data
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+#: Largest encoded JWS header accepted (real ones are ~150 bytes); it is parsed before the
+#: signature is checked, so it must not be able to cost more than a few microseconds.
+MAX_HEADER_SIZE = 8 * 1024
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise BundleError("bad_json", f"{what} repeats the member {key!r}")
-            out[key] = value
+        out = dict(pairs)
+        if len(out) != len(pairs):  # a name was repeated: say which (error path only)
+            counts = Counter(key for key, _value in pairs)
+            key = next(k for k, n in counts.items() if n > 1)
+            raise BundleError("bad_json", f"{what} repeats the member {key!r}")
         return out
 
     try:
         value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError("bad_json", f"{what} is not UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers beyond Python's digit limit;
+        # RecursionError deeply nested arrays. Neither may escape as anything but a rejection.
+        kind = "too deeply nested" if isinstance(exc, RecursionError) else "not UTF-8 JSON"
+        raise BundleError("bad_json", f"{what} is {kind}: {exc}") from None
     if not isinstance(value, dict):
         raise BundleError("bad_json", f"{what} must be a JSON object")
     return value
@@ -350,6 +369,11 @@ def verify_compact(
     if len(parts) != 3:
         raise BundleError(
             "bad_format", f"a compact JWS has 3 dot-separated parts, this has {len(parts)}"
+        )
+    if len(parts[0]) > MAX_HEADER_SIZE:
+        # The header is parsed before the signature is checked: keep it tiny.
+        raise BundleError(
+            "too_large", f"JWS header is {len(parts[0])} bytes, the limit is {MAX_HEADER_SIZE}"
         )
     header = _json_object(b64url_decode(parts[0], "JWS header"), "JWS header")
     alg = header.get("alg")

@@ -28,6 +28,7 @@ from ._chains import (
 )
 from ._hosts import Pattern, PatternKind
 from ._policy import DomainRule, Policy
+from ._timefmt import day
 from ._verdict import VerdictStatus, verdict
 
 __all__ = ["RULES", "Finding", "Rule", "Severity", "exit_code", "lint_policy"]
@@ -64,7 +65,8 @@ RULES: dict[str, Rule] = {
             "CP102",
             "warning",
             "duplicate-pin",
-            "a pin listed twice looks like two pins but gives one",
+            "a pin listed twice (in one slot, or in two of pins/leaf_pins/ca_pins) looks like "
+            "two pins but gives one",
             "remove the duplicate and add a real backup pin",
         ),
         Rule(
@@ -243,10 +245,6 @@ def _finding(rule_id: str, domain: str, message: str, severity: Severity | None 
     return Finding(rule_id, severity or RULES[rule_id].severity, domain, message)
 
 
-def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
-
-
 # -- CP1xx: the policy alone ----------------------------------------------------------------
 
 
@@ -263,19 +261,25 @@ def _policy_rules(policy: Policy, key: str, rule: DomainRule, now: dt.datetime) 
                 "error" if rule.enforce else "warning",
             )
         )
-    for slot in ("pins", "leaf_pins", "ca_pins"):
+    slots = ("pins", "leaf_pins", "ca_pins")
+    for slot in slots:
         counts = Counter(getattr(rule, slot))
         for pin, n in counts.items():
             if n > 1:
                 out.append(_finding("CP102", key, f"{slot} lists {pin} {n} times"))
+    for pin in rule.all_pins:
+        # The same pin in two slots is one key counted twice, not a backup.
+        listed = [slot for slot in slots if pin in getattr(rule, slot)]
+        if len(listed) > 1:
+            out.append(_finding("CP102", key, f"{pin} is listed in both {' and '.join(listed)}"))
     if rule.expires is None:
         out.append(_finding("CP103", key, "no `expires` date"))
     elif rule.expired(now):
-        out.append(_finding("CP104", key, f"expired on {_when(rule.expires)}"))
+        out.append(_finding("CP104", key, f"expired on {day(rule.expires)}"))
     elif rule.expires - now > MAX_EXPIRY:
         days = (rule.expires - now).days
         out.append(
-            _finding("CP105", key, f"expires {_when(rule.expires)}, {days} days from now (> 365)")
+            _finding("CP105", key, f"expires {day(rule.expires)}, {days} days from now (> 365)")
         )
     if not rule.enforce and not rule.report_uris:
         out.append(_finding("CP106", key, "report-only (enforce = false) with no report_uris"))
@@ -298,7 +302,6 @@ def _policy_rules(policy: Policy, key: str, rule: DomainRule, now: dt.datetime) 
                     "CP107",
                     key,
                     f"overrides {parent.pattern} with different pins; drops {', '.join(missing)}",
-                    "info",
                 )
             )
         if parent.enforce and not rule.enforce:
@@ -397,8 +400,8 @@ def _chain_rules(
             _finding(
                 "CP205",
                 key,
-                f"expires {_when(rule.expires)}, after the pinned leaf's notAfter "
-                f"{_when(certs[0].not_after)}",
+                f"expires {day(rule.expires)}, after the pinned leaf's notAfter "
+                f"{day(certs[0].not_after)}",
             )
         )
     return out

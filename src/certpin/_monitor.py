@@ -14,7 +14,8 @@ Statuses, most severe first (docs/monitor.md)::
     denied    no rule covers the host and the policy denies unpinned hosts
     error     no verified chain: refused, timeout, TLS failure, untrusted CA, expired, bad name
     warn      passes, but a certificate or the host's pin rule expires within warn_days
-              (or the rule has already expired and is not enforced)
+              (or the rule has already expired, or a signed kill switch suspends its pins:
+              not enforced)
     ok        passes
 """
 
@@ -23,26 +24,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
-import json
-import logging
 import os
 import ssl
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
 from ._fetch import ConnectError, fetch_chain_async, format_target
 from ._hosts import Pattern, PatternKind
+from ._monitor_state import (
+    STATUSES,
+    WEBHOOK_BUDGET,
+    WEBHOOK_TIMEOUT,
+    WEBHOOK_WORKERS,
+    Snapshot,
+    StateError,
+    Status,
+    Webhook,
+    WebhookError,
+    load_state,
+    save_state,
+)
 from ._policy import Policy
+from ._timefmt import iso
 from ._verdict import Verdict, VerdictStatus, verdict
 
 if TYPE_CHECKING:
@@ -52,7 +59,10 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WARN_DAYS",
+    "STATUSES",
+    "WEBHOOK_BUDGET",
     "WEBHOOK_TIMEOUT",
+    "WEBHOOK_WORKERS",
     "CertInfo",
     "EndpointReport",
     "Monitor",
@@ -71,32 +81,14 @@ __all__ = [
     "save_state",
 ]
 
-log = logging.getLogger("certpin.monitor")
-
 DEFAULT_CONCURRENCY = 50
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_WARN_DAYS = 30
-#: seconds allowed for one webhook POST (connect, TLS, request and response).
-WEBHOOK_TIMEOUT = 10.0
-STATE_FORMAT = "certpin-monitor-state"
-STATE_VERSION = 1
-
-Status = Literal["ok", "warn", "mismatch", "denied", "error"]
-STATUSES: tuple[Status, ...] = ("ok", "warn", "mismatch", "denied", "error")
 
 # Exit codes: the CLI's table (0 ok, 1 mismatch, 2 usage, 3 connection) plus 4 for warnings.
 EXIT_OK, EXIT_MISMATCH, EXIT_CONNECTION, EXIT_WARNING = 0, 1, 3, 4
 
 _DAY = 86400.0
-_PASSING = frozenset({VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED})
-
-
-class StateError(ConfigurationError):
-    """The state file exists but cannot be read or is not a monitor state file."""
-
-
-class WebhookError(ConfigurationError):
-    """The webhook URL is not acceptable (scheme, host)."""
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -148,59 +140,11 @@ class CertInfo:
             "pin": self.pin,
             "subject": self.subject,
             "issuer": self.issuer,
-            "not_after": _iso(self.not_after),
+            "not_after": iso(self.not_after),
             "days_left": self.days_left,
             "is_ca": self.is_ca,
             "served": self.served,
         }
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What is remembered of an endpoint between runs (the state file's entries).
-
-    Two snapshots differ (an alert) when their status or their chain pins differ; the verdict
-    and the time are informational.
-    """
-
-    status: Status
-    verdict: str | None
-    leaf_pin: str | None
-    chain_pins: tuple[str, ...]
-    checked_at: dt.datetime
-
-    def differs(self, other: Snapshot) -> bool:
-        return self.status != other.status or self.chain_pins != other.chain_pins
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "verdict": self.verdict,
-            "leaf_pin": self.leaf_pin,
-            "chain_pins": list(self.chain_pins),
-            "checked_at": _iso(self.checked_at),
-        }
-
-    @classmethod
-    def from_json(cls, data: object, where: str) -> Snapshot:
-        if not isinstance(data, dict):
-            raise StateError(f"{where}: expected an object")
-        status = data.get("status")
-        if status not in STATUSES:
-            raise StateError(f"{where}.status: expected one of {', '.join(STATUSES)}")
-        pins = data.get("chain_pins")
-        if not isinstance(pins, list) or not all(isinstance(p, str) for p in pins):
-            raise StateError(f"{where}.chain_pins: expected a list of pin strings")
-        leaf, verdict_ = data.get("leaf_pin"), data.get("verdict")
-        if not (leaf is None or isinstance(leaf, str)):
-            raise StateError(f"{where}.leaf_pin: expected a string or null")
-        if not (verdict_ is None or isinstance(verdict_, str)):
-            raise StateError(f"{where}.verdict: expected a string or null")
-        try:
-            checked = dt.datetime.fromisoformat(str(data.get("checked_at")).replace("Z", "+00:00"))
-        except ValueError:
-            raise StateError(f"{where}.checked_at: expected an ISO 8601 time") from None
-        return cls(status, verdict_, leaf, tuple(pins), checked)
 
 
 @dataclass(frozen=True)
@@ -279,7 +223,7 @@ class EndpointReport:
             "allowed": None if v is None else v.allowed,
             "mode": None if rule is None else ("enforce" if rule.enforce else "report-only"),
             "rule": None if rule is None else rule.pattern,
-            "rule_expires": None if rule is None else _iso(rule.expires),
+            "rule_expires": None if rule is None else iso(rule.expires),
             "matched_pin": None if v is None or v.matched_pin is None else str(v.matched_pin),
             "expected_pins": [] if v is None else [str(p) for p in v.expected_pins],
             "message": self.message,
@@ -288,15 +232,11 @@ class EndpointReport:
             "leaf_days_left": self.leaf_days_left,
             "ca_days_left": self.ca_days_left,
             "chain": [c.to_json() for c in self.chain],
-            "checked_at": _iso(self.checked_at),
+            "checked_at": iso(self.checked_at),
             "elapsed_ms": round(self.elapsed * 1000, 1),
             "changed": self.changed,
             "previous": None if self.previous is None else self.previous.to_json(),
         }
-
-
-def _iso(when: dt.datetime | None) -> str | None:
-    return None if when is None else when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _days(until: dt.datetime, now: dt.datetime) -> int:
@@ -340,22 +280,28 @@ def _expiry_warnings(
             what = "leaf" if cert.position == 0 else f"CA #{cert.position}"
             out.append(
                 f"{what} certificate {cert.subject} expires in {cert.days_left} days "
-                f"({_iso(cert.not_after)})"
+                f"({iso(cert.not_after)})"
             )
     rule = result.rule
-    if rule is not None and rule.expires is not None:
+    if result.status is VerdictStatus.KILLED and rule is not None:
+        switch = rule.kill_switch
+        until = "" if switch is None else f" until {iso(switch.until)}"
+        why = "" if switch is None or not switch.reason else f" ({switch.reason})"
+        out.append(f"pins for {rule.pattern} suspended by a signed kill switch{until}{why}")
+    elif rule is not None and rule.expires is not None:
         if result.status is VerdictStatus.EXPIRED:
-            out.append(f"pins for {rule.pattern} expired on {_iso(rule.expires)}: not enforced")
+            out.append(f"pins for {rule.pattern} expired on {iso(rule.expires)}: not enforced")
         elif (left := _days(rule.expires, now)) < warn_days:
-            out.append(f"pins for {rule.pattern} expire in {left} days ({_iso(rule.expires)})")
+            out.append(f"pins for {rule.pattern} expire in {left} days ({iso(rule.expires)})")
     return out
 
 
 def _status(result: Verdict, warnings: Sequence[str]) -> Status:
-    # Report-only failures are mismatches too (`certpin check` exits 1 for them as well).
+    # The verdict's own properties decide (a new status such as KILLED is classified there,
+    # once). Report-only failures are mismatches too (`certpin check` exits 1 for them as well).
     if result.status is VerdictStatus.DENIED:
         return "denied"
-    if result.status not in _PASSING:
+    if result.pin_failure or not result.allowed:
         return "mismatch"
     return "warn" if warnings else "ok"
 
@@ -489,164 +435,12 @@ def policy_targets(policy: Policy, port: int = 443) -> list[Target]:
     return out
 
 
-# -- state ----------------------------------------------------------------------------------
-
-
-def load_state(path: str | os.PathLike[str]) -> dict[str, Snapshot]:
-    """Read a state file; a missing file is an empty state.
-
-    Raises:
-        StateError: unreadable, not JSON, or not a monitor state file (message names the file).
-    """
-    name = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise StateError(f"{name}: cannot read state file: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StateError(f"{name}: line {exc.lineno}: not JSON: {exc.msg}") from None
-    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-        raise StateError(f"{name}: not a certpin monitor state file (no format={STATE_FORMAT!r})")
-    if data.get("version") != STATE_VERSION:
-        raise StateError(f"{name}: unsupported state version {data.get('version')!r}")
-    endpoints = data.get("endpoints")
-    if not isinstance(endpoints, dict):
-        raise StateError(f"{name}: endpoints: expected an object")
-    return {
-        key: Snapshot.from_json(value, f"{name}: endpoints.{json.dumps(key)}")
-        for key, value in endpoints.items()
-    }
-
-
-def save_state(
-    path: str | os.PathLike[str], state: Mapping[str, Snapshot], now: dt.datetime | None = None
-) -> None:
-    """Write the state atomically: a temporary file in the same directory, fsync, rename.
-
-    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
-    """
-    target = Path(path)
-    document = {
-        "format": STATE_FORMAT,
-        "version": STATE_VERSION,
-        "updated": _iso(now or _utcnow()),
-        "endpoints": {key: snap.to_json() for key, snap in sorted(state.items())},
-    }
-    data = (json.dumps(document, indent=2) + "\n").encode()
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename itself is durable only once the directory entry is on disk.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-# -- webhook --------------------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect could move the POST to another host or to plain http: refuse them all.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-@dataclass
-class Webhook:
-    """POSTs alert events as JSON.
-
-    https URLs are verified like the endpoints (``cafile`` or the system store) *and pinned* if
-    the policy has a rule for the webhook's host (`certpin.create_default_context`); plain http
-    is accepted for loopback hosts only. Redirects are not followed. A failed delivery is logged
-    (logger ``certpin.monitor``) and counted, never raised.
-    """
-
-    url: str
-    policy: Policy = field(default_factory=lambda: Policy({}))
-    cafile: str | None = None
-    timeout: float = WEBHOOK_TIMEOUT
-    delivered: int = 0
-    failed: int = 0
-
-    def __post_init__(self) -> None:
-        parts = urllib.parse.urlsplit(self.url)
-        host = parts.hostname
-        if parts.scheme not in ("https", "http") or not host:
-            raise WebhookError(f"--webhook {self.url!r}: expected an https:// URL")
-        if parts.scheme == "http" and not _is_loopback(host):
-            raise WebhookError(
-                f"--webhook {self.url!r}: plain http is only allowed to localhost/loopback; "
-                "use https (the alerts describe your endpoints and must not be forged)"
-            )
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
-        if parts.scheme == "https":
-            from ._context import create_default_context
-
-            ctx = create_default_context(self.policy, cafile=self.cafile)
-            handlers.append(urllib.request.HTTPSHandler(context=ctx))
-        self._opener = urllib.request.build_opener(*handlers)
-
-    def post(self, event: Mapping[str, Any]) -> bool:
-        """Deliver one event (blocking, bounded by `timeout`); True if the server took it."""
-        body = json.dumps(event).encode()
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "certpin-monitor"},
-        )
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                response.read(65536)
-        except urllib.error.HTTPError as exc:
-            self.failed += 1
-            log.warning("webhook %s: HTTP %s %s", self.url, exc.code, exc.reason)
-            exc.close()
-            return False
-        except (OSError, ValueError) as exc:  # URLError, timeouts, TLS and pin failures
-            self.failed += 1
-            reason = getattr(exc, "reason", None) or exc
-            log.warning("webhook %s: delivery failed: %s", self.url, reason)
-            return False
-        self.delivered += 1
-        return True
-
-    async def post_async(self, event: Mapping[str, Any]) -> bool:
-        """`post` in a worker thread, so the event loop keeps running."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.post, event)
-
-
 def alert_event(report: EndpointReport) -> dict[str, Any]:
     """The webhook body (and ``--json`` watch line) for an endpoint that changed."""
     current = report.snapshot()
     return {
         "event": "changed",
-        "time": _iso(report.checked_at),
+        "time": iso(report.checked_at),
         "endpoint": report.target.key,
         "previous": None if report.previous is None else report.previous.to_json(),
         "current": current.to_json(),
@@ -706,8 +500,8 @@ class Monitor:
             save_state(self.state_path, self.state)
         changed = [r for r in reports if r.changed]
         if self.webhook is not None and changed:
-            webhook = self.webhook
-            await asyncio.gather(*(webhook.post_async(alert_event(r)) for r in changed))
+            # Bounded (Webhook.round_budget): a dead webhook drops alerts, it never stalls checks.
+            await self.webhook.post_all([alert_event(r) for r in changed])
         return reports, changed
 
     async def watch(

@@ -24,6 +24,7 @@ from ._errors import ConfigurationError, PinFormatError, PolicyError
 from ._hosts import HostError, Pattern
 from ._pins import Pin
 from ._policy import DomainRule, Policy
+from ._timefmt import day, iso
 from ._verdict import Verdict, verdict
 
 __all__ = [
@@ -127,7 +128,7 @@ class RotationPlan:
         if all(r is not None for r in recover):
             last = max(r for r in recover if r is not None)
             lines.append(
-                f"   Without updates, the breaking versions' pins expire on {_day(last)}: "
+                f"   Without updates, the breaking versions' pins expire on {day(last)}: "
                 "switching after that date is safe for them too."
             )
         else:
@@ -155,9 +156,7 @@ class RotationPlan:
                     "share": o.version.share,
                     "breaks": o.breaks,
                     "reports": o.reports,
-                    "stops_breaking": None
-                    if o.stops_breaking is None
-                    else o.stops_breaking.isoformat(),
+                    "stops_breaking": iso(o.stops_breaking),
                     "verdicts": [
                         {
                             "host": v.host,
@@ -191,10 +190,6 @@ def _version_order(outcome: VersionOutcome) -> tuple[int, int]:
 def _describe_version(outcome: VersionOutcome) -> str:
     share = outcome.version.share
     return outcome.version.name + ("" if share is None else f" ({share:.0%} of users)")
-
-
-def _day(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d")
 
 
 def _policy_key_for(policy: Policy, host: str) -> str | None:
@@ -311,7 +306,8 @@ def next_version(
 ) -> Policy:
     """`policy` with pins added (to ``pins``) and dropped (from every slot), version + 1.
 
-    A pin without a domain goes to `domain`, or to every rule when `domain` is None.
+    A pin without a domain applies to `domain`; when `domain` is None too, an added pin goes to
+    every rule, and a dropped pin leaves every rule that has it (an error only if none has it).
 
     Raises:
         ConfigurationError: an unknown domain, a pin added twice or dropped where absent.
@@ -334,7 +330,13 @@ def next_version(
                 raise ConfigurationError(f"--add-pin {pin}: {target} already pins it")
             rules[target] = _replace(rule, label, pins=(*rule.pins, pin))
     for pin, key in drop:
-        for target in targets(key, "--drop-pin", pin):
+        chosen = targets(key, "--drop-pin", pin)
+        if key is None and default is None:
+            # No domain given: drop it wherever it is pinned; an error only if nowhere.
+            chosen = [k for k in chosen if pin in rules[k].all_pins]
+            if not chosen:
+                raise ConfigurationError(f"--drop-pin {pin}: no rule of {policy.source} pins it")
+        for target in chosen:
             rule = rules[target]
             if pin not in rule.all_pins:
                 raise ConfigurationError(f"--drop-pin {pin}: {target} does not pin it")

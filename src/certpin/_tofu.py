@@ -151,6 +151,12 @@ class KnownPins:
         Returns the record in force (another process's, if it got there first). `replace=True`
         overwrites (``certpin tofu accept``).
         """
+        return self._record(host, port, chain, replace=replace)[0]
+
+    def _record(
+        self, host: str, port: int | None, chain: tuple[bytes, ...], *, replace: bool = False
+    ) -> tuple[KnownHost, bool]:
+        """`record`, and whether this call wrote the record (False: one existed)."""
         if not chain:
             raise PinValidationError("refusing to record an empty chain")
         key = host_key(host, port)
@@ -166,12 +172,12 @@ class KnownPins:
             self._stamp = None  # re-read under the lock: another process may have written
             hosts = dict(self._read())
             if key in hosts and not replace:
-                return hosts[key]
+                return hosts[key], False
             hosts[key] = entry
             self._write(hosts)
             self._stamp = None
         log.info("certpin: recorded %s for %s on first use", entry.pins[0], key)
-        return entry
+        return entry, True
 
     def forget(self, host: str, port: int | None = 443) -> bool:
         key = host_key(host, port)
@@ -200,12 +206,18 @@ class KnownPins:
     def check(
         self, host: str, port: int | None, chain: tuple[bytes, ...], now: dt.datetime
     ) -> Verdict | None:
-        """The TOFU verdict for a CA-verified chain; records and returns None on first use."""
+        """The TOFU verdict for a CA-verified chain; records and returns None on first use.
+
+        "First use" is decided under the store's lock: when another thread or process records
+        the host between our read and our write, its record is checked like any other (a
+        different leaf is ``TOFU_MISMATCH``), never silently allowed.
+        """
         with self._lock:
             entry = self._read().get(host_key(host, port))
         if entry is None:
-            self.record(host, port, chain)
-            return None
+            entry, created = self._record(host, port, chain)
+            if created:
+                return None
         return verdict(host, chain, self.policy_for(entry, host), now)
 
     def create_default_context(

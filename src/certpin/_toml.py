@@ -13,7 +13,7 @@ from typing import Any
 
 from ._policy import Policy
 
-__all__ = ["dump_policy", "toml_string"]
+__all__ = ["dump_policy", "one_line", "toml_string"]
 
 
 def toml_string(value: str) -> str:
@@ -31,10 +31,20 @@ def _value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")  # Defensive
 
 
+def one_line(text: str) -> str:
+    """A comment-safe single line: every control or line-separating character becomes ``?``.
+
+    A newline inside a ``#`` comment would end it and inject TOML (a certificate subject can
+    carry one), and TOML forbids control characters in comments.
+    """
+    return "".join("?" if (ord(c) < 0x20 or c in "\x7f\u2028\u2029\x85") else c for c in text)
+
+
 def _list(items: Iterable[str], comments: dict[str, str] | None = None) -> str:
     lines = []
     for item in items:
         note = (comments or {}).get(item)
+        note = None if note is None else one_line(note)
         lines.append(f"  {toml_string(item)},{'  # ' + note if note else ''}")
     return "[\n" + "\n".join(lines) + "\n]" if lines else "[]"
 
@@ -50,7 +60,7 @@ def dump_policy(
     """
     out: list[str] = []
     if header:
-        out += [f"# {line}".rstrip() for line in header.splitlines()]
+        out += [f"# {one_line(line)}".rstrip() for line in header.splitlines()]
         out.append("")
     doc = policy.to_dict()
     out.append(f"schema = {doc['schema']}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _dyn import BACKUP, policy_doc
 
-from _support.pki import PKIFiles
+from _support.pki import PKI, PKIFiles, spki_pin
 from certpin._cli import main
 
 
@@ -128,6 +128,101 @@ def test_sign_preflight_refuses_lockout(
         assert main([*base, "--out", str(tmp_path / "x.jws")]) == 1
         assert not (tmp_path / "x.jws").exists()
         assert main([*base, "--force", "--out", str(tmp_path / "x.jws")]) == 0
+
+
+def _sign_args(policy: Path, key: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "bundle",
+        "sign",
+        str(policy),
+        "--key",
+        str(key),
+        "--version",
+        "1",
+        "--expires",
+        "30d",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_sign_preflight_with_chain_files(
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    tmp_pki_files: PKIFiles,
+    pki: PKI,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key, _ = keys
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps(policy_doc({"localhost": [spki_pin(pki.intermediate.cert), BACKUP]}))
+    )
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(policy_doc({"localhost": [BACKUP, "sha256/" + "A" * 43 + "="]})))
+    chain = [
+        "--chain",
+        f"localhost={tmp_pki_files.certfile}",
+        "--cafile",
+        str(tmp_pki_files.root_ca),
+    ]
+    out = tmp_path / "b.jws"
+
+    assert main(_sign_args(good, key, out, *chain)) == 0
+    assert out.exists()
+    assert "pre-flight localhost (file " in capsys.readouterr().err
+
+    out.unlink()
+    assert main(_sign_args(stale, key, out, *chain)) == 1  # the chain is not pinned: lock-out
+    err = capsys.readouterr().err
+    assert "localhost" in err and "refusing to sign" in err and not out.exists()
+    assert main(_sign_args(stale, key, out, *chain, "--force")) == 0
+    assert out.exists() and "signing anyway" in capsys.readouterr().err
+
+    # The rollout policy is checked too: a good policy with a locking-out rollout is refused.
+    out.unlink()
+    rollout = ["--rollout", str(stale), "--rollout-id", "r1", "--rollout-percent", "10"]
+    assert main(_sign_args(good, key, out, *chain, *rollout)) == 1
+    assert "stale.json: failed" in capsys.readouterr().err and not out.exists()
+    assert main(_sign_args(good, key, out, *chain, *rollout, "--force")) == 0
+
+
+def test_sign_preflight_chain_errors_exit_2(
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    tmp_pki_files: PKIFiles,
+    rogue_pki_files: PKIFiles,
+    pki: PKI,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key, _ = keys
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps(policy_doc({"localhost": [spki_pin(pki.intermediate.cert), BACKUP]}))
+    )
+    out = tmp_path / "b.jws"
+    ca = ["--cafile", str(tmp_pki_files.root_ca)]
+    # a chain that does not verify against the CA file (a MITM's chain): named, exit 2
+    assert (
+        main(_sign_args(good, key, out, "--chain", f"localhost={rogue_pki_files.certfile}", *ca))
+        == 2
+    )
+    assert "does not verify" in capsys.readouterr().err
+    # a domain that is not a key of the policy
+    assert (
+        main(_sign_args(good, key, out, "--chain", f"other.example={tmp_pki_files.certfile}", *ca))
+        == 2
+    )
+    assert "not a key of" in capsys.readouterr().err
+    # a missing file, and a spec without "="
+    assert (
+        main(_sign_args(good, key, out, "--chain", f"localhost={tmp_path / 'nope.pem'}", *ca)) == 2
+    )
+    assert "no such file" in capsys.readouterr().err
+    assert main(_sign_args(good, key, out, "--chain", "localhost", *ca)) == 2
+    assert "DOMAIN=VALUE" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_bad_inputs_exit_2(keys: tuple[Path, Path], policy_file: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import http.client
 import json
 import logging
@@ -21,6 +22,7 @@ from _support.servers import TLSServer
 from certpin import (
     DynamicPolicy,
     FileSigner,
+    Pin,
     PinValidationError,
     Policy,
     VerdictStatus,
@@ -30,6 +32,7 @@ from certpin import (
 from certpin._dynamic import bucket
 
 DAY = dt.timedelta(days=1)
+OTHER = str(Pin(bytes([9]) * 32))
 
 
 def now() -> dt.datetime:
@@ -481,8 +484,34 @@ def test_cohorts_are_stable_and_close_to_the_share() -> None:
     for percent in (1, 10, 50):
         share = sum(bucket("rollout-7", i) < percent * 100 for i in ids) / len(ids)
         assert abs(share - percent / 100) <= 0.015, (percent, share)
-    assert [bucket("rollout-7", i) for i in ids[:50]] == [bucket("rollout-7", i) for i in ids[:50]]
     assert [bucket("r1", i) for i in ids[:50]] != [bucket("r2", i) for i in ids[:50]]
+    # the documented formula, pinned to a known value (a changed hash would reshuffle everyone)
+    assert bucket("r", "c") == int.from_bytes(hashlib.sha256(b"rc").digest()) % 10_000
+
+
+def test_cohort_survives_a_restart_with_the_same_cache_dir(env: Env, tmp_path: Path) -> None:
+    """A client without an id keeps its random id, hence its cohort, across restarts; clients
+    with different cache dirs get different ids and split between the cohorts."""
+    env.host.publish(
+        sign_bundle(
+            env.doc(),
+            env.signer,
+            version=1,
+            expires=now() + DAY,
+            rollout={"id": "r-restart", "percent": 50, "policy": env.doc([BACKUP, OTHER])},
+        )
+    )
+    seen = []
+    for n in range(12):
+        cache = tmp_path / f"client-{n}"
+        first = env.client(cache_dir=cache)
+        first.refresh_now()
+        restarted = env.client(cache_dir=cache)  # no fetch: the cached bundle and id
+        assert restarted.client_id == first.client_id
+        assert restarted.in_rollout() == first.in_rollout()
+        assert ("127.0.0.1" in restarted.current_policy().domains) == first.in_rollout()
+        seen.append(first.in_rollout())
+    assert len(set(seen)) == 2  # 12 random ids at 50 %: both cohorts (p(miss) = 2^-11)
 
 
 def test_rollout_applies_to_the_clients_cohort(env: Env, tmp_path: Path) -> None:

@@ -136,3 +136,17 @@ def test_python_m_certpin_export(policy_file: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Public-Key-Pins: pin-sha256=" in proc.stdout
     assert "wider" in proc.stderr
+
+
+def test_import_header_of_a_hostile_file_name_is_valid_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tomllib
+
+    path = tmp_path / 'a\x01b\n[domains."evil.example"]\n.sh'
+    path.write_text(
+        f"curl --pinnedpubkey 'sha256//{_pin()[7:]};sha256//{_pin()[7:]}' https://a.example/\n"
+    )
+    assert main(["import", "-f", "curl", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert list(tomllib.loads(out)["domains"]) == ["a.example"]

@@ -264,3 +264,48 @@ def test_plist_import_errors_name_the_key() -> None:
         FORMATS["trustkit-ios"].import_(
             b"<?xml version='1.0'?><plist><dict>", "Info.plist", ImportOptions()
         )
+
+
+# -- OkHttp import: comments are not code -------------------------------------------------------
+
+
+@pytest.mark.parametrize("java", [True, False])
+def test_okhttp_import_ignores_commented_out_pins_and_domains(java: bool) -> None:
+    live, backup, dead, dead_host_pin = _pin(), _pin(), _pin(), _pin()
+    semi = ";" if java else ""
+    source = f"""
+// .add("evil.example", "{dead_host_pin}", "{dead_host_pin}")
+val pinner = CertificatePinner.Builder()
+    .add("api.example.com", "{live}", /* "{dead}", */ "{backup}")  // .add("x.example", "{dead}")
+    /*
+    .add("old.example.com", "{dead}", "{dead_host_pin}")
+    */
+    .add("docs.example.com", "https://not-a-comment//x".length.toString().let {{ "{live}" }})
+    .build(){semi}
+"""
+    # The "//" inside the docs.example.com string literal is not a comment: the URL is read
+    # (and refused) as a pin, on the right line.
+    with pytest.raises(FormatError, match="line 8: cannot parse pin 'https://not-a-comment//x'"):
+        FORMATS["okhttp-java"].import_(source.encode(), "P.kt", ImportOptions())
+    source = "\n".join(ln for ln in source.splitlines() if "docs.example.com" not in ln)
+    policy = FORMATS["okhttp-java"].import_(source.encode(), "P.kt", ImportOptions()).policy
+    assert list(policy.domains) == ["api.example.com"]
+    assert [str(p) for p in policy.domains["api.example.com"].pins] == [live, backup]
+
+
+def test_okhttp_import_keeps_string_literals_holding_comment_markers() -> None:
+    # A pin never holds "//", but a host pattern string next to a URL-like literal must survive.
+    source = (
+        f'val u = "https://x//y /* z"\nval p = Builder().add("a.example", "{_pin()}", "{_pin()}")\n'
+    )
+    policy = FORMATS["okhttp-kotlin"].import_(source.encode(), "P.kt", ImportOptions()).policy
+    assert list(policy.domains) == ["a.example"]
+
+
+def test_okhttp_import_refuses_a_nested_block_comment() -> None:
+    # Java ends the comment at the first */, Kotlin nests: the live code would differ.
+    source = f'/* /* */ .add("a.example", "{_pin()}", "{_pin()}") */\n'
+    with pytest.raises(FormatError, match=r"P\.kt: line 1: a /\* inside a block comment"):
+        FORMATS["okhttp-kotlin"].import_(source.encode(), "P.kt", ImportOptions())
+    with pytest.raises(FormatError, match=r"line 2: unterminated /\* comment"):
+        FORMATS["okhttp-kotlin"].import_(b"\n/* .add(", "P.kt", ImportOptions())

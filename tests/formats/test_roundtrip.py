@@ -290,7 +290,8 @@ def test_mobileconfig_carries_the_pinned_cas_with_stable_uuids(
     assert first.text == again.text  # stable UUIDs: byte-identical re-export
     assert first.warnings == ()
     doc = plistlib.loads(first.text.encode())
-    assert doc["PayloadType"] == "Configuration" and doc["PayloadVersion"] == 1
+    # The profile's PayloadVersion is the policy version, and the import reads it back.
+    assert doc["PayloadType"] == "Configuration" and doc["PayloadVersion"] == 12
     types = [(p["PayloadType"], p["PayloadContent"]) for p in doc["PayloadContent"]]
     assert types == [
         ("com.apple.security.root", pki.root.der()),
@@ -302,6 +303,39 @@ def test_mobileconfig_carries_the_pinned_cas_with_stable_uuids(
         first.text.encode(), "anchors.mobileconfig", ImportOptions(domain="localhost")
     )
     assert back.policy.domains["localhost"].ca_pins == policy.domains["localhost"].ca_pins
+    assert back.policy.version == 12
+    unversioned = Policy.from_dict({"domains": policy.to_dict()["domains"]})
+    doc = plistlib.loads(FORMATS["mobileconfig"].export(unversioned, options).text.encode())
+    assert doc["PayloadVersion"] == 1  # a profile needs one; 1 for a policy without a version
+
+
+def test_mobileconfig_import_refuses_a_bad_payload_version(
+    pinned_pki: tuple[PKI, Policy],
+) -> None:
+    pki, policy = pinned_pki
+    text = FORMATS["mobileconfig"].export(policy, ExportOptions(certs=(pki.root.der(),))).text
+    bad = text.replace("<integer>12</integer>", "<string>12</string>")
+    assert bad != text
+    with pytest.raises(FormatError, match="PayloadVersion: must be a non-negative integer"):
+        FORMATS["mobileconfig"].import_(bad.encode(), "a.mobileconfig", ImportOptions("localhost"))
+
+
+def test_mobileconfig_warns_about_a_pins_entry_without_a_cert(
+    pinned_pki: tuple[PKI, Policy],
+) -> None:
+    # A CA pinned under `pins` (any position) with no --cert is reported, not dropped silently.
+    pki, _policy = pinned_pki
+    root, intermediate = _spki(pki.root.der()), _spki(pki.intermediate.der())
+    policy = Policy.from_dict({"domains": {"localhost": {"pins": [root, intermediate]}}})
+    full = FORMATS["mobileconfig"].export(
+        policy, ExportOptions(certs=(pki.root.der(), pki.intermediate.der()))
+    )
+    assert full.warnings == ()
+    partial = FORMATS["mobileconfig"].export(policy, ExportOptions(certs=(pki.root.der(),)))
+    assert partial.warnings == (
+        f"localhost: pin (in `pins`) {intermediate} has no --cert: if it names a CA, its "
+        "certificate is not in the profile",
+    )
 
 
 def test_mobileconfig_refuses_an_unpinned_cert_and_warns_about_missing_ones(

@@ -92,6 +92,18 @@ def test_passphrase_file_encrypts_the_key(capsys, tmp_path):
         serialization.load_pem_private_key(key.read_bytes(), b"wrong")
 
 
+def test_password_options_are_the_same_as_certpin_pin(capsys, tmp_path):
+    # keygen reads its passphrase exactly as `certpin pin --password-file` does (one reader).
+    secret = tmp_path / "pass.txt"
+    secret.write_text("tr@iling space \r\nsecond\n")
+    code, out, err = run(capsys, "keygen", "--out", tmp_path / "k", "--password-file", secret)
+    assert code == 0, err
+    key = (tmp_path / "k" / "key.pem").read_bytes()
+    assert serialization.load_pem_private_key(key, b"tr@iling space ") is not None
+    code, pin_out, err = run(capsys, "pin", tmp_path / "k" / "key.pem", "--password-file", secret)
+    assert code == 0 and out.strip() in pin_out
+
+
 def test_passphrase_env(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARE_PASS", "s3cret")
     code, _out, err = run(capsys, "keygen", "--out", tmp_path, "--passphrase-env", "SPARE_PASS")
@@ -107,12 +119,14 @@ def test_passphrase_env(capsys, tmp_path, monkeypatch):
         (["--passphrase-file", "/nonexistent/pass"], "/nonexistent/pass"),
         (["--passphrase-file", "EMPTY"], "the first line is empty"),
         (["--passphrase-file", "EMPTY", "--passphrase-env", "X"], "not both"),
+        (["--password-env", "EMPTY_VAR"], "environment variable EMPTY_VAR: is empty"),
         (["--type", "rsa1024"], "rsa1024"),
         (["--san", "bad host"], "--san 'bad host'"),
         (["--cn", "x" * 65], "1 to 64 characters"),
     ],
 )
-def test_bad_input_exits_2_and_writes_nothing(capsys, tmp_path, args, expected):
+def test_bad_input_exits_2_and_writes_nothing(capsys, tmp_path, monkeypatch, args, expected):
+    monkeypatch.setenv("EMPTY_VAR", "")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     args = [str(empty) if a == "EMPTY" else a for a in args]

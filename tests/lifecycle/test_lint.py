@@ -77,6 +77,18 @@ def test_cp102_duplicate_pin(capsys, tmp_path, pki):
     assert "CP102" not in _ids(findings)
 
 
+def test_cp102_the_same_pin_in_two_slots(capsys, tmp_path):
+    pin, other = random_pin(), random_pin()
+    both = {"pins": [pin, other], "leaf_pins": [pin, random_pin()], "expires": in_days(30)}
+    _code, findings, doc = _lint(capsys, tmp_path, {"localhost": both})
+    assert ("CP102", "warning", "localhost") in findings
+    messages = [f["message"] for f in doc["findings"] if f["rule"] == "CP102"]
+    assert messages == [f"{pin} is listed in both pins and leaf_pins"]
+    apart = {"pins": [pin, other], "leaf_pins": [random_pin(), random_pin()], "expires": in_days(9)}
+    _code, findings, _ = _lint(capsys, tmp_path, {"localhost": apart})
+    assert "CP102" not in _ids(findings)
+
+
 @pytest.mark.parametrize(
     ("expires", "rule"),
     [(None, "CP103"), (in_days(-1), "CP104"), (in_days(500), "CP105"), (in_days(364), None)],
@@ -123,10 +135,12 @@ def test_cp107_fewer_pins_than_parent(capsys, tmp_path, parent_key):
     domains["api.example.com"] = {"pins": [a, b, c], "expires": in_days(30)}
     _code, findings, _ = _lint(capsys, tmp_path, domains)
     assert "CP107" not in _ids(findings)
-    # Different pins, as many: noted, not warned.
+    # Different pins, as many: still drops a parent pin (a backup): a warning, fatal with --strict.
     domains["api.example.com"] = {"pins": [a, b, random_pin()], "expires": in_days(30)}
-    _code, findings, _ = _lint(capsys, tmp_path, domains)
-    assert ("CP107", "info", "api.example.com") in findings
+    code, findings, _ = _lint(capsys, tmp_path, domains)
+    assert ("CP107", "warning", "api.example.com") in findings and code == 0
+    code, findings, _ = _lint(capsys, tmp_path, domains, "--strict")
+    assert ("CP107", "warning", "api.example.com") in findings and code == 1
 
 
 def test_cp107_unrelated_rules_are_not_parents(capsys, tmp_path):

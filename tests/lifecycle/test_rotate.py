@@ -146,7 +146,8 @@ def test_next_refuses_lock_out_unless_forced(capsys, tmp_path, pki, live):
     [
         ([], "at least one --add-pin or --drop-pin"),
         (["--add-pin", "LEAF"], "already pins it"),
-        (["--drop-pin", "RANDOM"], "does not pin it"),
+        (["--drop-pin", "RANDOM"], "no rule of"),
+        (["--drop-pin", "RANDOM:localhost"], "localhost does not pin it"),
         (["--drop-pin", "SPARE"], 'v3.json (next version): domains."localhost".pins: '),
         (["--add-pin", "RANDOM:nothere.example"], "'nothere.example' is not a key"),
         (["--add-pin", "sha256/nope:localhost"], "--add-pin 'sha256/nope:localhost'"),
@@ -195,3 +196,84 @@ def test_plan_does_not_blame_denied_hosts_on_the_rotation(
     code, out, err = _plan(capsys, root_ca, next_chain, policy)
     assert code == 0, err
     assert "deny  127.0.0.1: denied" in out and "safe: no deployed version breaks" in out
+
+
+# -- rotate next: what it refuses, and what it writes ---------------------------------------
+
+
+def test_next_drop_pin_without_domain_drops_it_where_pinned(capsys, tmp_path, pki, chain_args):
+    # Multi-domain policy: the old pin is on two of three rules. --drop-pin PIN (no :DOMAIN)
+    # drops it from those two and leaves the third alone.
+    old, keep, other = random_pin(), random_pin(), random_pin()
+    leaf = spki_pin(pki.leaf)
+    policy = write_policy(
+        tmp_path / "v1.json",
+        {
+            "localhost": {"pins": [leaf, old, keep], "expires": in_days(100)},
+            "a.example": {"pins": [old, keep, other], "expires": in_days(100)},
+            "b.example": {"pins": [keep, other], "expires": in_days(100)},
+        },
+        version=1,
+    )
+    chains = [*chain_args]
+    code, out, err = run(capsys, "rotate", "next", policy, "--drop-pin", old, *chains, "--force")
+    assert code == 0, err
+    new = Policy.from_dict(__import__("tomllib").loads(out))
+    assert [str(p) for p in new.domains["localhost"].pins] == [leaf, keep]
+    assert [str(p) for p in new.domains["a.example"].pins] == [keep, other]
+    assert [str(p) for p in new.domains["b.example"].pins] == [keep, other]
+
+
+def test_next_refuses_keys_without_a_chain_unless_forced(capsys, tmp_path, pki, chain_args):
+    policy = write_policy(
+        tmp_path / "v1.json",
+        {
+            "localhost": {"pins": [spki_pin(pki.leaf), random_pin()], "expires": in_days(100)},
+            "other.example": {"pins": [random_pin(), random_pin()], "expires": in_days(100)},
+        },
+        version=1,
+    )
+    args = ["rotate", "next", policy, "--add-pin", f"{random_pin()}:localhost", *chain_args]
+    code, out, err = run(capsys, *args)
+    assert code == 1 and out == ""
+    assert "refusing to write version 2" in err
+    assert "other.example has no verified chain to check it against" in err
+    code, out, err = run(capsys, *args, "--force")
+    assert code == 0 and "# not checked against a live chain (--force): other.example" in out
+
+
+def test_next_refuses_lint_errors_unless_forced(capsys, tmp_path, pki, chain_args):
+    # An expired rule (CP104) is a lint error: the next version is not written without --force.
+    policy = write_policy(
+        tmp_path / "v1.json",
+        {"localhost": {"pins": [spki_pin(pki.leaf), random_pin()], "expires": in_days(-1)}},
+        version=1,
+    )
+    args = ["rotate", "next", policy, "--add-pin", random_pin(), *chain_args]
+    code, out, err = run(capsys, *args)
+    assert code == 1 and out == ""
+    assert "lint CP104 error [localhost]" in err and "lint found 1 error(s) (CP104)" in err
+    code, out, err = run(capsys, *args, "--force")
+    assert code == 0 and Policy.from_dict(__import__("tomllib").loads(out)).version == 2
+
+
+def test_next_pin_comments_cannot_inject_toml(capsys, tmp_path, pki):
+    # The leaf's subject is the server's text: a newline in it must not end the TOML comment.
+    evil = 'x\n[domains."evil.example"]\npins = ["' + random_pin() + '"]'
+    leaf = pki.intermediate.issue_leaf("localhost", cn=evil)
+    certfile, _key = leaf.write(tmp_path / "evil")
+    root = tmp_path / "root.pem"
+    root.write_bytes(pki.root.pem())
+    policy = write_policy(
+        tmp_path / "v1.json",
+        {"localhost": {"pins": [spki_pin(leaf), random_pin()], "expires": in_days(100)}},
+        version=1,
+    )
+    code, out, err = run(
+        capsys, "rotate", "next", policy, "--add-pin", random_pin(),
+        "--chain", f"localhost={certfile}", "--cafile", root,
+    )  # fmt: skip
+    assert code == 0, err
+    new = Policy.from_dict(__import__("tomllib").loads(out))
+    assert list(new.domains) == ["localhost"]
+    assert "# leaf: CN=x?[domains." in out

@@ -242,6 +242,35 @@ def test_evaluate_uses_the_verdict(pki: PKI):
     assert bad.verdict.status is VerdictStatus.FAILED
 
 
+@pytest.mark.parametrize("killed", [True, False])
+def test_a_kill_switched_host_is_a_warning_not_a_mismatch(pki: PKI, killed: bool):
+    # The verdict's own allowed/pin_failure decide: KILLED lets the connection through (CA
+    # validation only), so the monitor says warn (with why), never mismatch.
+    import certpin
+    from certpin import DomainRule
+
+    now = dt.datetime.now(dt.UTC)
+    chain = pki.leaf.chain_der()
+    switch = certpin.KillSwitch(until=now + dt.timedelta(hours=2), reason="key compromise")
+    rule = DomainRule(
+        pattern="127.0.0.1",
+        pins=(certpin.Pin.parse(random_pin()), certpin.Pin.parse(random_pin())),
+        kill_switch=switch if killed else None,
+    )
+    report = evaluate(Target("127.0.0.1"), chain, chain, Policy(domains={"127.0.0.1": rule}), now)
+    assert report.verdict is not None
+    if killed:
+        assert report.verdict.status is VerdictStatus.KILLED
+        assert report.status == "warn"
+        assert "suspended by a signed kill switch until" in report.message
+        assert "(key compromise)" in report.message
+        assert exit_code([report]) == 4
+    else:
+        assert report.verdict.status is VerdictStatus.FAILED
+        assert report.status == "mismatch"
+        assert exit_code([report]) == 1
+
+
 # -- webhook --------------------------------------------------------------------------------
 
 
@@ -306,3 +335,37 @@ def test_state_error_is_raised_before_connecting(tmp_path, server):
     with pytest.raises(StateError):
         Monitor([Target("127.0.0.1", server.port)], Policy({}), verifying_context(), state_path=bad)
     assert server.handshakes == 0
+
+
+def test_a_dead_webhook_does_not_stall_the_round(tmp_path, silent_port, closed_port, caplog):
+    # Twelve endpoints change at once and the webhook never answers (default 10 s per POST):
+    # the round still ends within its webhook budget, and the undelivered alerts are counted.
+    targets = [Target("127.0.0.1", closed_port, f"h{i}.example") for i in range(12)]
+    before = Snapshot("ok", "ok", "sha256/x", ("sha256/x",), dt.datetime.now(dt.UTC))
+    save_state(tmp_path / "state.json", {t.key: before for t in targets})
+    hook = Webhook(f"http://127.0.0.1:{silent_port}/hook", round_budget=0.5)
+    assert hook.timeout == 10.0
+    monitor = Monitor(
+        targets,
+        Policy({}),
+        verifying_context(),
+        timeout=0.5,
+        state_path=tmp_path / "state.json",
+        webhook=hook,
+    )
+    start = time.monotonic()
+    reports, changed = asyncio.run(monitor.round())
+    elapsed = time.monotonic() - start
+    assert len(changed) == 12 and [r.status for r in reports] == ["error"] * 12
+    assert elapsed < 3.0, elapsed
+    assert hook.delivered == 0 and hook.failed == 12
+    assert "not delivered within 0.5 s: dropped" in caplog.text
+
+
+def test_post_all_delivers_every_event_with_few_workers():
+    with WebhookReceiver() as receiver:
+        hook = Webhook(receiver.url, workers=2)
+        events = [{"event": "changed", "endpoint": f"h{i}:443"} for i in range(9)]
+        assert asyncio.run(hook.post_all(events)) == 0
+    assert hook.delivered == 9 and hook.failed == 0
+    assert sorted(e["endpoint"] for e in receiver.events) == sorted(e["endpoint"] for e in events)

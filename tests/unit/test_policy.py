@@ -719,3 +719,27 @@ def test_lookup_idn() -> None:
     p = keys_policy("*.bücher.example")
     assert matched(p, "www.xn--bcher-kva.example") == "*.xn--bcher-kva.example"
     assert matched(p, "WWW.BÜCHER.example.") == "*.xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        'https://r.example/x?a="b"',
+        "https://r.example/x'y",
+        "https:// evil.example/",
+        "https://r.example/\nInjected: 1",
+        "https:///no-host",
+        "http://[::1/broken",
+        "ftp://r.example/",
+    ],
+)
+def test_report_uris_must_be_plain_uris(uri: str) -> None:
+    doc = {"domains": {"a.example": {"pins": [P1, P2], "report_uris": [uri]}}}
+    with pytest.raises(PolicyError, match="report_uris"):
+        Policy.from_dict(doc)
+
+
+def test_report_uri_twins_accepted() -> None:
+    uris = ["https://r.example/r?x=%C3%A9&y=1", "http://[::1]:8080/reports"]
+    doc = {"domains": {"a.example": {"pins": [P1, P2], "report_uris": uris}}}
+    assert Policy.from_dict(doc).domains["a.example"].report_uris == tuple(uris)

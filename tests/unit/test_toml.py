@@ -25,7 +25,7 @@ def test_round_trip_all_fields(tmp_path: Path) -> None:
                     "pins": PINS[:2],
                     "include_subdomains": True,
                     "expires": "2027-06-30",
-                    "report_uris": ['https://r.example/x?a="b"'],
+                    "report_uris": ["https://r.example/x?a=b&c=%22d%22"],
                 },
                 "*.cdn.example.com": {
                     "leaf_pins": PINS[2:3],
@@ -66,7 +66,7 @@ _rule = st.fixed_dictionaries(
         "expires": st.datetimes(
             min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1)
         ).map(lambda d: d.replace(tzinfo=dt.UTC).isoformat()),
-        "report_uris": st.lists(st.just('https://r.example/\u00e9"\\'), max_size=1),
+        "report_uris": st.lists(st.just("https://r.example/r?x=%C3%A9"), max_size=1),
     },
 )
 
@@ -77,3 +77,15 @@ def test_any_policy_round_trips(domains: dict, version: int | None) -> None:  # 
     doc = {"domains": domains} | ({} if version is None else {"version": version})
     policy = Policy.from_dict(doc)
     assert Policy.from_dict(tomllib.loads(dump_policy(policy))) == policy
+
+
+def test_comments_are_one_line() -> None:
+    policy = Policy.from_dict({"domains": {"a.example": {"pins": PINS[:2]}}})
+    text = dump_policy(
+        policy,
+        header="ok\x00\x7f",
+        pin_comments={PINS[0]: 'CN=x\n[domains."evil.example"]\npins = []'},
+    )
+    assert "evil.example" not in tomllib.loads(text)["domains"]
+    assert '# CN=x?[domains."evil.example"]?pins = []' in text
+    assert "# ok??" in text

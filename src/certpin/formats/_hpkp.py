@@ -36,6 +36,7 @@ from ._common import (
     any_position_pins,
     build_policy,
     check_host,
+    checked_uri,
     header_lines,
     host_entries,
     parse_pin,
@@ -71,7 +72,8 @@ def export_hpkp(policy: Policy, options: ExportOptions) -> ExportResult:
         if entry.include_subdomains:
             parts.append("includeSubDomains")
         if rule.report_uris:
-            parts.append(f'report-uri="{rule.report_uris[0]}"')
+            uri = checked_uri(rule.report_uris[0], policy, rule, FMT)
+            parts.append(f'report-uri="{uri}"')
             if len(rule.report_uris) > 1:
                 notes.warn(rule.pattern, "HPKP takes one report-uri: the others are left out")
         name = "Public-Key-Pins" if rule.enforce else "Public-Key-Pins-Report-Only"
@@ -143,7 +145,7 @@ def _directives(value: str, source: str, where: str) -> dict[str, Any]:
         if name.startswith("pin-"):
             pins.append(str(parse_pin(f'{name}="{arg}"', source, where)))
         elif name == "max-age":
-            if not arg or not arg.isdigit():
+            if not arg or not re.fullmatch(r"[0-9]{1,12}", arg):
                 raise FormatError(f"max-age={arg!r} is not a number", source=source, location=where)
             max_age = int(arg)
         elif name == "includesubdomains":

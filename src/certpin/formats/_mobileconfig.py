@@ -11,10 +11,11 @@ configuration (``ats-plist`` or ``trustkit-ios``).
   certificate payload, and of the identifier plus every fingerprint for the profile, so
   re-exporting the same certificates gives a byte-identical profile. ``PayloadIdentifier``
   (``--identifier``) stays the same across versions, so a new export replaces the installed one.
-  ``PayloadVersion`` is 1 (the profile format's version); the policy version goes into
-  ``PayloadDescription``.
+  The profile's ``PayloadVersion`` is the policy's ``version`` (1 for a policy without one), and
+  the import reads it back as the policy version; ``PayloadDescription`` names it too.
 * A certificate whose key is not pinned by the policy is refused; a leaf certificate is refused
-  (it is not an anchor); a ``ca_pins`` entry without a matching ``--cert`` is warned about.
+  (it is not an anchor); a ``ca_pins`` or ``pins`` entry without a matching ``--cert`` is warned
+  about (a ``pins`` entry may name a CA).
 
 Import reads the certificate payloads and needs ``--domain HOST``: the pins become that host's
 ``ca_pins`` (a profile names no domains).
@@ -25,12 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from .._errors import CertificateLoadError
 from .._pins import Pin
-from .._policy import DomainRule, Policy
-from .._verdict import VerdictStatus, verdict
+from .._policy import Policy
+from .._verdict import VerdictStatus
 from ._common import (
     ExportOptions,
     ExportResult,
@@ -40,6 +42,7 @@ from ._common import (
     Notes,
     build_policy,
     check_host,
+    comment_safe,
     dump_plist,
     expect,
     header_lines,
@@ -49,15 +52,15 @@ from ._common import (
 FMT = "mobileconfig"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "mobileconfig.certpin.invalid")
 _ROOT, _PKCS1 = "com.apple.security.root", "com.apple.security.pkcs1"
-_PROBE_HOST = "anchor.certpin.invalid"
 
 
-def _pinned(der: bytes, pins: tuple[Pin, ...]) -> bool:
-    """Does any of `pins` name this certificate? Decided by `verdict`, the one matcher."""
-    rule = DomainRule(pattern=_PROBE_HOST, pins=pins, allow_single_pin=True)
-    policy = Policy(domains={_PROBE_HOST: rule})
-    result = verdict(_PROBE_HOST, [der], policy, dt.datetime.now(dt.UTC))
-    return result.status is VerdictStatus.OK
+def _pinned(der: bytes, pins: Iterable[Pin]) -> bool:
+    """Does any of `pins` name this certificate? Decided by `certpin.verdict` (through
+    `certpin._chains.single_pin_verdict`), the one matcher."""
+    from .._chains import single_pin_verdict
+
+    now = dt.datetime.now(dt.UTC)
+    return any(single_pin_verdict(pin, [der], now).status is VerdictStatus.OK for pin in pins)
 
 
 def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
@@ -103,32 +106,39 @@ def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
                 "PayloadVersion": 1,
                 "PayloadIdentifier": f"{options.identifier}.{fingerprint[:16]}",
                 "PayloadUUID": str(uuid.uuid5(_NAMESPACE, fingerprint)).upper(),
-                "PayloadDisplayName": src.subject or fingerprint,
+                "PayloadDisplayName": comment_safe(src.subject or fingerprint),
                 "PayloadDescription": f"SPKI pin {src.pin}",
                 "PayloadCertificateFileName": f"{fingerprint[:16]}.cer",
                 "PayloadContent": src.der,
             }
         )
     for rule in policy.domains.values():
-        for pin in rule.ca_pins:
-            if not any(_pinned(p["PayloadContent"], (pin,)) for p in payloads):
-                notes.warn(
-                    rule.pattern,
-                    f"CA pin {pin} has no --cert: its certificate is not in the profile",
-                )
+        # `pins` may name a CA as well as a leaf: a pin there without a --cert may be a CA the
+        # profile leaves out, so it is reported too (leaf_pins never name an anchor).
+        for slot, pins in (("ca_pins", rule.ca_pins), ("pins", rule.pins)):
+            for pin in pins:
+                if not any(_pinned(p["PayloadContent"], (pin,)) for p in payloads):
+                    what = "CA pin" if slot == "ca_pins" else "pin (in `pins`)"
+                    maybe = "" if slot == "ca_pins" else " if it names a CA, "
+                    notes.warn(
+                        rule.pattern,
+                        f"{what} {pin} has no --cert:{maybe or ' '}its certificate is not in "
+                        "the profile",
+                    )
     fingerprints = sorted(seen)
     version = "" if policy.version is None else f" (policy version {policy.version})"
     doc = {
         "PayloadType": "Configuration",
-        "PayloadVersion": 1,
+        # The policy version (1 without one): an MDM sees which pin-set version a device has.
+        "PayloadVersion": 1 if policy.version is None else policy.version,
         "PayloadIdentifier": options.identifier,
         "PayloadUUID": str(
             uuid.uuid5(_NAMESPACE, options.identifier + ":" + ",".join(fingerprints))
         ).upper(),
         "PayloadDisplayName": "Pinned CA certificates",
         "PayloadDescription": (
-            f"CA certificates pinned by {policy.source}{version}. Anchor distribution only: "
-            "the pins themselves are in the app's configuration."
+            f"CA certificates pinned by {comment_safe(policy.source)}{version}. Anchor "
+            "distribution only: the pins themselves are in the app's configuration."
         ),
         "PayloadContent": payloads,
     }
@@ -162,5 +172,14 @@ def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> Imp
             source=source,
         )
     host = check_host(options.domain, source, "--domain")
+    version = root.get("PayloadVersion")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 0
+    ):
+        raise FormatError(
+            f"must be a non-negative integer, got {version!r}",
+            source=source,
+            location="PayloadVersion",
+        )
     notes = Notes()
-    return build_policy({host: {"ca_pins": pins}}, source, notes)
+    return build_policy({host: {"ca_pins": pins}}, source, notes, version)

@@ -33,6 +33,7 @@ from ._common import (
     any_position_pins,
     build_policy,
     check_host,
+    checked_uri,
     expiry_date,
     header_lines,
     host_entries,
@@ -47,6 +48,9 @@ from ._common import (
 )
 
 NSC = "Android Network Security Config"
+#: how deep <domain-config> elements may nest (real files use one or two levels; the limit keeps
+#: a hostile file from exhausting the stack).
+MAX_NESTING = 32
 TRUSTKIT = "TrustKit Android"
 
 
@@ -94,7 +98,8 @@ def _export(policy: Policy, *, trustkit: bool) -> ExportResult:
             tk = f'    <trustkit-config enforcePinning="{enforce}" disableDefaultReportUri="true"'
             if rule.report_uris:
                 out.append(tk + ">")
-                out += [f"      <report-uri>{xml_escape(u)}</report-uri>" for u in rule.report_uris]
+                uris = [xml_escape(checked_uri(u, policy, rule, fmt)) for u in rule.report_uris]
+                out += [f"      <report-uri>{u}</report-uri>" for u in uris]
                 out.append("    </trustkit-config>")
             else:
                 out.append(tk + " />")
@@ -121,7 +126,7 @@ def import_nsc(data: bytes, source: str, options: ImportOptions) -> ImportResult
     lines: dict[str, int] = {}
     for child in root.children:
         if child.tag == "domain-config":
-            _domain_config(child, None, None, domains, lines, source, notes)
+            _domain_config(child, None, None, domains, lines, source, notes, 1)
         elif child.tag in ("base-config", "debug-overrides"):
             notes.warn(
                 f"{source}: {child.where()}",
@@ -146,7 +151,14 @@ def _domain_config(
     lines: dict[str, int],
     source: str,
     notes: Notes,
+    depth: int,
 ) -> None:
+    if depth > MAX_NESTING:
+        raise FormatError(
+            f"<domain-config> nested more than {MAX_NESTING} levels deep",
+            source=source,
+            location=node.where(),
+        )
     pin_set, tk = parent_pins, parent_tk
     hosts: list[tuple[str, bool, Node]] = []
     nested: list[Node] = []
@@ -190,7 +202,7 @@ def _domain_config(
         domains[host] = {**body, "include_subdomains": include}
         lines[host] = where.line
     for child in nested:
-        _domain_config(child, pin_set, tk, domains, lines, source, notes)
+        _domain_config(child, pin_set, tk, domains, lines, source, notes, depth + 1)
 
 
 def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: Notes) -> dict[str, Any]:

@@ -207,6 +207,8 @@ def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportRes
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
+    version = version_from_comment(text)  # the export's header comment says it
+    text = strip_comments(text, source)
     entries: dict[str, list[Pin]] = {}
     for m in _ADD.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
@@ -234,7 +236,64 @@ def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportRes
         raise FormatError('no CertificatePinner .add("host", "sha256/…") call found', source=source)
     notes = Notes()
     domains = _translate(entries, notes)
-    return build_policy(domains, source, notes, version_from_comment(text))
+    return build_policy(domains, source, notes, version)
+
+
+def strip_comments(text: str, source: str) -> str:
+    """`text` with every ``//`` and ``/* */`` comment blanked out (newlines kept, so line
+    numbers stay right); string and character literals are kept as they are.
+
+    Commented-out code is not live: an ``.add(…)`` in a comment must not become a pin. Java
+    block comments do not nest and Kotlin's do, so a ``/*`` inside a block comment is refused
+    (the two languages would disagree on what is live).
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+
+    def blank(chunk: str) -> str:
+        return "".join(c if c == "\n" else " " for c in chunk)
+
+    while i < n:
+        ch = text[i]
+        if text.startswith('"""', i):  # Kotlin raw string: no escapes
+            end = text.find('"""', i + 3)
+            end = n if end < 0 else end + 3
+            out.append(text[i:end])
+            i = end
+        elif ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            end = min(j + 1, n)
+            out.append(text[i:end])
+            i = end
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out.append(blank(text[i:end]))
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise FormatError(
+                    "unterminated /* comment",
+                    source=source,
+                    location=f"line {text.count(chr(10), 0, i) + 1}",
+                )
+            inner = text.find("/*", i + 2, end)
+            if inner >= 0:
+                raise FormatError(
+                    "a /* inside a block comment: Java ends the comment at the first */, Kotlin "
+                    "nests it, so what is live is ambiguous; remove the inner /*",
+                    source=source,
+                    location=f"line {text.count(chr(10), 0, inner) + 1}",
+                )
+            out.append(blank(text[i : end + 2]))
+            i = end + 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def _unquote(literal: str) -> str:

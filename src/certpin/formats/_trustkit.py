@@ -30,6 +30,7 @@ from ._common import (
     any_position_pins,
     build_policy,
     check_host,
+    checked_uri,
     dump_plist,
     expect,
     expiry_date,
@@ -77,7 +78,7 @@ def export_trustkit_ios(policy: Policy, options: ExportOptions) -> ExportResult:
             "TSKDisableDefaultReportUri": True,
         }
         if rule.report_uris:
-            body["TSKReportUris"] = list(rule.report_uris)
+            body["TSKReportUris"] = [checked_uri(u, policy, rule, FMT) for u in rule.report_uris]
         expires = expiry_date(rule, notes, FMT)
         if expires:
             body["TSKExpirationDate"] = expires
