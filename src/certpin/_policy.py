@@ -33,8 +33,8 @@ from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import urlsplit
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from ._errors import PinFormatError, PolicyError
 from ._hosts import (
@@ -213,10 +213,9 @@ class Policy:
         include_subdomains, ``**.parent``. Cost: a handful of dict lookups, whatever the rule
         count.
         """
-        name = _normalize_cached(host)
+        name, is_ip = _canonical(host)
         table = self._table
         entry = table.get(name)
-        is_ip = _is_ip_cached(name)
         if entry is not None:
             if entry[0] is not None:
                 return entry[0]
@@ -226,19 +225,25 @@ class Policy:
             # An IP address has no parent domains: "127.0.0.1" must not match "**.0.1".
             return None
         dot = name.find(".")
-        first = True
-        while dot != -1:
-            entry = table.get(name[dot + 1 :])
+        if dot == -1:
+            return None
+        entry = table.get(name[dot + 1 :])  # the nearest parent: "*." applies here only
+        if entry is not None:
+            if entry[1] is not None:
+                return entry[1]
+            if entry[0] is not None and entry[0].include_subdomains:
+                return entry[0]
+            if entry[2] is not None:
+                return entry[2]
+        get = table.get
+        while (dot := name.find(".", dot + 1)) != -1:
+            entry = get(name[dot + 1 :])
             if entry is not None:
-                exact, one, any_ = entry
-                if first and one is not None:
-                    return one
+                exact = entry[0]
                 if exact is not None and exact.include_subdomains:
                     return exact
-                if any_ is not None:
-                    return any_
-            first = False
-            dot = name.find(".", dot + 1)
+                if entry[2] is not None:
+                    return entry[2]
         return None
 
     # -- construction -------------------------------------------------------------------------
@@ -355,13 +360,14 @@ def as_provider(policy: Policy | PolicyProvider | Callable[[], Policy]) -> Calla
 
 
 @lru_cache(maxsize=8192)
+def _canonical(host: str) -> tuple[str, bool]:
+    """(normalised host, is it an IP address): one cache probe per lookup."""
+    name = normalize_host(host)
+    return name, _is_ip(name)
+
+
 def _normalize_cached(host: str) -> str:
-    return normalize_host(host)
-
-
-@lru_cache(maxsize=8192)
-def _is_ip_cached(name: str) -> bool:
-    return _is_ip(name)
+    return _canonical(host)[0]
 
 
 # -- parsing helpers ------------------------------------------------------------------------------

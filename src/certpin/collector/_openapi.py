@@ -139,6 +139,25 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/": {
+                "get": {
+                    "summary": "The dashboard (HTML; Bearer token or the login form's session)",
+                    "security": _BEARER,
+                    "parameters": [
+                        _query("days", "Window: 1, 7, 30 or 90.", {"type": "integer"}),
+                        _query("before", "Report id: older reports.", {"type": "integer"}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The page.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "303": {"description": "Not logged in: to /login."},
+                        "400": {"description": "Bad query parameter."},
+                        "401": {"description": "Wrong Bearer token."},
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness and database reachability",

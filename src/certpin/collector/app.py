@@ -7,6 +7,7 @@ Routes:
     GET  /healthz        liveness + database
     GET  /openapi.json   the hand-written OpenAPI document
     GET  /bundles/…      static files from ``bundles_dir`` (ETag, Cache-Control), if given
+    GET  /, /login …     the dashboard (`certpin.collector.dashboard`)
 
 Group commit: request handlers put their normalised report on an asyncio queue and await a
 future; one writer task takes everything queued (up to ``max_batch``), commits it in ONE
@@ -49,6 +50,7 @@ from .._hosts import HostError, normalize_host
 from .._pins import Pin
 from ._openapi import openapi_document
 from .alerts import AlertConfig, Alerter
+from .dashboard import Dashboard
 from .db import Outcome, Store
 from .dialects import Report, normalize_report
 from .limits import IngestLimits, LimitError, TokenBucket, parse_json, read_body
@@ -170,6 +172,7 @@ class Collector:
             Route("/api/summary", self.summary, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
+            *Dashboard(self).routes,
         ]
         if bundles_dir is not None:
             static = StaticFiles(directory=Path(bundles_dir), check_dir=True)
