@@ -4,6 +4,7 @@ idempotency, auth, the read API, health, OpenAPI and bundle hosting."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,8 @@ def test_schema_newer_than_the_tool_is_refused(tmp_path: Path) -> None:
     store = Store(str(path))
     store.migrate()
     store.close()
-    with sqlite3.connect(path) as conn:
+    # sqlite3's own context manager commits but never closes (3.13 warns): close explicitly.
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("INSERT INTO schema_version VALUES (99)")
     store = Store(str(path))
     with pytest.raises(StoreError, match="schema version 99 is newer"):
