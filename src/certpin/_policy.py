@@ -177,6 +177,9 @@ class Policy:
     _table: dict[str, tuple[DomainRule | None, DomainRule | None, DomainRule | None]] = field(
         init=False, repr=False, compare=False
     )
+    # Label counts of the bases that can match a *subdomain* ("*.", "**.", include_subdomains):
+    # the parent walk probes only parents of those lengths (none at all for exact-only policies).
+    _depths: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Keep our own read-only copy: mutating the caller's dict must not desynchronise
@@ -194,6 +197,14 @@ class Policy:
             slots.setdefault(pattern.base, [None, None, None])[index] = rule
         table = {base: (v[0], v[1], v[2]) for base, v in slots.items()}
         object.__setattr__(self, "_table", table)
+        depths = frozenset(
+            base.count(".") + 1
+            for base, (exact, one, any_) in table.items()
+            if one is not None
+            or any_ is not None
+            or (exact is not None and exact.include_subdomains)
+        )
+        object.__setattr__(self, "_depths", depths)
 
     def __hash__(self) -> int:
         return hash((tuple(self.domains.items()), self.version, self.unpinned_hosts))
@@ -224,26 +235,31 @@ class Policy:
         if is_ip:
             # An IP address has no parent domains: "127.0.0.1" must not match "**.0.1".
             return None
+        depths = self._depths
         dot = name.find(".")
-        if dot == -1:
+        if dot == -1 or not depths:
             return None
-        entry = table.get(name[dot + 1 :])  # the nearest parent: "*." applies here only
-        if entry is not None:
-            if entry[1] is not None:
-                return entry[1]
-            if entry[0] is not None and entry[0].include_subdomains:
-                return entry[0]
-            if entry[2] is not None:
-                return entry[2]
-        get = table.get
-        while (dot := name.find(".", dot + 1)) != -1:
-            entry = get(name[dot + 1 :])
+        labels = name.count(".")  # of the nearest parent
+        if labels in depths:
+            entry = table.get(name[dot + 1 :])  # the nearest parent: "*." applies here only
             if entry is not None:
-                exact = entry[0]
-                if exact is not None and exact.include_subdomains:
-                    return exact
+                if entry[1] is not None:
+                    return entry[1]
+                if entry[0] is not None and entry[0].include_subdomains:
+                    return entry[0]
                 if entry[2] is not None:
                     return entry[2]
+        get = table.get
+        while (dot := name.find(".", dot + 1)) != -1:
+            labels -= 1
+            if labels in depths:
+                entry = get(name[dot + 1 :])
+                if entry is not None:
+                    exact = entry[0]
+                    if exact is not None and exact.include_subdomains:
+                        return exact
+                    if entry[2] is not None:
+                        return entry[2]
         return None
 
     # -- construction -------------------------------------------------------------------------

@@ -743,3 +743,25 @@ def test_report_uri_twins_accepted() -> None:
     uris = ["https://r.example/r?x=%C3%A9&y=1", "http://[::1]:8080/reports"]
     doc = {"domains": {"a.example": {"pins": [P1, P2], "report_uris": uris}}}
     assert Policy.from_dict(doc).domains["a.example"].report_uris == tuple(uris)
+
+
+def test_parent_with_only_an_exact_rule_does_not_cover_subdomains() -> None:
+    # "b.example" is an exact rule without include_subdomains; "**.other.test" makes parents of
+    # two labels worth probing, so the walk does meet "b.example" and must pass it by.
+    p = policy(
+        {
+            "b.example": {"pins": [P1, P2]},
+            "**.other.test": {"pins": [P2, P3]},
+        }
+    )
+    assert p.lookup("a.b.example") is None  # nearest parent: exact only
+    assert p.lookup("x.a.b.example") is None  # further up the walk: exact only
+    assert p.lookup("x.a.other.test") is p.domains["**.other.test"]
+    assert p.lookup("b.example") is p.domains["b.example"]
+    assert p.lookup("x.y.zzz.test") is None  # "zzz.test" is probed (two labels) and absent
+
+
+def test_exact_only_policy_never_walks_parents() -> None:
+    p = policy({"b.example": {"pins": [P1, P2]}})
+    assert p._depths == frozenset()
+    assert p.lookup("a.b.example") is None and p.lookup("b.example") is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import re
 import time
@@ -114,6 +115,9 @@ class Store:
         self.url = sa.engine.make_url(url)
         self.schema = schema
         self.kind = self.url.get_backend_name()
+        self._reports_stmt: Any = None
+        self._pins_stmt: Any = None
+        self._dup_stmt: Any = None
         if self.kind not in PK:
             raise StoreError(f"unsupported database {self.kind!r}: use SQLite or PostgreSQL")
         if schema is not None and (self.kind != "postgresql" or not _SCHEMA_NAME.match(schema)):
@@ -234,51 +238,93 @@ class Store:
 
         Returns one `Outcome` per item, in order. Raises on any database error, in which
         case nothing of the batch is committed.
+
+        One statement for all new rows (``INSERT … ON CONFLICT DO NOTHING RETURNING id,
+        report_key`` executed over the batch: SQLAlchemy's "insertmanyvalues", a few
+        multi-row INSERTs), one for their keys in ``seen_pins``, then an ``UPDATE`` per
+        duplicate only. A key given twice in one batch is inserted once; the later copies are
+        duplicates, exactly as if they had come in later batches.
         """
         received = now_us()
         order = sorted(range(len(items)), key=lambda i: items[i][0].report_key)
         outcomes: dict[int, Outcome] = {}
+        first: dict[str, int] = {}  # report_key -> index of its first copy in the batch
+        for i in order:
+            first.setdefault(items[i][0].report_key, i)
         with self._write() as conn:
+            ids: dict[str, int] = {}
+            if first:
+                rows = [_row(items[i][0], items[i][1], received) for i in first.values()]
+                ids = {
+                    key: int(row_id) for row_id, key in conn.execute(self._insert_reports(), rows)
+                }
             fresh: list[tuple[int, int, Report]] = []
             for i in order:
-                report, source = items[i]
-                row = conn.execute(
-                    self._insert(reports)
-                    .values(_row(report, source, received))
-                    .on_conflict_do_nothing(index_elements=["report_key"])
-                    .returning(reports.c.id)
-                ).first()
-                if row is not None:
-                    fresh.append((i, int(row[0]), report))
+                report = items[i][0]
+                key = report.report_key
+                if first[key] == i and key in ids:
+                    fresh.append((i, ids[key], report))
                     continue
                 dup = conn.execute(
-                    sa.update(reports)
-                    .where(reports.c.report_key == report.report_key)
-                    .values(duplicates=reports.c.duplicates + 1, last_duplicate_us=received)
-                    .returning(reports.c.id)
+                    self._update_duplicate(), {"key": key, "received": received}
                 ).scalar_one()
                 outcomes[i] = Outcome(int(dup), new=False, new_pin=False)
             # New keys after all report rows, in one global order (deadlock-free replicas).
             fresh.sort(key=lambda t: (t[2].hostname, t[2].unexpected_pin or ""))
-            for i, row_id, report in fresh:
-                new_pin = False
+            pins: dict[tuple[str, str], int] = {}  # (host, pin) -> first fresh report's index
+            for i, _row_id, report in fresh:
                 if report.unexpected_pin is not None:
-                    new_pin = (
-                        conn.execute(
-                            self._insert(seen_pins)
-                            .values(
-                                hostname=report.hostname,
-                                pin=report.unexpected_pin,
-                                first_seen_us=received,
-                                first_report_key=report.report_key,
-                            )
-                            .on_conflict_do_nothing()
-                            .returning(seen_pins.c.pin)
-                        ).first()
-                        is not None
-                    )
+                    pins.setdefault((report.hostname, report.unexpected_pin), i)
+            new_pins: set[tuple[str, str]] = set()
+            if pins:
+                params = [
+                    {
+                        "hostname": host,
+                        "pin": pin,
+                        "first_seen_us": received,
+                        "first_report_key": items[i][0].report_key,
+                    }
+                    for (host, pin), i in pins.items()
+                ]
+                new_pins = {
+                    (host, pin) for host, pin in conn.execute(self._insert_seen_pins(), params)
+                }
+            for i, row_id, report in fresh:
+                pair = (report.hostname, report.unexpected_pin or "")
+                new_pin = pair in new_pins and pins.get(pair) == i
                 outcomes[i] = Outcome(row_id, new=True, new_pin=new_pin)
         return [outcomes[i] for i in range(len(items))]
+
+    def _insert_reports(self) -> Any:
+        if self._reports_stmt is None:
+            self._reports_stmt = (
+                self._insert(reports)
+                .on_conflict_do_nothing(index_elements=["report_key"])
+                .returning(reports.c.id, reports.c.report_key)
+            )
+        return self._reports_stmt
+
+    def _insert_seen_pins(self) -> Any:
+        if self._pins_stmt is None:
+            self._pins_stmt = (
+                self._insert(seen_pins)
+                .on_conflict_do_nothing()
+                .returning(seen_pins.c.hostname, seen_pins.c.pin)
+            )
+        return self._pins_stmt
+
+    def _update_duplicate(self) -> Any:
+        if self._dup_stmt is None:
+            self._dup_stmt = (
+                sa.update(reports)
+                .where(reports.c.report_key == sa.bindparam("key"))
+                .values(
+                    duplicates=reports.c.duplicates + 1,
+                    last_duplicate_us=sa.bindparam("received"),
+                )
+                .returning(reports.c.id)
+            )
+        return self._dup_stmt
 
     def record_alert(
         self, dedup_key: str, kind: str, hostname: str, detail: dict[str, Any]
@@ -408,10 +454,14 @@ class Store:
         }
 
 
-def _row(report: Report, source: str | None, received: int) -> dict[str, Any]:
-    def chain(ders: tuple[bytes, ...]) -> str:
-        return json.dumps([base64.b64encode(d).decode("ascii") for d in ders])
+@functools.lru_cache(maxsize=512)
+def _chain_json(ders: tuple[bytes, ...]) -> str:
+    """A chain as stored: a JSON array of base64 DER. Cached: reports repeat the same chains."""
+    return json.dumps([base64.b64encode(d).decode("ascii") for d in ders])
 
+
+def _row(report: Report, source: str | None, received: int) -> dict[str, Any]:
+    chain = _chain_json
     return {
         "report_key": report.report_key,
         "received_us": received,

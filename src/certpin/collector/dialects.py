@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -194,8 +195,7 @@ def normalize_report(
     unexpected = _unexpected(hostname, leaf, known, now or dt.datetime.now(dt.UTC))
     subject = issuer = None
     if unexpected is not None and leaf is not None:
-        entry = ChainEntry(0, leaf)
-        subject, issuer = entry.subject[:1024], entry.issuer[:1024]
+        subject, issuer = _names(leaf)
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if report_id is not None:
         key = f"id:{report_id}"
@@ -314,15 +314,28 @@ def _pem_to_der(item: Any, where: str) -> bytes:
         raise ReportError(f"field '{where}': expected a PEM certificate string")
     if len(item) > _MAX_PEM:
         raise ReportError(f"field '{where}': PEM longer than {_MAX_PEM} characters")
+    result = _decode_pem(item)
+    if isinstance(result, str):
+        raise ReportError(f"field '{where}': {result}")
+    return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_pem(item: str) -> bytes | str:
+    """One PEM certificate → its DER, or the reason it is not one.
+
+    Cached on the PEM text (≤ 1 024 entries, ≤ 16 KiB each): clients report the same few chains
+    again and again, and this is a pure function of the text.
+    """
     # TrustKit iOS sends 64-column CRLF PEM without a trailing newline, Android 76-column LF:
     # only the base64 between the markers matters.
     match = _PEM.fullmatch(item.strip())
     if match is None or item.count("-----BEGIN") != 1:
-        raise ReportError(f"field '{where}': not a single PEM 'CERTIFICATE' block")
+        return "not a single PEM 'CERTIFICATE' block"
     try:
         der = base64.b64decode("".join(match.group(1).split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ReportError(f"field '{where}': invalid base64 in PEM") from None
+        return "invalid base64 in PEM"
     try:
         from cryptography import x509
 
@@ -332,8 +345,15 @@ def _pem_to_der(item: Any, where: str) -> bytes:
             x509.load_der_x509_certificate(der)
         spki_of_certificate(der)
     except ValueError as exc:
-        raise ReportError(f"field '{where}': not an X.509 certificate ({exc})") from None
+        return f"not an X.509 certificate ({exc})"
     return der
+
+
+@functools.lru_cache(maxsize=1024)
+def _names(der: bytes) -> tuple[str, str]:
+    """(subject, issuer) of a certificate, for display; cached like `_decode_pem`."""
+    entry = ChainEntry(0, der)
+    return entry.subject[:1024], entry.issuer[:1024]
 
 
 def _parse_time(text: str) -> dt.datetime | None:

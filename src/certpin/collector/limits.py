@@ -88,55 +88,46 @@ def parse_json(body: bytes, limits: IngestLimits) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LimitError(f"body is not UTF-8 (byte {exc.start})") from None
-    # A cheap pre-scan bounds nesting before the recursive parser runs (json.loads would
-    # otherwise recurse once per "[" of a 64 KiB "[[[[…" body).
-    _check_depth(text, limits.max_depth)
+    # Nesting is bounded twice: the C parser itself stops a "[[[[…" body at the interpreter's
+    # recursion limit (RecursionError, well below the 64 KiB body's worst case), and the walk
+    # below rejects anything deeper than max_depth — without a per-character Python loop.
     try:
         data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise LimitError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-    except RecursionError:  # Defensive: _check_depth should have caught it.
-        raise LimitError("JSON nested too deeply") from None
+    except RecursionError:
+        raise LimitError(f"JSON nested deeper than {limits.max_depth} levels") from None
+    count = _walk(data, limits.max_depth)
     if not isinstance(data, dict):
         raise LimitError("a report must be a JSON object")
     if len(data) > limits.max_fields:
         raise LimitError(f"too many fields ({len(data)} > {limits.max_fields})")
-    count = _count(data)
     if count > limits.max_items:
         raise LimitError(f"too many JSON values ({count} > {limits.max_items})")
     return data
 
 
-def _check_depth(text: str, max_depth: int) -> None:
-    depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise LimitError(f"JSON nested deeper than {max_depth} levels")
-        elif ch in "]}":
-            depth -= 1
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + sum(_count(v) for v in value.values())
-    if isinstance(value, list):
-        return 1 + sum(_count(v) for v in value)
-    return 1
+def _walk(data: Any, max_depth: int) -> int:
+    """Count the JSON values of `data` (objects, arrays, scalars; not keys), iteratively,
+    failing when a container is nested deeper than `max_depth` (the top level is depth 1)."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        depth += 1
+        if depth > max_depth:
+            raise LimitError(f"JSON nested deeper than {max_depth} levels")
+        stack.extend((child, depth) for child in children)
+    return count
 
 
 class TokenBucket:
