@@ -180,6 +180,10 @@ class Policy:
     # Label counts of the bases that can match a *subdomain* ("*.", "**.", include_subdomains):
     # the parent walk probes only parents of those lengths (none at all for exact-only policies).
     _depths: frozenset[int] = field(init=False, repr=False, compare=False)
+    # The last two labels of those bases (never fewer: a single label is a public suffix, which
+    # cannot carry a wildcard or include_subdomains): a name whose own last two labels are not
+    # here has no parent worth probing, which is what most unrelated hosts look like.
+    _tails: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Keep our own read-only copy: mutating the caller's dict must not desynchronise
@@ -197,14 +201,15 @@ class Policy:
             slots.setdefault(pattern.base, [None, None, None])[index] = rule
         table = {base: (v[0], v[1], v[2]) for base, v in slots.items()}
         object.__setattr__(self, "_table", table)
-        depths = frozenset(
-            base.count(".") + 1
+        walkable = [
+            base
             for base, (exact, one, any_) in table.items()
             if one is not None
             or any_ is not None
             or (exact is not None and exact.include_subdomains)
-        )
-        object.__setattr__(self, "_depths", depths)
+        ]
+        object.__setattr__(self, "_depths", frozenset(b.count(".") + 1 for b in walkable))
+        object.__setattr__(self, "_tails", frozenset(_last_two_labels(b) for b in walkable))
 
     def __hash__(self) -> int:
         return hash((tuple(self.domains.items()), self.version, self.unpinned_hosts))
@@ -236,9 +241,10 @@ class Policy:
             # An IP address has no parent domains: "127.0.0.1" must not match "**.0.1".
             return None
         depths = self._depths
+        last = name.rfind(".")
+        if last == -1 or name[name.rfind(".", 0, last) + 1 :] not in self._tails:
+            return None  # no parent, or not under any site with a wildcard rule
         dot = name.find(".")
-        if dot == -1 or not depths:
-            return None
         labels = name.count(".")  # of the nearest parent
         if labels in depths:
             entry = table.get(name[dot + 1 :])  # the nearest parent: "*." applies here only
@@ -373,6 +379,10 @@ def as_provider(policy: Policy | PolicyProvider | Callable[[], Policy]) -> Calla
         f"policy must be a certpin.Policy, an object with current_policy(), or a callable; "
         f"got {type(policy).__name__}"
     )
+
+
+def _last_two_labels(name: str) -> str:
+    return name[name.rfind(".", 0, name.rfind(".")) + 1 :]
 
 
 @lru_cache(maxsize=8192)

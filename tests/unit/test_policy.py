@@ -765,3 +765,17 @@ def test_exact_only_policy_never_walks_parents() -> None:
     p = policy({"b.example": {"pins": [P1, P2]}})
     assert p._depths == frozenset()
     assert p.lookup("a.b.example") is None and p.lookup("b.example") is not None
+
+
+def test_parent_walk_under_a_pinned_site() -> None:
+    # "**.z.b.example" makes three-label parents under b.example worth probing.
+    p = policy(
+        {
+            "q.b.example": {"pins": [P1, P2]},  # exact, no include_subdomains
+            "**.z.b.example": {"pins": [P2, P3]},
+        }
+    )
+    assert p.lookup("a.q.b.example") is None  # nearest parent probed: exact only, passed by
+    assert p.lookup("m.n.k.b.example") is None  # "k.b.example" probed and absent
+    assert p.lookup("m.n.z.b.example") is p.domains["**.z.b.example"]
+    assert p.lookup("unrelated.example.net") is None  # another site: no parent probed at all
