@@ -135,3 +135,32 @@ def test_bad_format_and_missing_key_exit_2(capsys, tmp_path, pki):
     assert code == 2 and "pdf" in err
     code, _out, err = run(capsys, "inventory", policy, "--key", tmp_path / "nope.pem")
     assert code == 2 and "nope.pem" in err
+
+
+def test_connect_reads_the_live_chain(capsys, tmp_path, pki: PKI, root_ca, server):
+    """--connect (here through --address, which keeps the domain as SNI): the pins are identified
+    on the chain the server really serves, verified, root included although it is not sent."""
+    pins = [spki_pin(pki.intermediate), random_pin()]
+    policy = write_policy(tmp_path / "pins.json", {"localhost": {"pins": pins}}, version=3)
+    address = ["--address", f"localhost=127.0.0.1:{server.port}", "--cafile", str(root_ca)]
+    code, out, err = run(capsys, "inventory", policy, *address, "--format", "json")
+    assert code == 0, err
+    (local,) = json.loads(out)["domains"]
+    by_pin = {p["pin"]: p for p in local["pins"]}
+    assert by_pin[pins[0]]["status"] == "live" and by_pin[pins[1]]["status"] == "backup"
+    assert [c["role"] for c in local["chain"]] == ["leaf", "intermediate", "root"]
+    assert local["chain_source"]
+
+
+def test_connect_failure_is_reported_not_hidden(capsys, tmp_path, pki: PKI, root_ca, unused_port):
+    pins = [spki_pin(pki.intermediate), random_pin()]
+    policy = write_policy(tmp_path / "pins.json", {"localhost": {"pins": pins}})
+    address = ["--address", f"localhost=127.0.0.1:{unused_port}", "--cafile", str(root_ca)]
+    code, out, err = run(
+        capsys, "inventory", policy, *address, "--format", "json", "--timeout", "2"
+    )
+    assert code == 0, err  # the document is still written: every domain, with what is known
+    (local,) = json.loads(out)["domains"]
+    assert local["chain_source"] is None and local["chain"] == []
+    assert "cannot connect" in local["chain_note"]  # the failure is stated, not hidden
+    assert {p["status"] for p in local["pins"]} == {"backup"}  # nothing claimed live
