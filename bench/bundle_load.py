@@ -64,11 +64,12 @@ def clear_caches() -> None:
     for module, name in (
         (_hosts, "_parse_pattern"),
         (_pins, "_parse_cached"),
+        (_policy, "_canonical"),
         (_policy, "_normalize_cached"),
         (_policy, "_is_ip_cached"),
     ):
         cache = getattr(module, name, None)
-        if cache is not None:
+        if hasattr(cache, "cache_clear"):
             cache.cache_clear()
 
 
