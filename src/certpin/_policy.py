@@ -177,13 +177,15 @@ class Policy:
     _table: dict[str, tuple[DomainRule | None, DomainRule | None, DomainRule | None]] = field(
         init=False, repr=False, compare=False
     )
-    # Label counts of the bases that can match a *subdomain* ("*.", "**.", include_subdomains):
-    # the parent walk probes only parents of those lengths (none at all for exact-only policies).
-    _depths: frozenset[int] = field(init=False, repr=False, compare=False)
-    # The last two labels of those bases (never fewer: a single label is a public suffix, which
-    # cannot carry a wildcard or include_subdomains): a name whose own last two labels are not
-    # here has no parent worth probing, which is what most unrelated hosts look like.
+    # The last two labels of every base that can match a *subdomain* ("*.", "**.",
+    # include_subdomains; never fewer labels: one label is a public suffix, which cannot carry
+    # those): a name whose own last two labels are not here has no parent worth probing, which
+    # is what most unrelated hosts look like.
     _tails: frozenset[str] = field(init=False, repr=False, compare=False)
+    # host -> rule, for the hosts this process actually talks to (bounded; the policy is
+    # immutable, so a cached answer never goes stale). The handshake hook asks on every
+    # connection, nearly always for the same few hosts.
+    _memo: dict[str, DomainRule | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Keep our own read-only copy: mutating the caller's dict must not desynchronise
@@ -208,8 +210,8 @@ class Policy:
             or any_ is not None
             or (exact is not None and exact.include_subdomains)
         ]
-        object.__setattr__(self, "_depths", frozenset(b.count(".") + 1 for b in walkable))
         object.__setattr__(self, "_tails", frozenset(_last_two_labels(b) for b in walkable))
+        object.__setattr__(self, "_memo", {})
 
     def __hash__(self) -> int:
         return hash((tuple(self.domains.items()), self.version, self.unpinned_hosts))
@@ -229,6 +231,16 @@ class Policy:
         include_subdomains, ``**.parent``. Cost: a handful of dict lookups, whatever the rule
         count.
         """
+        memo = self._memo
+        if host in memo:
+            return memo[host]
+        rule = self._find(host)
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[host] = rule
+        return rule
+
+    def _find(self, host: str) -> DomainRule | None:
         name, is_ip = _canonical(host)
         table = self._table
         entry = table.get(name)
@@ -240,32 +252,27 @@ class Policy:
         if is_ip:
             # An IP address has no parent domains: "127.0.0.1" must not match "**.0.1".
             return None
-        depths = self._depths
         last = name.rfind(".")
         if last == -1 or name[name.rfind(".", 0, last) + 1 :] not in self._tails:
             return None  # no parent, or not under any site with a wildcard rule
         dot = name.find(".")
-        labels = name.count(".")  # of the nearest parent
-        if labels in depths:
-            entry = table.get(name[dot + 1 :])  # the nearest parent: "*." applies here only
-            if entry is not None:
-                if entry[1] is not None:
-                    return entry[1]
-                if entry[0] is not None and entry[0].include_subdomains:
-                    return entry[0]
-                if entry[2] is not None:
-                    return entry[2]
+        entry = table.get(name[dot + 1 :])  # the nearest parent: "*." applies here only
+        if entry is not None:
+            if entry[1] is not None:
+                return entry[1]
+            if entry[0] is not None and entry[0].include_subdomains:
+                return entry[0]
+            if entry[2] is not None:
+                return entry[2]
         get = table.get
         while (dot := name.find(".", dot + 1)) != -1:
-            labels -= 1
-            if labels in depths:
-                entry = get(name[dot + 1 :])
-                if entry is not None:
-                    exact = entry[0]
-                    if exact is not None and exact.include_subdomains:
-                        return exact
-                    if entry[2] is not None:
-                        return entry[2]
+            entry = get(name[dot + 1 :])
+            if entry is not None:
+                exact = entry[0]
+                if exact is not None and exact.include_subdomains:
+                    return exact
+                if entry[2] is not None:
+                    return entry[2]
         return None
 
     # -- construction -------------------------------------------------------------------------
@@ -379,6 +386,9 @@ def as_provider(policy: Policy | PolicyProvider | Callable[[], Policy]) -> Calla
         f"policy must be a certpin.Policy, an object with current_policy(), or a callable; "
         f"got {type(policy).__name__}"
     )
+
+
+_MEMO_SIZE = 4096
 
 
 def _last_two_labels(name: str) -> str:

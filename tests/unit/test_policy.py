@@ -763,8 +763,21 @@ def test_parent_with_only_an_exact_rule_does_not_cover_subdomains() -> None:
 
 def test_exact_only_policy_never_walks_parents() -> None:
     p = policy({"b.example": {"pins": [P1, P2]}})
-    assert p._depths == frozenset()
+    assert p._tails == frozenset()
     assert p.lookup("a.b.example") is None and p.lookup("b.example") is not None
+
+
+def test_lookup_memo_is_bounded_and_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import certpin._policy as module
+
+    monkeypatch.setattr(module, "_MEMO_SIZE", 3)
+    p = policy({"**.b.example": {"pins": [P1, P2]}})
+    rule = p.domains["**.b.example"]
+    hosts = [f"h{i}.b.example" for i in range(7)] + ["other.example"]
+    for _ in range(2):  # the second pass is answered (partly) from the memo: same answers
+        assert [p.lookup(h) for h in hosts] == [rule] * 7 + [None]
+    assert len(p._memo) <= 3
+    assert p.lookup("H1.B.EXAMPLE.") is rule  # raw spellings are memoised separately, same rule
 
 
 def test_parent_walk_under_a_pinned_site() -> None:
