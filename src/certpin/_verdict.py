@@ -11,12 +11,11 @@ the chain they serve (OkHttp CVE-2016-2402). Callers pass the verified chain, le
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ._pins import Pin, PinKind, _digest
+from ._pins import Pin
 from ._policy import DomainRule, Policy, _normalize_cached
 
 __all__ = ["ChainEntry", "Verdict", "VerdictStatus", "verdict"]
@@ -263,16 +262,10 @@ def _match(rule: DomainRule, entries: tuple[ChainEntry, ...]) -> tuple[Pin | Non
 
 
 def _first_match(pins: tuple[Pin, ...], entries: tuple[ChainEntry, ...]) -> Pin | None:
+    # `Pin.matches` is the one comparison (digest cached per certificate DER, constant time).
     for entry in entries:
-        # One digest per (algorithm, kind) and certificate, whatever the number of pins.
-        digests: dict[tuple[str, PinKind], bytes] = {}
         for pin in pins:
-            key = (pin.algorithm, pin.kind)
-            digest = digests.get(key)
-            if digest is None:
-                digest = digests[key] = _digest(entry.der, pin.algorithm, pin.kind)
-            # Pins are public values, but compare in constant time anyway (STYLE.md §7).
-            if hmac.compare_digest(pin.digest, digest):
+            if pin.matches(entry.der):
                 return pin
     return None
 
