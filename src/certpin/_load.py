@@ -317,23 +317,8 @@ def _public_key(der: bytes, source: str, position: int, line: int | None, where:
             "BIT STRING}}; a PKCS#1 key belongs in an 'RSA PUBLIC KEY' block)"
         )
     key = _parse(where, "SubjectPublicKeyInfo", serialization.load_der_public_key, der)
-    return PinSource(
-        kind="public-key",
-        source=source,
-        position=position,
-        subject=None,
-        issuer=None,
-        not_before=None,
-        not_after=None,
-        # Hashed as given, never re-encoded (RFC 7469 §2.4; see the module docstring).
-        pin=Pin.for_spki(der),
-        cert_sha256=None,
-        key_type=_key_type(key),
-        is_ca=None,
-        der=der,
-        spki=der,
-        line=line,
-    )
+    # Hashed as given, never re-encoded (RFC 7469 §2.4; see the module docstring).
+    return _key_source(der, key, "public-key", source, position, line)
 
 
 def _csr(der: bytes, source: str, position: int, line: int | None, where: str) -> PinSource:
@@ -404,6 +389,13 @@ def _from_key(
     spki = key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return _key_source(spki, key, kind, source, position, line)
+
+
+def _key_source(
+    spki: bytes, key: object, kind: SourceKind, source: str, position: int, line: int | None
+) -> PinSource:
+    """A bare key (no certificate): its SPKI pin and key type, nothing else known."""
     return PinSource(
         kind=kind,
         source=source,
