@@ -103,6 +103,8 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
     _certpin_clock: Callable[[], dt.datetime]
     _certpin_sessions: OrderedDict[bytes, tuple[str, tuple[bytes, ...]]]
     _certpin_lock: threading.Lock
+    # A certpin.KnownPins when built by KnownPins.create_default_context (trust on first use).
+    _certpin_tofu: Any = None
 
     @property
     def verify_mode(self) -> ssl.VerifyMode:
@@ -453,7 +455,7 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
     policy = ctx._certpin_policy()
     now = ctx._certpin_clock()
     result = verdict(host, verified, policy, now)
-    tofu = getattr(ctx, "_certpin_tofu", None)  # a certpin.KnownPins (trust on first use)
+    tofu = ctx._certpin_tofu
     if tofu is not None and result.allowed:
         # Records the leaf on first use, else a verdict against the recorded pins.
         known = tofu.check(host, _peer_port(conn), verified, now)
