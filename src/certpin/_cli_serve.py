@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -69,12 +71,45 @@ def serve_command(
     """
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
-    # Alerts and storage errors are log lines of the "certpin" logger: show them on stderr.
+    with _log_to_stderr(log_level):
+        return _serve(
+            db, db_schema, host, port, certfile, keyfile, bundles, webhook, rate, burst, log_level
+        )
+
+
+@contextlib.contextmanager
+def _log_to_stderr(level: str) -> Iterator[None]:
+    """Alerts and storage errors are log lines of the "certpin" logger: show them on stderr.
+
+    The handler and level last as long as the command: an in-process caller (tests, an
+    embedding program) gets its logger back as it was.
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     certpin_log = logging.getLogger("certpin")
+    previous = certpin_log.level
     certpin_log.addHandler(handler)
-    certpin_log.setLevel(log_level.upper())
+    certpin_log.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        certpin_log.removeHandler(handler)
+        certpin_log.setLevel(previous)
+
+
+def _serve(
+    db: str | None,
+    db_schema: str | None,
+    host: str,
+    port: int,
+    certfile: str | None,
+    keyfile: str | None,
+    bundles: str | None,
+    webhook: str | None,
+    rate: float,
+    burst: int,
+    log_level: str,
+) -> int:
     try:
         import uvicorn
 

@@ -527,7 +527,7 @@ class WebSocketTLSServer:
         ctx.load_cert_chain(os.fspath(certfile), os.fspath(keyfile))
         if logger is None:
             # websockets logs aborted handshakes at ERROR; keep pinning-failure tests quiet.
-            logger = logging.getLogger(f"certpin.tests.wss.{id(self):x}")
+            logger = logging.getLogger(f"tests.wss.{id(self):x}")
             logger.addHandler(logging.NullHandler())
             logger.propagate = False
         self._server = serve(self._echo, host, 0, ssl=ctx, logger=logger)

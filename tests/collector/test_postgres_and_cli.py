@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,14 @@ def test_serve_refuses_bad_options_with_exit_2(
     monkeypatch: Any,
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    certpin_log = logging.getLogger("certpin")
+    handlers, level = list(certpin_log.handlers), certpin_log.level
     assert main(["serve", *args]) == 2
     assert message in capsys.readouterr().err
+    # The stderr log handler lasts as long as the command: none is left behind on a stream
+    # that closes with the test (it broke later log calls), and the level is restored.
+    assert certpin_log.handlers == handlers
+    assert certpin_log.level == level
 
 
 def test_serve_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
