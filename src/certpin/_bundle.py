@@ -37,7 +37,7 @@ from ._jws import (
     sign_compact,
     verify_compact,
 )
-from ._policy import Policy
+from ._policy import Policy, _no_gc
 
 __all__ = [
     "FORMAT",
@@ -232,6 +232,19 @@ def verify_bundle(
         if isinstance(trusted_keys, Mapping)
         else {k.kid: k for k in trusted_keys}
     )
+    with _no_gc:  # the payload and its policy: thousands of objects that all stay alive
+        return _verify(token, keys, now, min_version, check_expiry, skew, max_size)
+
+
+def _verify(
+    token: str | bytes,
+    keys: dict[str, TrustedKey],
+    now: dt.datetime,
+    min_version: int,
+    check_expiry: bool,
+    skew: dt.timedelta,
+    max_size: int,
+) -> Bundle:
     _header, raw, key = verify_compact(token, keys, max_size=max_size, typ=TYP)
     text = token if isinstance(token, str) else token.decode("ascii")
     text = text.strip()

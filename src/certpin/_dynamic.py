@@ -324,12 +324,26 @@ class DynamicPolicy:
         self._etag: str | None = None
         self.client_id = client_id or self._load_client_id()
         self._load_cache()
-        from ._context import create_default_context
+        # The bundle host's HTTPS client. Loading the system CA store costs ≈ 40 ms, more than
+        # everything else at client start, and is only needed by the first fetch (in the
+        # background): it is built then. Explicit CA material is loaded now, so a bad cafile
+        # is a ConfigurationError here rather than a failed refresh later.
+        self._ca = (cafile, capath, cadata)
+        self._opener: urllib.request.OpenerDirector | None = None
+        if cafile is not None or capath is not None or cadata is not None:
+            self._https_opener()
 
-        self._context = create_default_context(self, cafile=cafile, capath=capath, cadata=cadata)
-        self._opener = urllib.request.build_opener(
-            _TrackingHTTPSHandler(self._context), _NoRedirect()
-        )
+    def _https_opener(self) -> urllib.request.OpenerDirector:
+        """The opener for the bundle host (pinned by this policy), built on first use."""
+        opener = self._opener
+        if opener is None:
+            from ._context import create_default_context
+
+            cafile, capath, cadata = self._ca
+            context = create_default_context(self, cafile=cafile, capath=capath, cadata=cadata)
+            opener = urllib.request.build_opener(_TrackingHTTPSHandler(context), _NoRedirect())
+            self._opener = opener
+        return opener
 
     # -- PolicyProvider -------------------------------------------------------------------------
 
@@ -501,7 +515,7 @@ class DynamicPolicy:
         watchdog.daemon = True
         watchdog.start()
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._https_opener().open(request, timeout=self.timeout) as response:
                 etag = response.headers.get("ETag")
                 body = b""
                 while len(body) <= self.max_size and not fired.is_set():

@@ -31,6 +31,14 @@ class HostError(ValueError):
     """A host name or pattern that certpin refuses."""
 
 
+def is_canonical_name(host: str) -> bool:
+    """True if `host` is a DNS name `normalize_host` returns unchanged (no IDN, no IP address).
+
+    The cheap test (one regex) that lets policy loading and lookups skip the general path.
+    """
+    return len(host) <= 253 and _CANONICAL.fullmatch(host) is not None and "xn--" not in host
+
+
 def normalize_host(host: str) -> str:
     """Return the canonical form of a host name: lower-case A-labels, no trailing dot.
 
@@ -42,7 +50,7 @@ def normalize_host(host: str) -> str:
     """
     if not isinstance(host, str):
         raise HostError(f"host must be a string, got {type(host).__name__}")
-    if len(host) <= 253 and _CANONICAL.fullmatch(host) and "xn--" not in host:
+    if is_canonical_name(host):
         return host
     h = host.strip()
     if h.startswith("[") and h.endswith("]"):

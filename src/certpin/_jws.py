@@ -228,7 +228,7 @@ class TrustedKey:
     def jwk(self) -> dict[str, str]:
         return public_jwk(self.key)
 
-    def verify(self, signature: bytes, data: bytes) -> bool:
+    def verify(self, signature: bytes, data: bytes | memoryview) -> bool:
         try:
             if isinstance(self.key, ed25519.Ed25519PublicKey):
                 self.key.verify(signature, data)
@@ -400,6 +400,8 @@ def verify_compact(
         raise BundleError("bad_alg", f"key {kid} is an {key.alg} key, the header says {alg}")
     payload = b64url_decode(parts[1], "JWS payload")
     signature = b64url_decode(parts[2], "JWS signature")
-    if not key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii")):
+    # The signing input is the token up to the second dot: a view, not a copy of the payload.
+    signing_input = memoryview(token.encode("ascii"))[: len(parts[0]) + 1 + len(parts[1])]
+    if not key.verify(signature, signing_input):
         raise BundleError("bad_signature", f"the signature does not verify with key {kid}")
     return header, payload, key

@@ -132,6 +132,30 @@ def test_fetch_install_and_etag(env: Env, api_pki: PKI) -> None:
     assert state["highest_version"] == 1 and state["etag"]
 
 
+def test_system_ca_store_is_loaded_by_the_first_fetch_not_at_start(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without CA material the bundle host is checked against the system store, whose loading
+    # (≈ 40 ms) is deferred to the first fetch: SSL_CERT_FILE set *after* construction still
+    # decides which roots that fetch trusts.
+    env.publish(1)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    untrusting = env.client(cafile=None, cache_dir=env.tmp / "a")
+    trusting = env.client(cafile=None, cache_dir=env.tmp / "b")
+    monkeypatch.setenv("SSL_CERT_FILE", str(env.cafile))
+    assert trusting.refresh_now().status == "updated"
+    monkeypatch.setenv("SSL_CERT_FILE", str(env.tmp / "no-such-roots.pem"))
+    failed = untrusting.refresh_now()
+    assert failed.status == "failed" and "certificate verify failed" in failed.reason
+    assert untrusting.version is None and untrusting.current_policy() is env.bootstrap
+
+
+def test_explicit_ca_material_is_loaded_at_construction(env: Env) -> None:
+    with pytest.raises(FileNotFoundError):
+        env.client(cafile=env.tmp / "missing.pem")
+
+
 def test_new_version_applies_to_new_handshakes_without_rebuilding(
     env: Env, api: TLSServer, api_pki: PKI, cafile: Path
 ) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from certpin import DomainRule, Pin, PinFormatError, Policy, PolicyError
 from certpin._hosts import Pattern, PatternKind, _parse_pattern, normalize_host
 from certpin._pins import _parse, _parse_cached
-from certpin._policy import _validated_rule
+from certpin._policy import _RuleBuilder
 
 LABEL = st.from_regex(r"[a-z0-9_][a-z0-9_-]{0,10}[a-z_]|[a-z_]", fullmatch=True)
 
@@ -52,6 +52,25 @@ def test_canonical_pin_fast_path_equals_general_path(digest: bytes) -> None:
     assert type(fast) is Pin and hash(fast) == hash(Pin(digest))
 
 
+# Characters around the fast path's edges: the alphabet, "=", URL-safe base64, whitespace,
+# non-ASCII.
+_EDGE = st.sampled_from(list("AEIMQUYcgkosw048BzZ09+/=-_ \n\té\u0660"))
+
+
+@given(st.lists(_EDGE, min_size=44, max_size=44))
+def test_pin_fast_path_accepts_and_refuses_exactly_what_the_parser_does(chars: list[str]) -> None:
+    text = "sha256/" + "".join(chars)
+    try:
+        general: Pin | None = _parse(text)
+    except PinFormatError:
+        general = None
+    if general is None:
+        with pytest.raises(PinFormatError):
+            _parse_cached.__wrapped__(text)
+    else:
+        assert _parse_cached.__wrapped__(text) == general
+
+
 @pytest.mark.parametrize("last", "BCDFHJ")  # unused bits set: not canonical
 def test_fast_path_leaves_non_canonical_pins_to_the_general_error(last: str) -> None:
     text = "sha256/" + "A" * 42 + last + "="
@@ -69,7 +88,7 @@ def test_pattern_builder_equals_the_dataclass() -> None:
 
 def test_validated_rule_equals_a_rule_built_in_code() -> None:
     pins = (Pin(b"\x01" * 32), Pin(b"\x02" * 32))
-    fast = _validated_rule("a.example", pins, (), (), True, None, False, ("https://r/",), True)
+    fast = _RuleBuilder("a.example", pins, (), (), True, None, False, ("https://r/",), True).done()
     slow = DomainRule(
         "a.example",
         pins=pins,
