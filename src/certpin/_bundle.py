@@ -246,8 +246,7 @@ def _verify(
     max_size: int,
 ) -> Bundle:
     _header, raw, key = verify_compact(token, keys, max_size=max_size, typ=TYP)
-    text = token if isinstance(token, str) else token.decode("ascii")
-    text = text.strip()
+    raw_token = (token.encode("ascii") if isinstance(token, str) else token).strip()
     payload = _json_object(raw, "bundle payload")
     unknown = sorted(set(payload) - set(_FIELDS))
     if unknown:
@@ -276,7 +275,7 @@ def _verify(
     rollout = _parse_rollout(payload.get("rollout"))
     add, retire = _parse_keys(payload.get("keys"), key.kid)
     return Bundle(
-        token=text,
+        token=raw_token.decode("ascii"),
         kid=key.kid,
         version=version,
         issued_at=issued,
@@ -286,7 +285,7 @@ def _verify(
         rollout=rollout,
         add_keys=add,
         retire_keys=retire,
-        sha256=hashlib.sha256(text.encode("ascii")).hexdigest(),
+        sha256=hashlib.sha256(raw_token).hexdigest(),
     )
 
 

@@ -205,6 +205,16 @@ class _TrackingHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(connection, req, context=self._ctx)
 
 
+def _read_client_id(path: Path) -> str | None:
+    try:
+        text = path.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+        return text
+    return None
+
+
 def _cut(request: urllib.request.Request, fired: threading.Event) -> None:
     """Deadline reached: shut the fetch's socket down, which unblocks any read in progress."""
     fired.set()
@@ -728,13 +738,15 @@ class DynamicPolicy:
 
     def _load_client_id(self) -> str:
         path = self._cache / CLIENT_ID_FILE
+        # Written atomically, so an existing id is read without the lock; the lock only
+        # serialises processes racing to create the first one.
+        known = _read_client_id(path)
+        if known is not None:
+            return known
         with file_lock(self._cache / LOCK_FILE):
-            try:
-                text = path.read_text("ascii").strip()
-                if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
-                    return text
-            except (OSError, UnicodeDecodeError):
-                pass
+            known = _read_client_id(path)
+            if known is not None:
+                return known
             new = secrets.token_hex(16)
             atomic_write(path, new.encode("ascii") + b"\n")
             return new

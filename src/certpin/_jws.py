@@ -81,21 +81,24 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def b64url_decode(text: str, what: str = "segment") -> bytes:
+def b64url_decode(text: str | bytes, what: str = "segment") -> bytes:
     """Strict unpadded base64url: rejects padding, other alphabets, and non-canonical text."""
+    if isinstance(text, str):
+        if not text.isascii():
+            raise BundleError("bad_encoding", f"{what} is not unpadded base64url")
+        text = text.encode("ascii")
     rem = len(text) % 4
-    if rem == 1 or "+" in text or "/" in text or not text.isascii():
+    if rem == 1 or b"=" in text or b"+" in text or b"/" in text or not text.isascii():
         raise BundleError("bad_encoding", f"{what} is not unpadded base64url")
     try:
         # strict_mode (C, no regex pass over a multi-megabyte payload) refuses any character
-        # outside the alphabet, including "=" inside the text and whitespace.
+        # outside the alphabet, whitespace included.
         data = binascii.a2b_base64(
-            text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4),
-            strict_mode=True,
+            text.translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4), strict_mode=True
         )
     except binascii.Error:
         raise BundleError("bad_encoding", f"{what} is not unpadded base64url") from None
-    if rem and b64url_encode(data[len(data) - rem + 1 :]) != text[-rem:]:
+    if rem and b64url_encode(data[len(data) - rem + 1 :]).encode("ascii") != text[-rem:]:
         # Non-zero unused bits in the last character: the same bytes have another spelling.
         # Only the final partial group carries unused bits, so only it is re-encoded.
         raise BundleError("bad_encoding", f"{what} is not canonical base64url (unused bits set)")
@@ -355,27 +358,30 @@ def verify_compact(
     Raises:
         BundleError: with ``reason`` saying which check failed.
     """
-    if isinstance(token, bytes):
-        if len(token) > max_size:
-            raise BundleError("too_large", f"{len(token)} bytes, the limit is {max_size}")
-        try:
-            token = token.decode("ascii")
-        except UnicodeDecodeError:
-            raise BundleError("bad_encoding", "a compact JWS is ASCII text") from None
-    token = token.strip()
+    # Bytes throughout, segments found by offset: a bundle is large (hundreds of KB), and every
+    # copy of it costs page faults at client start.
+    if isinstance(token, str):
+        if not token.isascii():
+            raise BundleError("bad_encoding", "a compact JWS is ASCII text")
+        token = token.encode("ascii")
+    elif not token.isascii():
+        raise BundleError("bad_encoding", "a compact JWS is ASCII text")
     if len(token) > max_size:
         raise BundleError("too_large", f"{len(token)} bytes, the limit is {max_size}")
-    parts = token.split(".")
-    if len(parts) != 3:
+    token = token.strip()
+    first = token.find(b".")
+    second = token.find(b".", first + 1) if first != -1 else -1
+    if second == -1 or token.find(b".", second + 1) != -1:
         raise BundleError(
-            "bad_format", f"a compact JWS has 3 dot-separated parts, this has {len(parts)}"
+            "bad_format",
+            f"a compact JWS has 3 dot-separated parts, this has {token.count(b'.') + 1}",
         )
-    if len(parts[0]) > MAX_HEADER_SIZE:
+    if first > MAX_HEADER_SIZE:
         # The header is parsed before the signature is checked: keep it tiny.
         raise BundleError(
-            "too_large", f"JWS header is {len(parts[0])} bytes, the limit is {MAX_HEADER_SIZE}"
+            "too_large", f"JWS header is {first} bytes, the limit is {MAX_HEADER_SIZE}"
         )
-    header = _json_object(b64url_decode(parts[0], "JWS header"), "JWS header")
+    header = _json_object(b64url_decode(token[:first], "JWS header"), "JWS header")
     alg = header.get("alg")
     # Algorithm allow-list first: "none" and HMAC never reach a key (RFC 8725 §3.1).
     if alg == "EdDSA":
@@ -398,10 +404,9 @@ def verify_compact(
         raise BundleError("unknown_kid", f"kid {kid!r} is not a trusted bundle key")
     if key.alg != alg:
         raise BundleError("bad_alg", f"key {kid} is an {key.alg} key, the header says {alg}")
-    payload = b64url_decode(parts[1], "JWS payload")
-    signature = b64url_decode(parts[2], "JWS signature")
-    # The signing input is the token up to the second dot: a view, not a copy of the payload.
-    signing_input = memoryview(token.encode("ascii"))[: len(parts[0]) + 1 + len(parts[1])]
-    if not key.verify(signature, signing_input):
+    payload = b64url_decode(token[first + 1 : second], "JWS payload")
+    signature = b64url_decode(token[second + 1 :], "JWS signature")
+    # The signing input is the token up to the second dot: a view, not a copy.
+    if not key.verify(signature, memoryview(token)[:second]):
         raise BundleError("bad_signature", f"the signature does not verify with key {kid}")
     return header, payload, key

@@ -183,7 +183,9 @@ def _parse_cached(text: str) -> Pin:
         except ValueError:  # binascii.Error, or a non-ASCII str
             pass
         else:
-            return _validated_pin(digest, "sha256", _SPKI)
+            pin = _PinBuilder(digest, "sha256", _SPKI)
+            pin.__class__ = Pin  # type: ignore[assignment]  # what _PinBuilder.done() does
+            return pin  # type: ignore[return-value]
     return _parse(text)
 
 

@@ -563,6 +563,15 @@ def test_random_client_id_is_persisted(env: Env) -> None:
     assert (env.cache / "client_id").read_text().strip() == first
 
 
+@pytest.mark.parametrize("junk", [b"", b"not hex at all\n", b"\xff" * 32, b"ab" * 17])
+def test_unreadable_client_id_is_replaced(env: Env, junk: bytes) -> None:
+    env.cache.mkdir(parents=True, exist_ok=True)
+    (env.cache / "client_id").write_bytes(junk)
+    fresh = env.client().client_id
+    assert len(fresh) == 32 and int(fresh, 16) >= 0
+    assert (env.cache / "client_id").read_text().strip() == fresh == env.client().client_id
+
+
 def test_full_rotation_through_bundles_clients_never_fail(
     env: Env, api_files: PKIFiles, api_pki: PKI, cafile: Path, tmp_path: Path
 ) -> None:

@@ -197,6 +197,37 @@ def test_non_canonical_base64url_rejected(signer: FileSigner) -> None:
             check(f"{h}.{p}.{bad}", signer.trusted_key)
 
 
+def test_padded_base64url_rejected(signer: FileSigner) -> None:
+    # Padding to a multiple of 4 is a second spelling of the same bytes: refused in every
+    # segment (the signature segment is not covered by the signature, so only this check
+    # keeps one bundle to one token).
+    token = make(signer)
+    segments = token.split(".")
+    for i, seg in enumerate(segments):
+        if len(seg) % 4 == 0:
+            continue
+        padded = list(segments)
+        padded[i] = seg + "=" * (-len(seg) % 4)
+        with pytest.raises(BundleError) as err:
+            check(".".join(padded), signer.trusted_key)
+        assert err.value.reason in ("bad_encoding", "bad_signature")
+    for text in ("AAA=", "AA==", "AAAA====", b"AAA="):
+        with pytest.raises(BundleError, match="unpadded"):
+            b64url_decode(text)
+    assert b64url_decode(b"AAA") == b64url_decode("AAA") == b"\x00\x00"
+
+
+@pytest.mark.parametrize("where", ["token", "segment"])
+def test_non_ascii_text_rejected(signer: FileSigner, where: str) -> None:
+    token = make(signer)
+    with pytest.raises(BundleError) as err:
+        if where == "token":
+            check(token[:-1] + "é", signer.trusted_key)
+        else:
+            b64url_decode("AAé")
+    assert err.value.reason == "bad_encoding"
+
+
 @pytest.mark.parametrize("cut", [1, 10, 50, -1])
 def test_truncated_bundle_rejected(signer: FileSigner, cut: int) -> None:
     token = make(signer)

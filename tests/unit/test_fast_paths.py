@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 
 import pytest
 from hypothesis import given
@@ -137,3 +138,107 @@ def test_a_bad_pin_is_located_by_index() -> None:
     a, b = str(Pin(b"\x01" * 32)), str(Pin(b"\x02" * 32))
     with pytest.raises(PolicyError, match=r'domains\."a\.example"\.ca_pins\[2\]'):
         Policy.from_dict({"domains": {"a.example": {"ca_pins": [a, b, "sha256/nope"]}}})
+
+
+# -- the whole-rule fast path ----------------------------------------------------------------------
+
+_PINS = [str(Pin(bytes([i]) * 32)) for i in range(3)]
+_VALUES = st.one_of(
+    st.booleans(),
+    st.none(),
+    st.integers(-1, 1),
+    st.sampled_from(["", "sha256/x", _PINS[0]]),
+    st.lists(st.sampled_from([*_PINS, "sha256/bad", "sha512/" + "A" * 86 + "==", 7]), max_size=3),
+)
+_FIELDS = st.sampled_from(
+    ["pins", "include_subdomains", "enforce", "allow_single_pin", "expires", "leaf_pins", "x"]
+)
+_KEYS = st.sampled_from(
+    ["api.example.com", "API.example.com", "*.example.com", "com", "co.uk", "10.0.0.1", "a..b"]
+)
+
+
+@given(_KEYS, st.dictionaries(_FIELDS, _VALUES, max_size=4))
+def test_plain_rule_fast_path_equals_the_general_path(key: str, body: dict[str, object]) -> None:
+    from certpin._policy import _parse_rule, _plain_rule
+
+    fast = _plain_rule(key, body)
+    try:
+        general = _parse_rule(key, body, "<test>")
+    except PolicyError:
+        assert fast is None  # what the general path refuses, the fast path never accepts
+        return
+    if fast is not None:
+        rule, kind, base = general
+        assert (kind, base) == (PatternKind.EXACT, key)
+        for f in dataclasses.fields(DomainRule):
+            assert getattr(fast, f.name) == getattr(rule, f.name), f.name
+        assert type(fast) is DomainRule
+
+
+def test_plain_rules_and_general_rules_mix_in_one_policy() -> None:
+    doc = {
+        "domains": {
+            "a.example.com": {"pins": _PINS[:2]},  # fast path
+            "*.example.com": {"pins": _PINS[1:]},  # general path (wildcard)
+            "B.example.com": {"pins": _PINS[:2], "enforce": False},  # general (not canonical)
+            "c.example.com": {"pins": _PINS[:2], "expires": "2030-01-01"},  # general (expires)
+        }
+    }
+    from certpin._policy import _plain_rule
+
+    assert _plain_rule("a.example.com", doc["domains"]["a.example.com"]) is not None
+    policy = Policy.from_dict(doc)
+    assert set(policy.domains) == {
+        "a.example.com",
+        "*.example.com",
+        "b.example.com",
+        "c.example.com",
+    }
+    assert policy.lookup("x.example.com") is policy.domains["*.example.com"]
+    assert policy.lookup("a.example.com") is policy.domains["a.example.com"]
+    assert policy == Policy(domains=dict(policy.domains))  # the same table built the slow way
+    with pytest.raises(PolicyError, match="same rule"):
+        Policy.from_dict({"domains": {"A.example.com": {"pins": _PINS[:2]}, **doc["domains"]}})
+
+
+# -- the collector pause during loading ----------------------------------------------------------
+
+
+class _Probe(dict):  # type: ignore[type-arg]
+    """A rule body that records whether the cyclic GC was on while it was read."""
+
+    seen: list[bool] = []
+
+    def get(self, *args: object) -> object:
+        _Probe.seen.append(gc.isenabled())
+        return super().get(*args)  # type: ignore[call-overload]
+
+
+def test_gc_is_paused_while_loading_and_restored_after() -> None:
+    assert gc.isenabled()
+    _Probe.seen = []
+    Policy.from_dict({"domains": {"a.example.com": _Probe(pins=_PINS[:2])}})
+    assert _Probe.seen and not any(_Probe.seen)
+    assert gc.isenabled()
+    with pytest.raises(PolicyError):  # restored on errors too
+        Policy.from_dict({"domains": {"a.example.com": _Probe(pins=["sha256/bad"])}})
+    assert gc.isenabled()
+
+
+def test_gc_left_off_by_the_program_stays_off() -> None:
+    gc.disable()
+    try:
+        Policy.from_dict({"domains": {"a.example.com": {"pins": _PINS[:2]}}})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_nested_loads_re_enable_gc_once_at_the_outermost_end() -> None:
+    from certpin._policy import _no_gc
+
+    with _no_gc:
+        Policy.from_dict({"domains": {"a.example.com": {"pins": _PINS[:2]}}})
+        assert not gc.isenabled()  # the inner load did not switch it back on
+    assert gc.isenabled()
