@@ -72,9 +72,64 @@ def serve_command(
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     with _log_to_stderr(log_level):
-        return _serve(
-            db, db_schema, host, port, certfile, keyfile, bundles, webhook, rate, burst, log_level
+        try:
+            import uvicorn
+
+            from .collector.alerts import AlertConfig
+            from .collector.app import Collector, RateLimit
+            from .collector.db import StoreError
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise click.ClickException(
+                f"the collector needs its extra: pip install 'certpin[collector]' ({exc})"
+            ) from None
+        try:
+            collector = Collector(
+                db,
+                db_schema=db_schema,
+                rate_limit=RateLimit(rate, burst) if rate > 0 else None,
+                alerts=AlertConfig(webhook_url=webhook),
+                bundles_dir=bundles,
+            )
+            version = collector.store.migrate()
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # SQLAlchemy/driver errors: unreachable server, bad credentials
+            raise click.ClickException(
+                f"cannot open database: {type(exc).__name__}: {exc}"
+            ) from None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        bound = sock.getsockname()[1]
+        scheme = "https" if certfile else "http"
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        click.echo(
+            f"certpin collector listening on {scheme}://{shown}:{bound}/ "
+            f"(database {collector.store.kind}, schema version {version})"
         )
+        if collector.token_generated:
+            click.echo(
+                f"admin token (set CERTPIN_ADMIN_TOKEN to choose one): {collector.admin_token}"
+            )
+        sys.stdout.flush()
+        config = uvicorn.Config(
+            collector.app,
+            log_level=log_level,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+            http="h11",
+            ws="none",
+            lifespan="on",
+            server_header=False,
+            proxy_headers=False,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0
 
 
 @contextlib.contextmanager
@@ -95,72 +150,3 @@ def _log_to_stderr(level: str) -> Iterator[None]:
     finally:
         certpin_log.removeHandler(handler)
         certpin_log.setLevel(previous)
-
-
-def _serve(
-    db: str | None,
-    db_schema: str | None,
-    host: str,
-    port: int,
-    certfile: str | None,
-    keyfile: str | None,
-    bundles: str | None,
-    webhook: str | None,
-    rate: float,
-    burst: int,
-    log_level: str,
-) -> int:
-    try:
-        import uvicorn
-
-        from .collector.alerts import AlertConfig
-        from .collector.app import Collector, RateLimit
-        from .collector.db import StoreError
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise click.ClickException(
-            f"the collector needs its extra: pip install 'certpin[collector]' ({exc})"
-        ) from None
-    try:
-        collector = Collector(
-            db,
-            db_schema=db_schema,
-            rate_limit=RateLimit(rate, burst) if rate > 0 else None,
-            alerts=AlertConfig(webhook_url=webhook),
-            bundles_dir=bundles,
-        )
-        version = collector.store.migrate()
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # SQLAlchemy/driver errors: unreachable server, bad credentials
-        raise click.ClickException(f"cannot open database: {type(exc).__name__}: {exc}") from None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    bound = sock.getsockname()[1]
-    scheme = "https" if certfile else "http"
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    click.echo(
-        f"certpin collector listening on {scheme}://{shown}:{bound}/ "
-        f"(database {collector.store.kind}, schema version {version})"
-    )
-    if collector.token_generated:
-        click.echo(f"admin token (set CERTPIN_ADMIN_TOKEN to choose one): {collector.admin_token}")
-    sys.stdout.flush()
-    config = uvicorn.Config(
-        collector.app,
-        log_level=log_level,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        http="h11",
-        ws="none",
-        lifespan="on",
-        server_header=False,
-        proxy_headers=False,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
