@@ -16,6 +16,7 @@ import ssl
 import sys
 import time
 
+import bundle_load
 import cli_cold_start
 import handshake_overhead
 import policy_lookup
@@ -36,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         results += handshake_overhead.run(rounds=3, per_round=20)
         results += policy_lookup.run(sizes=(100, 10_000), repeats=5)
         results += cli_cold_start.run(n=3)
+        results += bundle_load.run(rounds=3, per_round=20, repeats=10, fresh=3)
     else:
         results += handshake_overhead.run()
         results += policy_lookup.run()
         results += cli_cold_start.run()
+        results += bundle_load.run()
     print_table(results, title=f"Summary ({time.perf_counter() - start:.0f} s)")
     missed = [r for r in results if r.met is False]
     if missed:
