@@ -207,11 +207,11 @@ class _TrackingHTTPSHandler(urllib.request.HTTPSHandler):
 
 def _read_client_id(path: Path) -> str | None:
     try:
-        text = path.read_text("ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        data = path.read_bytes().strip()  # bytes: no text codec to look up at client start
+    except OSError:
         return None
-    if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
-        return text
+    if len(data) == 32 and not data.strip(b"0123456789abcdef"):
+        return data.decode("ascii")
     return None
 
 

@@ -137,16 +137,20 @@ class DomainRule:
     def expired(self, now: dt.datetime) -> bool:
         return self.expires is not None and now >= self.expires
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, defaults: bool = True) -> dict[str, Any]:
+        """The rule as a policy-file table; ``defaults=False`` leaves out ``include_subdomains``
+        and ``enforce`` when they have their default values (compact: signed bundles)."""
         out: dict[str, Any] = {}
         for name in ("pins", "leaf_pins", "ca_pins"):
             pins = getattr(self, name)
             if pins:
                 out[name] = [str(p) for p in pins]
-        out["include_subdomains"] = self.include_subdomains
+        if defaults or self.include_subdomains:
+            out["include_subdomains"] = self.include_subdomains
         if self.expires is not None:
             out["expires"] = _format_expiry(self.expires)
-        out["enforce"] = self.enforce
+        if defaults or not self.enforce:
+            out["enforce"] = self.enforce
         if self.report_uris:
             out["report_uris"] = list(self.report_uris)
         if self.allow_single_pin:
@@ -206,27 +210,36 @@ class Policy:
         version: int | None,
         unpinned_hosts: UnpinnedHosts,
         source: str,
+        tails: frozenset[str] | None = None,
     ) -> Policy:
         """A policy from parts `from_dict` has just validated and indexed (``domains`` and
-        ``table`` are its own): skips `__post_init__`, which would parse every key again."""
+        ``table`` are its own): skips `__post_init__`, which would parse every key again.
+        ``tails``: the `_tails` when the caller knows them (else computed from ``table``)."""
         self = object.__new__(cls)
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "unpinned_hosts", unpinned_hosts)
         object.__setattr__(self, "source", source)
-        self._install(domains, table)
+        self._install(domains, table, tails)
         return self
 
-    def _install(self, domains: dict[str, DomainRule], table: dict[str, _Entry]) -> None:
+    def _install(
+        self,
+        domains: dict[str, DomainRule],
+        table: dict[str, _Entry],
+        tails: frozenset[str] | None = None,
+    ) -> None:
         object.__setattr__(self, "domains", MappingProxyType(domains))
         object.__setattr__(self, "_table", table)
-        walkable = [
-            base
-            for base, (exact, one, any_) in table.items()
-            if one is not None
-            or any_ is not None
-            or (exact is not None and exact.include_subdomains)
-        ]
-        object.__setattr__(self, "_tails", frozenset(_last_two_labels(b) for b in walkable))
+        if tails is None:
+            walkable = [
+                base
+                for base, (exact, one, any_) in table.items()
+                if one is not None
+                or any_ is not None
+                or (exact is not None and exact.include_subdomains)
+            ]
+            tails = frozenset(_last_two_labels(b) for b in walkable)
+        object.__setattr__(self, "_tails", tails)
         object.__setattr__(self, "_memo", {})
 
     def __hash__(self) -> int:
@@ -374,13 +387,17 @@ class Policy:
                 _index(table, kind, base, rule)
         return cls._checked(domains, table, version, unpinned, source)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible document that `from_dict` reads back into an equal policy."""
+    def to_dict(self, *, defaults: bool = True) -> dict[str, Any]:
+        """A JSON-compatible document that `from_dict` reads back into an equal policy.
+
+        ``defaults=False`` leaves out rule fields that have their default values: the same
+        policy in fewer bytes (signed bundles are made this way).
+        """
         out: dict[str, Any] = {"schema": SCHEMA_VERSION}
         if self.version is not None:
             out["version"] = self.version
         out["unpinned_hosts"] = self.unpinned_hosts
-        out["domains"] = {k: r.to_dict() for k, r in self.domains.items()}
+        out["domains"] = {k: r.to_dict(defaults=defaults) for k, r in self.domains.items()}
         return out
 
     def replace_rules(self, rules: Iterable[DomainRule], *, version: int | None = None) -> Policy:
@@ -389,15 +406,21 @@ class Policy:
         # again to change one rule, as DynamicPolicy does on every bundle it installs).
         domains = dict(self.domains)
         table = dict(self._table)
+        tails = set(self._tails)
         for rule in rules:
-            _index_rule(table, rule.pattern, rule)
+            kind, base = _index_rule(table, rule.pattern, rule)
             domains[rule.pattern] = rule
+            if kind is not _EXACT or rule.include_subdomains:
+                tails.add(_last_two_labels(base))
+        # A replaced rule's tail may stay: a superset of the tails is still correct (a tail only
+        # lets the parent walk run for names under it).
         return Policy._checked(
             domains,
             table,
             self.version if version is None else version,
             self.unpinned_hosts,
             self.source,
+            frozenset(tails),
         )
 
 
@@ -455,12 +478,13 @@ _no_gc = _GCPause()
 _Entry = tuple["DomainRule | None", "DomainRule | None", "DomainRule | None"]
 
 
-def _index_rule(table: dict[str, _Entry], key: str, rule: DomainRule) -> None:
-    """Index `rule` under `key` (which must be its canonical pattern)."""
+def _index_rule(table: dict[str, _Entry], key: str, rule: DomainRule) -> tuple[PatternKind, str]:
+    """Index `rule` under `key` (which must be its canonical pattern); its (kind, base)."""
     pattern = Pattern.parse(key)
     if pattern.text != rule.pattern:
         raise PolicyError(f"rule pattern {rule.pattern!r} does not match its key", location=key)
     _index(table, pattern.kind, pattern.base, rule)
+    return pattern.kind, pattern.base
 
 
 def _index(table: dict[str, _Entry], kind: PatternKind, base: str, rule: DomainRule) -> None:

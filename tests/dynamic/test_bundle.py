@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from typing import Any
@@ -46,6 +47,21 @@ def test_round_trip(es256: FileSigner) -> None:
         == verify_bundle(token, {es256.kid: es256.trusted_key}, now=NOW).policy.to_dict()
     )
     assert sorted(b.policy.domains) == ["api.example.com"]
+
+
+def test_signed_policy_is_compact_and_complete(es256: FileSigner) -> None:
+    # Default-valued fields are left out of the signed document; non-default ones are kept.
+    doc = policy_doc({"api.example.com": [A, B], "old.example.com": [A, B]})
+    doc["domains"]["old.example.com"].update(enforce=False, include_subdomains=True)
+    token = sign_bundle(doc, es256, version=1, expires="2026-02-01", issued_at=NOW)
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert payload["policy"]["domains"] == {
+        "api.example.com": {"pins": [A, B]},
+        "old.example.com": {"pins": [A, B], "include_subdomains": True, "enforce": False},
+    }
+    from certpin import Policy
+
+    assert verify_bundle(token, [es256.trusted_key], now=NOW).policy == Policy.from_dict(doc)
 
 
 @pytest.mark.parametrize("fmt", ["certpin-bundle/2", "other", None, 1])

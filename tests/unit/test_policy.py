@@ -561,6 +561,10 @@ def test_round_trip_property(doc: dict[str, Any]) -> None:
     assert Policy.from_dict(p.to_dict()) == p
     assert Policy.from_dict(json.loads(json.dumps(p.to_dict()))) == p
     assert Policy.from_dict(p.to_dict()).to_dict() == p.to_dict()
+    compact = p.to_dict(defaults=False)  # what signed bundles carry
+    assert Policy.from_dict(compact) == p
+    for body in compact["domains"].values():
+        assert body.get("enforce", False) is False and body.get("include_subdomains", True)
 
 
 # -- programmatic construction ---------------------------------------------------------------------
@@ -587,6 +591,33 @@ def test_replace_rules() -> None:
     assert p.lookup("a.example") != new_a  # the original is untouched
     assert p.lookup("c.example") is None
     assert p.replace_rules([], version=9).version == 9
+
+
+@pytest.mark.parametrize(
+    "new_key", ["*.example.com", "**.example.com", "example.com", "*.other.example.org"]
+)
+def test_replace_rules_answers_like_a_policy_built_from_scratch(new_key: str) -> None:
+    # replace_rules reuses the lookup table: every answer must equal the full rebuild's.
+    pins = (Pin.parse(P3), Pin.parse(P1))
+    base = policy({"api.example.com": rule(), "example.com": rule(include_subdomains=True)})
+    new = DomainRule(new_key, pins=pins, include_subdomains=new_key == "example.com")
+    replaced = base.replace_rules([new])
+    scratch = Policy(domains={**base.domains, new_key: new})
+    assert replaced == scratch
+    for host in (
+        "example.com",
+        "api.example.com",
+        "x.example.com",
+        "a.b.example.com",
+        "x.other.example.org",
+        "other.example.org",
+        "example.org",
+        "unrelated.test",
+    ):
+        assert replaced.lookup(host) is scratch.lookup(host), host
+    # Replacing the include_subdomains rule by a plain one stops it covering subdomains.
+    narrowed = base.replace_rules([DomainRule("example.com", pins=pins)])
+    assert narrowed.lookup("x.example.com") is None
 
 
 # -- lookup ----------------------------------------------------------------------------------------
