@@ -525,6 +525,13 @@ class WebSocketTLSServer:
         self._lock = threading.Lock()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(os.fspath(certfile), os.fspath(keyfile))
+        # No TLS 1.3 session tickets. websockets' sync client reads its SSLSocket on a background
+        # thread while the main thread writes the upgrade request; when the read thread is
+        # processing the server's NewSessionTicket at that moment, the request can stall until
+        # open_timeout (two threads on one OpenSSL SSL object). Reproduced
+        # without certpin (plain ssl contexts, about 1 connection in 1 500 under CPU load);
+        # see docs/enforcement.md. These tests are about pins, not that race.
+        ctx.num_tickets = 0
         if logger is None:
             # websockets logs aborted handshakes at ERROR; keep pinning-failure tests quiet.
             logger = logging.getLogger(f"tests.wss.{id(self):x}")

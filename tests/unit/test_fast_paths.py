@@ -72,6 +72,19 @@ def test_pin_fast_path_accepts_and_refuses_exactly_what_the_parser_does(chars: l
         assert _parse_cached.__wrapped__(text) == general
 
 
+# Shaped like the canonical form (51 characters, a zero-low-bits last character, "=") but not
+# base64: binascii's strict mode refuses them and the general parser gives the error. Explicit,
+# because the property test above reaches this branch only by chance.
+@pytest.mark.parametrize(
+    "body", ["A" * 41 + "!" + "A", "A" * 20 + "=" + "A" * 21 + "A", "A" * 41 + "\u00e9A", "-" * 42 + "A"]
+)
+def test_fast_path_refuses_canonical_shaped_non_base64(body: str) -> None:
+    text = "sha256/" + body + "="
+    assert len(text) == 51
+    with pytest.raises(PinFormatError, match="sha256/"):
+        _parse_cached.__wrapped__(text)
+
+
 @pytest.mark.parametrize("last", "BCDFHJ")  # unused bits set: not canonical
 def test_fast_path_leaves_non_canonical_pins_to_the_general_error(last: str) -> None:
     text = "sha256/" + "A" * 42 + last + "="
