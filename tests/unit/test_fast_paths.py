@@ -76,7 +76,8 @@ def test_pin_fast_path_accepts_and_refuses_exactly_what_the_parser_does(chars: l
 # base64: binascii's strict mode refuses them and the general parser gives the error. Explicit,
 # because the property test above reaches this branch only by chance.
 @pytest.mark.parametrize(
-    "body", ["A" * 41 + "!" + "A", "A" * 20 + "=" + "A" * 21 + "A", "A" * 41 + "\u00e9A", "-" * 42 + "A"]
+    "body",
+    ["A" * 41 + "!" + "A", "A" * 20 + "=" + "A" * 21 + "A", "A" * 41 + "\u00e9A", "-" * 42 + "A"],
 )
 def test_fast_path_refuses_canonical_shaped_non_base64(body: str) -> None:
     text = "sha256/" + body + "="
