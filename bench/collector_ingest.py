@@ -73,8 +73,12 @@ def serve(kind: str, db: str | None, schema: str | None) -> None:
         from certpin.collector.app import create_app
 
         app = create_app(db, "bench-token", rate_limit=None, db_schema=schema)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    from certpin._cli_serve import listen_socket
+
+    # certpin serve's own socket for both servers: TCP_NODELAY on every connection (with a
+    # proto-0 socket each JSON answer waited ~40 ms for a delayed ACK: the collector's
+    # figures before this run were measured that way).
+    sock = listen_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, http="h11", ws="none", lifespan="on"

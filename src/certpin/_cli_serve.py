@@ -98,12 +98,9 @@ def serve_command(
                 f"cannot open database: {type(exc).__name__}: {exc}"
             ) from None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock = listen_socket(host, port)
         except OSError as exc:
-            sock.close()
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = sock.getsockname()[1]
         scheme = "https" if certfile else "http"
@@ -150,3 +147,19 @@ def _log_to_stderr(level: str) -> Iterator[None]:
     finally:
         certpin_log.removeHandler(handler)
         certpin_log.setLevel(previous)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The collector's bound TCP socket (uvicorn listens on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections whose
+    # socket says TCP. With proto 0, every JSON answer (headers and body are two writes) waited
+    # for the client's delayed ACK: ~40 ms per request on a keep-alive connection.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import httpx
 import uvicorn
 
 from _support.pki import PKI
+from certpin._cli_serve import listen_socket
 from certpin.collector.app import Collector
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "reports"
@@ -37,14 +37,14 @@ class CollectorServer:
         *,
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
+        root_path: str = "",
         **options: Any,
     ) -> None:
         options.setdefault("admin_token", "test-token-" + uuid.uuid4().hex)
         token = options.pop("admin_token")
         self.collector = Collector(db, token, **options)
         self.token = token
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = listen_socket("127.0.0.1", 0)  # certpin serve's socket (TCP_NODELAY)
         self.port = self.sock.getsockname()[1]
         self.url = f"{'https' if certfile else 'http'}://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -53,6 +53,7 @@ class CollectorServer:
             http="h11",
             ws="none",
             lifespan="on",
+            root_path=root_path,
             ssl_certfile=None if certfile is None else os.fspath(certfile),
             ssl_keyfile=None if keyfile is None else os.fspath(keyfile),
         )

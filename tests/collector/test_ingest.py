@@ -240,6 +240,85 @@ def test_report_id_is_the_idempotency_key(sqlite_server: CollectorServer, report
     assert first.json()["report_key"] == f"id:{body['report-id']}"
 
 
+def test_the_body_is_stored_as_received(sqlite_server: CollectorServer, report_pki: PKI) -> None:
+    # Member order, spacing and escapes as the client sent them: nothing accepted is lost.
+    report = certpin_report(report_pki)
+    del report["report-id"]
+    text = '{\n  "report-id" : "as-sent-1",\n' + dumps(report).decode()[1:].replace(
+        '"hostname":', '"hostname" :'
+    )
+    with sqlite_server.client() as client:
+        assert post(client, text.encode()).status_code == 201
+    db = sqlite3.connect(sqlite_server.collector.store.engine.url.database or "")
+    try:
+        (stored,) = db.execute(
+            "SELECT body FROM reports WHERE report_key = 'id:as-sent-1'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert stored == text
+
+
+def _answer(response: httpx.Response) -> tuple[int, str, str, str, set[str] | str]:
+    body = response.json()
+    return (
+        response.status_code,
+        response.headers["content-type"],
+        response.headers["x-content-type-options"],
+        response.headers["cache-control"],
+        set(body) if response.status_code < 300 else body["error"],
+    )
+
+
+def test_direct_and_routed_ingest_answer_alike(tmp_path: Path, report_pki: PKI) -> None:
+    # Plain POST /reports is answered without Starlette's router and middleware; under a
+    # root_path the routed handler answers. Same statuses, headers, bodies and errors.
+    answers = []
+    for name, root in (("direct", ""), ("routed", "/collector")):
+        with CollectorServer(
+            str(tmp_path / name / "db.sqlite3"), rate_limit=None, root_path=root
+        ) as srv:
+            body = rfc7469_report(report_pki)
+            with srv.client() as client:
+                answers.append(
+                    [
+                        _answer(post(client, body)),
+                        _answer(post(client, body)),  # duplicate: 200
+                        _answer(post(client, b"{")),
+                        _answer(post(client, b"\xff{}")),
+                        _answer(post(client, b"[1]")),
+                        _answer(post(client, b" " * (64 * 1024 + 1))),
+                    ]
+                )
+                rows = client.get("/api/reports", headers=srv.auth).json()["reports"]
+            assert len(rows) == 1 and rows[0]["hostname"] == body["hostname"]
+    direct, routed = answers
+    assert direct == routed
+    assert [a[0] for a in direct] == [201, 200, 400, 400, 400, 413]
+    assert direct[0][1:4] == ("application/json", "nosniff", "no-store")
+    assert direct[0][4] == {"id", "report_key", "duplicate"}
+
+
+def test_an_unexpected_error_is_a_500_and_the_server_keeps_serving(
+    sqlite_server: CollectorServer, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("bug")
+
+    with sqlite_server.client() as client:
+        with monkeypatch.context() as patch:
+            patch.setattr("certpin.collector.app.normalize_report", broken)
+            failed = post(client, rfc7469_report(report_pki))
+        after = post(client, rfc7469_report(report_pki))
+    assert calls == [1]
+    assert failed.status_code == 500 and failed.json() == {"error": "internal error"}
+    assert failed.headers["cache-control"] == "no-store"
+    assert after.status_code == 201
+
+
 def test_storage_is_sqlite_wal_with_synchronous_full(sqlite_server: CollectorServer) -> None:
     store = sqlite_server.collector.store
     with store.engine.connect() as conn:

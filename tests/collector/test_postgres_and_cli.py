@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 
 from _support.pki import PKI
 from certpin._cli import main
+from certpin._cli_serve import listen_socket
 from certpin.collector.db import Store
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
@@ -88,3 +91,33 @@ def test_serve_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--db" in out and "--bundles" in out and "CERTPIN_ADMIN_TOKEN" in out
+
+
+@pytest.mark.parametrize(("proto", "nodelay"), [(socket.IPPROTO_TCP, True), (0, False)])
+def test_serve_socket_turns_nagle_off_on_accepted_connections(proto: int, nodelay: bool) -> None:
+    # asyncio sets TCP_NODELAY on a connection only when the listening socket's proto says TCP;
+    # the proto-0 twin shows the trap `listen_socket` avoids (a JSON answer is two writes, and
+    # with Nagle on the second waits for the client's delayed ACK).
+    if proto:
+        listener = listen_socket("127.0.0.1", 0)
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+    assert listener.proto == proto
+
+    async def run() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        async with server:
+            _, client = await asyncio.open_connection(*listener.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            client.close()
+            return value
+
+    assert bool(asyncio.run(run())) is nodelay

@@ -75,6 +75,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 
 _TRUSTKIT_KEYS = ("app-bundle-id", "app-identifier", "app-vendor-id", "trustkit-version")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # any instant: rules built here never expire
 _REPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _MAX_PEM = 16 * 1024
 
@@ -141,10 +142,11 @@ def detect_dialect(data: dict[str, Any]) -> str:
     return "rfc7469"
 
 
-def normalize_report(
-    data: dict[str, Any], limits: IngestLimits, now: dt.datetime | None = None
-) -> Report:
+def normalize_report(data: dict[str, Any], limits: IngestLimits, raw: str | None = None) -> Report:
     """Validate a parsed report body and turn it into a `Report`.
+
+    `raw` is the body's text as received (what `data` was parsed from): stored as it came, so
+    nothing of an accepted report is lost. Without it, the canonical JSON of `data` is stored.
 
     Raises:
         ReportError: naming the missing or invalid field.
@@ -192,15 +194,24 @@ def normalize_report(
         library = f"trustkit {version}"
     f.string("known-pins-expiration-date", max_len=64)
     leaf = (validated or served)[0] if (validated or served) else None
-    unexpected = _unexpected(hostname, leaf, known, now or dt.datetime.now(dt.UTC))
+    unexpected = None if leaf is None else _unexpected(hostname, leaf, known)
     subject = issuer = None
     if unexpected is not None and leaf is not None:
         subject, issuer = _names(leaf)
-    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = None
     if report_id is not None:
         key = f"id:{report_id}"
     else:
-        key = "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
+        # Without an id, the key is the hash of the canonical JSON: the same report sent
+        # again with other whitespace or member order is still one report.
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        key = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    if raw is not None:
+        body = raw
+    else:
+        body = canonical or json.dumps(
+            data, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
     return Report(
         report_key=key,
         dialect=dialect,
@@ -366,17 +377,20 @@ def _parse_time(text: str) -> dt.datetime | None:
     return when.astimezone(dt.UTC)
 
 
-def _unexpected(
-    host: str, leaf: bytes | None, known: tuple[Pin, ...], now: dt.datetime
-) -> Pin | None:
-    if leaf is None:
-        return None
+@functools.lru_cache(maxsize=1024)
+def _unexpected(host: str, leaf: bytes, known: tuple[Pin, ...]) -> Pin | None:
+    """The leaf's SPKI pin when the pins the client knew do not match it, else None.
+
+    Decided by `verdict` (the one place pins are matched) on a rule made of the known pins.
+    Cached: an incident repeats the same host, chain and pins in every report, and the
+    answer does not depend on the time (the rule has no expiry).
+    """
     try:
         rule = DomainRule(pattern=host, pins=known, allow_single_pin=True)
         policy = Policy(domains={host: rule})
     except (CertpinError, ValueError):
         return Pin.for_certificate(leaf)  # no rule can be built for this host: nothing matched
-    result = verdict(host, [leaf], policy, now)
+    result = verdict(host, [leaf], policy, _EPOCH)
     if result.status is VerdictStatus.OK:
         return None
     return Pin.for_certificate(leaf)

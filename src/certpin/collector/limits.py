@@ -82,12 +82,18 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_json(body: bytes, limits: IngestLimits) -> dict[str, Any]:
-    """Parse a report body into a dict, enforcing the structural limits."""
+def decode_body(body: bytes) -> str:
+    """A request body as text: UTF-8 (RFC 8259 §8.1), else a 400 naming the first bad byte."""
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LimitError(f"body is not UTF-8 (byte {exc.start})") from None
+
+
+def parse_json(body: bytes | str, limits: IngestLimits) -> dict[str, Any]:
+    """Parse a report body (bytes, or text from `decode_body`) into a dict, enforcing the
+    structural limits."""
+    text = body if isinstance(body, str) else decode_body(body)
     # Nesting is bounded twice: the C parser itself stops a "[[[[…" body at the interpreter's
     # recursion limit (RecursionError, well below the 64 KiB body's worst case), and the walk
     # below rejects anything deeper than max_depth — without a per-character Python loop.
