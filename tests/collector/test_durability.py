@@ -139,3 +139,43 @@ def test_two_replicas_on_one_postgres(pg_url: str, pg_schema: str, report_pki: P
         assert store.totals() == (len(ids), len(ids))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_batch_split_over_several_statements_keeps_every_outcome(
+    backend: str, tmp_path: Path, report_pki: PKI, request: pytest.FixtureRequest
+) -> None:
+    # Few bound parameters per statement (as on an old SQLite) force several multi-row
+    # INSERTs in one transaction: each report still gets its own id, the copy of a key in
+    # the same batch and a key stored before are duplicates, and nothing is stored twice.
+    if backend == "sqlite":
+        store = Store(str(tmp_path / "split.sqlite3"))
+    else:
+        pg_url = request.getfixturevalue("pg_url")
+        store = Store(pg_url, schema=request.getfixturevalue("pg_schema"))
+    try:
+        store.migrate()
+        from certpin.collector.dialects import normalize_report
+        from certpin.collector.limits import IngestLimits, parse_json
+
+        template = certpin_report(report_pki)
+
+        def report(rid: str) -> Any:
+            limits = IngestLimits()
+            return normalize_report(parse_json(_body(template, rid), limits), limits)
+
+        (before,) = store.insert_batch([(report("r-0"), "a")])
+        store._max_params = 2 * 31  # two rows per statement
+        batch = [(report(f"r-{i}"), "a") for i in (1, 2, 3, 0, 4, 2, 5)]
+        outcomes = store.insert_batch(batch)
+        new = [o.new for o in outcomes]
+        assert new == [True, True, True, False, True, False, True]
+        assert outcomes[3].id == before.id and outcomes[5].id == outcomes[1].id
+        assert len({o.id for o in outcomes}) == 6
+        assert store.totals() == (6, 2)
+    finally:
+        if backend == "sqlite":
+            store.close()
+        else:
+            store.drop_schema()
+            store.close()
