@@ -310,8 +310,27 @@ class Store:
         driver's placeholder; every value is a bound parameter.
         """
         columns = tuple(rows[0])
+        if self.kind == "postgresql":
+            # psycopg converts the placeholders of a statement with more than 50 parameters
+            # in Python on every call (its cache stops there): one row per statement instead,
+            # all of them sent in one pipeline (executemany), one result set each.
+            driver: Any = conn.connection.dbapi_connection  # a psycopg 3 connection
+            cursor = driver.cursor()
+            try:
+                cursor.executemany(
+                    _multi_insert_sql("%s", columns, 1),
+                    [tuple(row[c] for c in columns) for row in rows],
+                    returning=True,
+                )
+                out: list[Any] = []
+                while True:
+                    out.extend(cursor.fetchall())
+                    if not cursor.nextset():
+                        return out
+            finally:
+                cursor.close()
         per_statement = max(1, self._max_params // len(columns))
-        out: list[Any] = []
+        out = []
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             sql = _multi_insert_sql(self._placeholder, columns, len(chunk))
