@@ -117,23 +117,27 @@ def parse_json(body: bytes | str, limits: IngestLimits) -> dict[str, Any]:
 
 def _walk(data: Any, max_depth: int) -> int:
     """Count the JSON values of `data` (objects, arrays, scalars; not keys), iteratively,
-    failing when a container is nested deeper than `max_depth` (the top level is depth 1)."""
-    count = 0
-    stack: list[tuple[Any, int]] = [(data, 0)]
+    failing when a container is nested deeper than `max_depth` (the top level is depth 1).
+
+    Only containers go on the stack; a container's children are counted in one step (json.loads
+    yields exact dict/list/str/int/float/bool/None, so `type(...) in` is exact)."""
+    if type(data) not in _CONTAINERS:
+        return 1
+    count = 1
+    stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        count += 1
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        depth += 1
         if depth > max_depth:
             raise LimitError(f"JSON nested deeper than {max_depth} levels")
-        stack.extend((child, depth) for child in children)
+        children = value.values() if type(value) is dict else value
+        count += len(children)
+        for child in children:
+            if type(child) in _CONTAINERS:
+                stack.append((child, depth + 1))
     return count
+
+
+_CONTAINERS = (dict, list)
 
 
 class TokenBucket:
