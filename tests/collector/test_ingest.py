@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -509,3 +510,51 @@ def test_bundles_are_served_with_etag_and_cache_control(tmp_path: Path) -> None:
 def test_without_bundles_dir_there_is_no_bundles_route(sqlite_server: CollectorServer) -> None:
     with sqlite_server.client() as client:
         assert client.get("/bundles/pins.jws").status_code == 404
+
+
+# -- overload and a report the database refuses ---------------------------------------------------
+
+
+def test_a_full_write_queue_is_a_503_with_retry_after(tmp_path: Path, report_pki: PKI) -> None:
+    with CollectorServer(str(tmp_path / "q.sqlite3"), rate_limit=None, max_queue=0) as srv:
+        with srv.client() as client:
+            response = post(client, rfc7469_report(report_pki))
+            total = client.get("/api/summary", headers=srv.auth).json()["total"]
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json()["error"] == "collector overloaded; retry later"
+    assert total == {"reports": 0, "duplicates": 0}
+
+
+def test_a_report_the_database_refuses_fails_alone(
+    tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A storage fault that follows one report (as a value the database cannot hold would):
+    # its batch is retried, then split; the others are stored and acknowledged, it gets 503.
+    from certpin.collector.db import Store
+
+    real = Store.insert_batch
+    attempts: list[int] = []
+
+    def refusing(self: Store, items: Any) -> Any:
+        attempts.append(len(items))
+        if any(report.app_version == "poison" for report, _ in items):
+            raise RuntimeError("value refused by the database")
+        return real(self, items)
+
+    monkeypatch.setattr(Store, "insert_batch", refusing)
+    bodies = [{**certpin_report(report_pki), "app-version": v} for v in ("a", "poison", "b", "c")]
+    with CollectorServer(str(tmp_path / "p.sqlite3"), rate_limit=None) as srv:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            responses = list(pool.map(lambda b: _post_one(srv, b), bodies))
+        with srv.client() as client:
+            rows = client.get("/api/reports", headers=srv.auth).json()["reports"]
+    statuses = [r.status_code for r in responses]
+    assert statuses == [201, 503, 201, 201]
+    assert responses[1].json()["error"] == "storage unavailable; retry later"
+    assert sorted(r["app_version"] for r in rows) == ["a", "b", "c"]
+    assert attempts.count(1) >= 4  # the lone poisoned report: first try + 3 retries
+
+
+def _post_one(srv: CollectorServer, body: dict[str, Any]) -> httpx.Response:
+    with srv.client() as client:
+        return post(client, body)

@@ -121,3 +121,26 @@ def test_serve_socket_turns_nagle_off_on_accepted_connections(proto: int, nodela
             return value
 
     assert bool(asyncio.run(run())) is nodelay
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_nul_character_is_a_400_naming_the_field(
+    backend: str, tmp_path: Path, report_pki: PKI, request: pytest.FixtureRequest
+) -> None:
+    # JSON allows "\u0000"; Postgres text cannot hold it, so it would fail the whole batch.
+    if backend == "sqlite":
+        db, options = str(tmp_path / "nul.sqlite3"), {}
+    else:
+        db, options = (
+            request.getfixturevalue("pg_url"),
+            {"db_schema": request.getfixturevalue("pg_schema")},
+        )
+    body = {**certpin_report(report_pki), "app-version": "1.0\u0000evil"}
+    with CollectorServer(db, rate_limit=None, **options) as srv:
+        with srv.client() as client:
+            bad = client.post("/reports", content=dumps(body))
+            good = client.post("/reports", content=dumps({**body, "app-version": "1.0"}))
+            total = client.get("/api/summary", headers=srv.auth).json()["total"]
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "field 'app-version': contains a NUL character"
+    assert good.status_code == 201 and total == {"reports": 1, "duplicates": 0}

@@ -262,8 +262,11 @@ class _Fields:
     def string(self, name: str, max_len: int | None = None) -> str | None:
         value: str | None = self._get(name, str, "a string")
         limit = max_len or self.limits.max_string
-        if value is not None and len(value) > limit:
-            raise ReportError(f"field {name!r}: longer than {limit} characters")
+        if value is not None:
+            if len(value) > limit:
+                raise ReportError(f"field {name!r}: longer than {limit} characters")
+            if "\x00" in value:  # JSON allows \u0000; Postgres text cannot store it
+                raise ReportError(f"field {name!r}: contains a NUL character")
         return value
 
     def boolean(self, name: str) -> bool | None:
