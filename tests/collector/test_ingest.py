@@ -558,3 +558,27 @@ def test_a_report_the_database_refuses_fails_alone(
 def _post_one(srv: CollectorServer, body: dict[str, Any]) -> httpx.Response:
     with srv.client() as client:
         return post(client, body)
+
+
+def test_the_writer_thread_survives_a_failing_batch(
+    tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from certpin.collector.app import _Writer
+
+    real = _Writer._commit
+    calls: list[int] = []
+
+    def once_broken(self: _Writer, batch: Any) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("writer bug")
+        real(self, batch)
+
+    monkeypatch.setattr(_Writer, "_commit", once_broken)
+    with CollectorServer(str(tmp_path / "w.sqlite3"), rate_limit=None) as srv:
+        with srv.client() as client:
+            first = post(client, certpin_report(report_pki))
+            second = post(client, certpin_report(report_pki))
+            total = client.get("/api/summary", headers=srv.auth).json()["total"]
+    assert first.status_code == 503 and second.status_code == 201
+    assert total == {"reports": 1, "duplicates": 0}

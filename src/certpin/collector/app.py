@@ -145,7 +145,14 @@ class _Writer:
                     return
                 take = min(len(self._items), self.max_batch)
                 batch = [self._items.popleft() for _ in range(take)]
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # Defensive: the thread must outlive any one batch
+                log.exception("certpin collector: writer failed on a batch")
+                loop = self._loop
+                if loop is not None and not loop.is_closed():
+                    for _, _, future in batch:
+                        loop.call_soon_threadsafe(_fail, future, exc)
 
     def _commit(self, batch: list[_Item]) -> None:
         assert self._loop is not None
