@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -103,3 +104,46 @@ def test_no_alert_below_the_spike_threshold_or_for_matching_keys(
             time.sleep(0.3)
             assert srv.collector.alerter.sent == []
     assert received == []
+
+
+@pytest.mark.parametrize("drain", [False, True])
+def test_spike_checks_are_throttled_per_host_and_a_trailing_check_catches_up(
+    tmp_path: Path, report_pki: PKI, drain: bool
+) -> None:
+    # A dozen group commits within one check interval: one spike check right away (1 report,
+    # below min_reports), then exactly one trailing check, which sees all 12 and alerts; it
+    # runs when the interval ends, or at once on drain (shutdown).
+    from certpin.collector.alerts import Alerter
+    from certpin.collector.db import Store
+    from certpin.collector.dialects import normalize_report
+    from certpin.collector.limits import IngestLimits, parse_json
+
+    store = Store(str(tmp_path / "spike.sqlite3"))
+    store.migrate()
+    config = AlertConfig(window=600, min_reports=5, factor=3, check_interval=0.5)
+    alerter = Alerter(store, config)
+    limits = IngestLimits()
+
+    async def run() -> tuple[int, int, list[str]]:
+        for port in range(1, 13):
+            body = dumps({**rfc7469_report(report_pki), "port": port})
+            report = normalize_report(parse_json(body, limits), limits)
+            (outcome,) = store.insert_batch([(report, "127.0.0.1")])
+            alerter.committed([(report, outcome)])
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        during = alerter.spike_checks
+        if drain:
+            await alerter.drain()
+        else:
+            await asyncio.sleep(0.6)
+            await asyncio.gather(*list(alerter._tasks))
+        return during, alerter.spike_checks, [a["kind"] for a in alerter.sent]
+
+    try:
+        during, total, kinds = asyncio.run(run())
+    finally:
+        store.close()
+    assert during == 1
+    assert total == 2
+    assert kinds == ["new-pin", "failure-spike"]

@@ -6,7 +6,12 @@ configured, POSTed as JSON to a webhook:
 * ``new-pin``: a host reported an unexpected SPKI never seen before for that host. "Never seen"
   is decided in the database (``seen_pins``), so replicas sharing one Postgres alert once.
 * ``failure-spike``: a host's reports in the last ``window`` seconds reached ``min_reports`` and
-  at least ``factor`` times the previous window's count.
+  at least ``factor`` times the previous window's count. Counted in the database (all replicas'
+  reports), at most once per ``check_interval`` per host: the count reads every report of the
+  window, and during an incident (when the collector is busiest) running it after every group
+  commit would cost more than the ingest itself. Reports that arrive in between are counted by
+  one trailing check at the end of the interval, so a spike is never missed, only seen up to
+  ``check_interval`` later.
 
 Every alert is de-duplicated through the ``alerts`` table (``dedup_key`` UNIQUE): once per
 host and key, once per host and spike window. Webhook delivery is best effort (a bounded queue,
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +47,7 @@ class AlertConfig:
         min_reports: reports in one window below which no spike is reported (default 20).
         factor: how many times the previous window's count makes a spike (default 3.0).
         timeout: webhook timeout in seconds (default 5).
+        check_interval: seconds between two spike checks of one host (default 1).
     """
 
     webhook_url: str | None = None
@@ -48,6 +55,7 @@ class AlertConfig:
     min_reports: int = 20
     factor: float = 3.0
     timeout: float = 5.0
+    check_interval: float = 1.0
 
 
 class Alerter:
@@ -59,6 +67,9 @@ class Alerter:
         self.sent: list[dict[str, Any]] = []  # the latest alerts, newest last (bounded)
         self._spiked: set[tuple[str, int]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_check: dict[str, float] = {}  # host -> loop time of its last spike check
+        self._trailing: dict[str, asyncio.TimerHandle] = {}  # host -> its scheduled check
+        self.spike_checks = 0  # spike checks run (tests, metrics)
 
     def committed(self, batch: Sequence[tuple[Report, Outcome]]) -> None:
         """Schedule alert checks for a committed batch (never delays the acknowledgements)."""
@@ -69,9 +80,41 @@ class Alerter:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for scheduled checks and deliveries (shutdown, tests)."""
-        while self._tasks:
+        """Run the trailing spike checks now and wait for every scheduled check and delivery
+        (shutdown, tests)."""
+        while self._tasks or self._trailing:
+            for host, timer in list(self._trailing.items()):
+                timer.cancel()
+                self._run_spike_check(host)
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spike_check_soon(self, host: str) -> None:
+        """Check `host` now, or once at the end of its interval if it was checked lately."""
+        if host in self._trailing:
+            return  # a trailing check is already due; it will count these reports too
+        loop = asyncio.get_running_loop()
+        wait = self._last_check.get(host, -math.inf) + self.config.check_interval - loop.time()
+        if wait <= 0:
+            self._run_spike_check(host)
+        else:
+            self._trailing[host] = loop.call_later(wait, self._run_spike_check, host)
+
+    def _run_spike_check(self, host: str) -> None:
+        self._trailing.pop(host, None)
+        loop = asyncio.get_running_loop()
+        self._last_check[host] = loop.time()
+        if len(self._last_check) > 10_000:  # bounded: many hosts only cost earlier re-checks
+            self._last_check.clear()
+        self.spike_checks += 1
+        task = loop.create_task(self._guarded(self._check_spike(host)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, check: Any) -> None:
+        try:
+            await check
+        except Exception:  # Defensive: alerting must never take the collector down.
+            log.exception("certpin collector: alert evaluation failed")
 
     async def _check(self, batch: list[tuple[Report, Outcome]]) -> None:
         try:
@@ -91,7 +134,7 @@ class Alerter:
                         },
                     )
             for host in sorted({r.hostname for r, o in batch if o.new}):
-                await self._check_spike(host)
+                self._spike_check_soon(host)
         except Exception:  # Defensive: alerting must never take the collector down.
             log.exception("certpin collector: alert evaluation failed")
 
