@@ -12,8 +12,8 @@ import pytest
 
 import certpin
 from _support.pki import PKI, Leaf, PKIFiles, pems
-from _support.servers import TLSServer
-from tls._clients import Client, Handle, Pinning, fetch_error, find_in_chain
+from _support.servers import TLSServer, WebSocketTLSServer
+from tls._clients import WS_MESSAGE, Client, Handle, Pinning, fetch_error, find_in_chain
 from tls._fixtures import Endpoint, Pins, Recorder, policy_for
 
 Opener = Callable[[Client, Pinning], Handle]
@@ -79,14 +79,17 @@ def test_rogue_trusted_ca_passes_without_pins(
     client: Client,
     open_client: Opener,
     rogue_server: TLSServer,
+    rogue_pki_files: PKIFiles,
     both_roots: Path,
     pins: Pins,
 ) -> None:
     # Control: the rogue server *is* trusted by CA validation (the attack would work unpinned).
-    if client.kind == "ws":
-        pytest.skip("the rogue server speaks HTTPS, not WebSocket")
     policy = policy_for("elsewhere.example", pins.intermediate, pins.root)
     handle = open_client(client, Pinning(policy, both_roots))
+    if client.kind == "ws":  # the same rogue certificate, behind a WebSocket echo server
+        with WebSocketTLSServer(rogue_pki_files.certfile, rogue_pki_files.keyfile) as wss:
+            assert handle.fetch(wss.url()) == WS_MESSAGE.encode()
+        return
     assert handle.fetch(rogue_server.url())
 
 
