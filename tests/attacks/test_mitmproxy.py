@@ -24,7 +24,15 @@ import pytest
 import certpin
 from _support.pki import PKI, PKIFiles, make_key, make_pki, spki_pin, write_pki_files
 from _support.servers import DEFAULT_BODY, TLSServer
-from tls._clients import HTTP_CLIENTS, Client, Handle, Pinning, fetch_error, find_in_chain
+from tls._clients import (
+    CLIENTS,
+    HTTP_CLIENTS,
+    Client,
+    Handle,
+    Pinning,
+    fetch_error,
+    find_in_chain,
+)
 from tls._fixtures import Recorder, policy_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -168,7 +176,9 @@ def test_unpinned_client_goes_through_the_mitm(mitm: Mitm) -> None:
     assert b"GET / HTTP/1.1" in _received_since(mitm.upstream, start)
 
 
-@pytest.mark.parametrize("client", HTTP_CLIENTS, ids=str)
+# Every client, the WebSocket ones included: the pin check fails the TLS handshake, before any
+# HTTP or WebSocket byte, so the upstream's protocol does not matter here.
+@pytest.mark.parametrize("client", CLIENTS, ids=str)
 def test_pinned_client_is_blocked(
     mitm: Mitm, client: Client, open_client: Callable[[Client, Pinning], Handle]
 ) -> None:
