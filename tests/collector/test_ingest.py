@@ -3,9 +3,11 @@ idempotency, auth, the read API, health, OpenAPI and bundle hosting."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,9 @@ def _bad_bodies(pki: PKI) -> list[tuple[str, bytes, int, str]]:
         ("duplicate key", b'{"hostname": "a", "hostname": "b"}', 400, "duplicate"),
         ("too deep", deep, 400, "nested"),
         ("too big", b'{"x": "' + b"a" * 70_000 + b'"}', 413, "exceeds"),
+        ("infinite number", b'{"x": 1e999}', 400, "out of range"),
+        ("huge integer", b'{"x": ' + b"9" * 5000 + b"}", 400, "invalid JSON number"),
+        ("unpaired surrogate", variant(app_version="1\ud800"), 400, "unpaired surrogate"),
         ("no hostname", variant(hostname=...), 400, "'hostname'"),
         ("no port", variant(port=...), 400, "'port'"),
         ("no pins", variant(known_pins=...), 400, "'known-pins'"),
@@ -300,8 +305,9 @@ def test_direct_and_routed_ingest_answer_alike(tmp_path: Path, report_pki: PKI) 
     assert direct[0][4] == {"id", "report_key", "duplicate"}
 
 
+@pytest.mark.parametrize("root_path", ["", "/collector"], ids=["direct", "routed"])
 def test_an_unexpected_error_is_a_500_and_the_server_keeps_serving(
-    sqlite_server: CollectorServer, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch, root_path: str
 ) -> None:
     calls = []
 
@@ -309,7 +315,8 @@ def test_an_unexpected_error_is_a_500_and_the_server_keeps_serving(
         calls.append(1)
         raise RuntimeError("bug")
 
-    with sqlite_server.client() as client:
+    db = str(tmp_path / "e.sqlite3")
+    with CollectorServer(db, rate_limit=None, root_path=root_path) as srv, srv.client() as client:
         with monkeypatch.context() as patch:
             patch.setattr("certpin.collector.app.normalize_report", broken)
             failed = post(client, rfc7469_report(report_pki))
@@ -515,21 +522,79 @@ def test_without_bundles_dir_there_is_no_bundles_route(sqlite_server: CollectorS
 # -- overload and a report the database refuses ---------------------------------------------------
 
 
-def test_a_full_write_queue_is_a_503_with_retry_after(tmp_path: Path, report_pki: PKI) -> None:
-    with CollectorServer(str(tmp_path / "q.sqlite3"), rate_limit=None, max_queue=0) as srv:
+def test_a_full_write_queue_is_a_503_with_retry_after(
+    tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer is held inside its first commit; one more report waits in the queue
+    # (max_queue=1); the next is refused at once. Released, the two held ones are stored.
+    import threading
+
+    from certpin.collector.db import Store
+
+    real = Store.insert_batch
+    entered, release = threading.Event(), threading.Event()
+
+    def held(self: Store, items: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return real(self, items)
+
+    monkeypatch.setattr(Store, "insert_batch", held)
+    with CollectorServer(str(tmp_path / "q.sqlite3"), rate_limit=None, max_queue=1) as srv:
+        writer = srv.collector.writer
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_post_one, srv, certpin_report(report_pki))
+            assert entered.wait(10)
+            second = pool.submit(_post_one, srv, certpin_report(report_pki))
+            deadline = time.monotonic() + 10
+            while len(writer._items) < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = _post_one(srv, certpin_report(report_pki))
+            release.set()
+            held_statuses = [first.result().status_code, second.result().status_code]
         with srv.client() as client:
-            response = post(client, rfc7469_report(report_pki))
             total = client.get("/api/summary", headers=srv.auth).json()["total"]
-    assert response.status_code == 503 and response.headers["retry-after"] == "1"
-    assert response.json()["error"] == "collector overloaded; retry later"
-    assert total == {"reports": 0, "duplicates": 0}
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "collector overloaded; retry later"
+    assert held_statuses == [201, 201]
+    assert total == {"reports": 2, "duplicates": 0}
+
+
+@pytest.mark.parametrize("option", ["max_batch", "max_queue"])
+def test_batch_and_queue_sizes_must_be_positive(tmp_path: Path, option: str) -> None:
+    from certpin.collector.app import Collector
+
+    with pytest.raises(ValueError, match="at least 1"):
+        Collector(str(tmp_path / "v.sqlite3"), "t", **{option: 0})
+
+
+def test_a_report_the_database_cannot_reach_fails_with_its_batch(
+    tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A transient fault (the database unreachable) is retried, then the whole batch fails at
+    # once: no report-by-report retries while clients wait.
+    import sqlalchemy as sa
+
+    from certpin.collector.db import Store
+
+    attempts: list[int] = []
+
+    def unreachable(self: Store, items: Any) -> Any:
+        attempts.append(len(items))
+        raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(Store, "insert_batch", unreachable)
+    with CollectorServer(str(tmp_path / "u.sqlite3"), rate_limit=None) as srv:
+        response = _post_one(srv, certpin_report(report_pki))
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert attempts == [1, 1, 1, 1]
 
 
 def test_a_report_the_database_refuses_fails_alone(
     tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A storage fault that follows one report (as a value the database cannot hold would):
-    # its batch is retried, then split; the others are stored and acknowledged, it gets 503.
+    # A fault that follows one report (a value the database refuses): not retried (it would
+    # fail the same way), its batch is split; the others are stored and acknowledged, it 503s.
     from certpin.collector.db import Store
 
     real = Store.insert_batch
@@ -552,7 +617,8 @@ def test_a_report_the_database_refuses_fails_alone(
     assert statuses == [201, 503, 201, 201]
     assert responses[1].json()["error"] == "storage unavailable; retry later"
     assert sorted(r["app_version"] for r in rows) == ["a", "b", "c"]
-    assert attempts.count(1) >= 4  # the lone poisoned report: first try + 3 retries
+    assert attempts.count(1) == len(attempts) - sum(n > 1 for n in attempts)
+    assert sum(1 for n in attempts if n == 1) <= len(bodies) + 1  # one try each, no retries
 
 
 def _post_one(srv: CollectorServer, body: dict[str, Any]) -> httpx.Response:
@@ -582,3 +648,62 @@ def test_the_writer_thread_survives_a_failing_batch(
             total = client.get("/api/summary", headers=srv.auth).json()["total"]
     assert first.status_code == 503 and second.status_code == 201
     assert total == {"reports": 1, "duplicates": 0}
+
+
+def test_a_report_submitted_while_the_writer_stops_is_refused(tmp_path: Path) -> None:
+    # Between stop() and the end of the thread, nothing may be queued that no one will take.
+    from certpin.collector.alerts import AlertConfig, Alerter
+    from certpin.collector.app import Overloaded, _Writer
+    from certpin.collector.db import Store
+
+    store = Store(str(tmp_path / "s.sqlite3"))
+    store.migrate()
+    writer = _Writer(store, Alerter(store, AlertConfig()), max_batch=8, max_queue=8)
+
+    async def run() -> list[str]:
+        outcomes = []
+        writer.start(asyncio.get_running_loop())
+        stopping = asyncio.create_task(writer.stop())
+        await asyncio.sleep(0)  # stop() has flagged the writer and is joining the thread
+        for _ in range(2):
+            try:
+                await asyncio.wait_for(writer.submit(None, None), 5)  # type: ignore[arg-type]
+                outcomes.append("accepted")
+            except Overloaded:
+                outcomes.append("refused")
+            await stopping
+        return outcomes
+
+    try:
+        assert asyncio.run(run()) == ["refused", "refused"]
+    finally:
+        store.close()
+
+
+def test_middleware_added_by_the_user_sees_post_reports(tmp_path: Path, report_pki: PKI) -> None:
+    # The direct POST /reports path must not bypass middleware someone adds (auth, metrics…).
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    seen: list[str] = []
+
+    class Tag:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append(f"{scope.get('method')} {scope.get('path')}")
+
+            async def tagged(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message["headers"], (b"x-tag", b"1")]}
+                await send(message)
+
+            await self.app(scope, receive, tagged)
+
+    srv = CollectorServer(str(tmp_path / "m.sqlite3"), rate_limit=None)
+    srv.collector.app.add_middleware(Tag)  # before it starts, as Starlette requires
+    with srv:
+        with srv.client() as client:
+            response = post(client, rfc7469_report(report_pki))
+    assert response.status_code == 201 and response.headers["x-tag"] == "1"
+    assert "POST /reports" in seen

@@ -13,7 +13,7 @@ import pytest
 from _support.pki import PKI
 from certpin._cli import main
 from certpin._cli_serve import listen_socket
-from certpin.collector.db import Store
+from certpin.collector.db import Store, StoreError
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
     CollectorServer,
@@ -123,9 +123,22 @@ def test_serve_socket_turns_nagle_off_on_accepted_connections(proto: int, nodela
     assert bool(asyncio.run(run())) is nodelay
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1.0\u0000evil", "contains a NUL character"),
+        ("1.0\udc80", "contains an unpaired surrogate (U+DC80)"),
+    ],
+    ids=["nul", "surrogate"],
+)
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_nul_character_is_a_400_naming_the_field(
-    backend: str, tmp_path: Path, report_pki: PKI, request: pytest.FixtureRequest
+def test_text_no_database_can_store_is_a_400_naming_the_field(
+    backend: str,
+    value: str,
+    reason: str,
+    tmp_path: Path,
+    report_pki: PKI,
+    request: pytest.FixtureRequest,
 ) -> None:
     # JSON allows "\u0000"; Postgres text cannot hold it, so it would fail the whole batch.
     if backend == "sqlite":
@@ -135,12 +148,20 @@ def test_a_nul_character_is_a_400_naming_the_field(
             request.getfixturevalue("pg_url"),
             {"db_schema": request.getfixturevalue("pg_schema")},
         )
-    body = {**certpin_report(report_pki), "app-version": "1.0\u0000evil"}
+    body = {**certpin_report(report_pki), "app-version": value}
     with CollectorServer(db, rate_limit=None, **options) as srv:
         with srv.client() as client:
             bad = client.post("/reports", content=dumps(body))
             good = client.post("/reports", content=dumps({**body, "app-version": "1.0"}))
             total = client.get("/api/summary", headers=srv.auth).json()["total"]
     assert bad.status_code == 400
-    assert bad.json()["error"] == "field 'app-version': contains a NUL character"
+    assert bad.json()["error"] == f"field 'app-version': {reason}"
     assert good.status_code == 201 and total == {"reports": 1, "duplicates": 0}
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg2://u@127.0.0.1/test", "postgresql+pg8000://x/y"]
+)
+def test_only_the_psycopg_3_driver_is_accepted(url: str) -> None:
+    with pytest.raises(StoreError, match="is not supported: use a postgresql://"):
+        Store(url)

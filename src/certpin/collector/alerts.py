@@ -69,6 +69,8 @@ class Alerter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_check: dict[str, float] = {}  # host -> loop time of its last spike check
         self._trailing: dict[str, asyncio.TimerHandle] = {}  # host -> its scheduled check
+        self._as_of: dict[str, int] = {}  # host -> commit time (µs) a due check counts up to
+        self._slots = asyncio.Semaphore(2)  # spike counts running at once (executor threads)
         self.spike_checks = 0  # spike checks run (tests, metrics)
 
     def committed(self, batch: Sequence[tuple[Report, Outcome]]) -> None:
@@ -90,6 +92,9 @@ class Alerter:
 
     def _spike_check_soon(self, host: str) -> None:
         """Check `host` now, or once at the end of its interval if it was checked lately."""
+        # The window a check counts ends at the latest commit that asked for it, not at the
+        # time the (possibly trailing) check runs: reports must not slide out meanwhile.
+        self._as_of[host] = now_us()
         if host in self._trailing:
             return  # a trailing check is already due; it will count these reports too
         loop = asyncio.get_running_loop()
@@ -106,7 +111,8 @@ class Alerter:
         if len(self._last_check) > 10_000:  # bounded: many hosts only cost earlier re-checks
             self._last_check.clear()
         self.spike_checks += 1
-        task = loop.create_task(self._guarded(self._check_spike(host)))
+        as_of = self._as_of.pop(host, None) or now_us()
+        task = loop.create_task(self._guarded(self._check_spike(host, as_of)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -138,16 +144,16 @@ class Alerter:
         except Exception:  # Defensive: alerting must never take the collector down.
             log.exception("certpin collector: alert evaluation failed")
 
-    async def _check_spike(self, host: str) -> None:
+    async def _check_spike(self, host: str, now: int) -> None:
         window_us = self.config.window * 1_000_000
-        now = now_us()
         bucket = now // window_us
         if (host, bucket) in self._spiked:
             return
-        current = await asyncio.to_thread(self.store.count_since, host, now - window_us)
-        if current < self.config.min_reports:
-            return
-        before = await asyncio.to_thread(self.store.count_since, host, now - 2 * window_us)
+        async with self._slots:
+            current = await asyncio.to_thread(self.store.count_since, host, now - window_us)
+            if current < self.config.min_reports:
+                return
+            before = await asyncio.to_thread(self.store.count_since, host, now - 2 * window_us)
         previous = before - current
         if current < self.config.factor * previous:
             return

@@ -54,7 +54,7 @@ from .._pins import Pin
 from ._openapi import openapi_document
 from .alerts import AlertConfig, Alerter
 from .dashboard import Dashboard
-from .db import Outcome, Store
+from .db import Outcome, Store, is_transient
 from .dialects import Report, normalize_report
 from .limits import (
     IngestLimits,
@@ -118,19 +118,30 @@ class _Writer:
         self._thread.start()
 
     async def stop(self) -> None:
-        """Commit what is queued, then end the thread (shutdown)."""
+        """Commit what is queued, then end the thread (shutdown). Reports submitted from now
+        on are refused (503)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        await asyncio.sleep(0)  # run the last hand-backs
+        with self._cond:  # Defensive: the thread drains the queue before it ends
+            left = list(self._items)
+            self._items.clear()
+        for _, _, future in left:
+            _fail(future, Overloaded())
 
     async def submit(self, report: Report, source: str | None) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         with self._cond:
-            if len(self._items) >= self.max_queue or self._thread is None:
+            thread = self._thread
+            if (
+                self._stopping
+                or thread is None
+                or not thread.is_alive()
+                or len(self._items) >= self.max_queue
+            ):
                 raise Overloaded
             self._items.append((report, source, future))
             self._cond.notify()
@@ -160,12 +171,16 @@ class _Writer:
         try:
             outcomes = self._insert(items)
         except Exception as exc:
-            if len(batch) > 1:  # isolate the report that breaks the batch, keep the others
+            if len(batch) > 1 and not is_transient(exc):
+                # A value the database refuses: isolate that report, store the others.
                 for one in batch:
                     self._commit([one])
                 return
-            log.error("certpin collector: cannot store report: %s", exc)
-            self._loop.call_soon_threadsafe(_fail, batch[0][2], exc)
+            # The database is unavailable (retries exhausted), or the one bad report: fail
+            # them now rather than retrying report by report while clients wait.
+            log.error("certpin collector: cannot store %d report(s): %s", len(batch), exc)
+            for _, _, future in batch:
+                self._loop.call_soon_threadsafe(_fail, future, exc)
             return
         self.batches += 1
         self._loop.call_soon_threadsafe(self._resolve, batch, outcomes)
@@ -184,8 +199,8 @@ class _Writer:
         for attempt in range(4):
             try:
                 return self.store.insert_batch(items)
-            except Exception:
-                if attempt == 3:
+            except Exception as exc:
+                if attempt == 3 or not is_transient(exc):
                     raise
                 time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -216,6 +231,8 @@ class Collector:
         max_batch: int = 256,
         max_queue: int = 10_000,
     ) -> None:
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError("max_batch and max_queue must be at least 1")
         self.store = Store(db_url, schema=db_schema)
         token = admin_token or os.environ.get(TOKEN_ENV) or None
         self.token_generated = token is None
@@ -246,6 +263,7 @@ class Collector:
         )
         self.app.state.collector = self
         self.app.collector = self
+        self.app._own_middleware = len(self.app.user_middleware)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -276,11 +294,7 @@ class Collector:
             if name == b"content-length":
                 length = value.decode("latin-1")
                 break
-        try:
-            status, body, extra = await self._ingest(scope.get("client"), length, receive)
-        except Exception:
-            log.exception("certpin collector: POST /reports failed")
-            status, body, extra = 500, b'{"error":"internal error"}', ()
+        status, body, extra = await self._ingest(scope.get("client"), length, receive)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode("ascii")),
@@ -296,8 +310,18 @@ class Collector:
         """One report: limits, parse, validate, durable commit → (status, JSON body, headers).
 
         `client` is the ASGI ``(host, port)`` (or Starlette's Address), `length` the
-        Content-Length header, `receive` the ASGI receive callable.
+        Content-Length header, `receive` the ASGI receive callable. Never raises: a bug is a
+        logged 500 with a JSON body, on both the direct and the routed path.
         """
+        try:
+            return await self._ingest_one(client, length, receive)
+        except Exception:
+            log.exception("certpin collector: POST /reports failed")
+            return 500, b'{"error":"internal error"}', ()
+
+    async def _ingest_one(
+        self, client: Any, length: str | None, receive: Receive
+    ) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
         source = client[0] if client else None
         if self.limiter is not None:
             wait = self.limiter.take(source or "?")
@@ -492,9 +516,11 @@ async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
 
 class _App(Starlette):
     """The collector's Starlette app; plain ``POST /reports`` skips the router and middleware
-    (`Collector.ingest_asgi`). Everything else, lifespan included, is Starlette's."""
+    (`Collector.ingest_asgi`). Everything else, lifespan included, is Starlette's. Middleware
+    added later (``app.add_middleware``) turns the shortcut off, so it sees every request."""
 
     collector: Collector
+    _own_middleware = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -502,6 +528,7 @@ class _App(Starlette):
             and scope["path"] == "/reports"
             and scope["method"] == "POST"
             and not scope.get("root_path")
+            and len(self.user_middleware) == self._own_middleware
         ):
             await self.collector.ingest_asgi(scope, receive, send)
             return

@@ -116,17 +116,19 @@ class Store:
         self.url = sa.engine.make_url(url)
         self.schema = schema
         self.kind = self.url.get_backend_name()
-        # Bound parameters per statement: SQLite's limit (999 before 3.32), Postgres' 65 535.
+        # Bound parameters per statement (SQLite: read from the connection on first use, as
+        # builds differ).
         self._placeholder = "?" if self.kind == "sqlite" else "%s"
-        self._max_params = (
-            65_535
-            if self.kind != "sqlite"
-            else (32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999)
-        )
+        self._max_params: int | None = None if self.kind == "sqlite" else 65_535
         self._pins_stmt: Any = None
         self._dup_stmt: Any = None
         if self.kind not in PK:
             raise StoreError(f"unsupported database {self.kind!r}: use SQLite or PostgreSQL")
+        if self.kind == "postgresql" and self.url.get_driver_name() != "psycopg":
+            raise StoreError(
+                f"PostgreSQL driver {self.url.get_driver_name()!r} is not supported: use a "
+                "postgresql:// (or postgresql+psycopg://) URL, which selects psycopg 3"
+            )
         if schema is not None and (self.kind != "postgresql" or not _SCHEMA_NAME.match(schema)):
             raise StoreError(f"schema {schema!r}: only for PostgreSQL, as [a-z_][a-z0-9_]*")
         if self.kind == "sqlite":
@@ -246,11 +248,11 @@ class Store:
         Returns one `Outcome` per item, in order. Raises on any database error, in which
         case nothing of the batch is committed.
 
-        One statement for all new rows (``INSERT … ON CONFLICT DO NOTHING RETURNING id,
-        report_key`` executed over the batch: SQLAlchemy's "insertmanyvalues", a few
-        multi-row INSERTs), one for their keys in ``seen_pins``, then an ``UPDATE`` per
-        duplicate only. A key given twice in one batch is inserted once; the later copies are
-        duplicates, exactly as if they had come in later batches.
+        The new rows in as few statements as the driver allows (``INSERT … ON CONFLICT DO
+        NOTHING RETURNING id, report_key``: multi-row on SQLite, one pipeline on Postgres,
+        see `_insert_reports`), one statement for their keys in ``seen_pins``, then an
+        ``UPDATE`` per duplicate only. A key given twice in one batch is inserted once; the
+        later copies are duplicates, exactly as if they had come in later batches.
         """
         received = now_us()
         order = sorted(range(len(items)), key=lambda i: items[i][0].report_key)
@@ -329,6 +331,9 @@ class Store:
                         return out
             finally:
                 cursor.close()
+        if self._max_params is None:
+            sqlite_conn: Any = conn.connection.dbapi_connection
+            self._max_params = int(sqlite_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
         per_statement = max(1, self._max_params // len(columns))
         out = []
         for start in range(0, len(rows), per_statement):
@@ -486,6 +491,20 @@ class Store:
             ],
             "apps": [{"app": a, "version": v, "reports": int(n)} for a, v, n in apps],
         }
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a retry can cure (a lock or deadlock, a lost connection); False for
+    errors of the data itself (a value the database refuses), which fail the same way again."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite-only installs
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 @functools.lru_cache(maxsize=64)

@@ -142,7 +142,9 @@ def detect_dialect(data: dict[str, Any]) -> str:
     return "rfc7469"
 
 
-def normalize_report(data: dict[str, Any], limits: IngestLimits, raw: str | None = None) -> Report:
+def normalize_report(
+    data: dict[str, Any], limits: IngestLimits, *, raw: str | None = None
+) -> Report:
     """Validate a parsed report body and turn it into a `Report`.
 
     `raw` is the body's text as received (what `data` was parsed from): stored as it came, so
@@ -205,7 +207,10 @@ def normalize_report(data: dict[str, Any], limits: IngestLimits, raw: str | None
         # Without an id, the key is the hash of the canonical JSON: the same report sent
         # again with other whitespace or member order is still one report.
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        key = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        # surrogatepass: an unpaired "\ud800" in a field certpin ignores is kept (in the raw
+        # body, escaped) and must not break the key.
+        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+        key = "sha256:" + digest
     if raw is not None:
         body = raw
     else:
@@ -265,7 +270,9 @@ class _Fields:
         if value is not None:
             if len(value) > limit:
                 raise ReportError(f"field {name!r}: longer than {limit} characters")
-            if "\x00" in value:  # JSON allows \u0000; Postgres text cannot store it
+            if not value.isascii():
+                _check_text(name, value)
+            elif "\x00" in value:  # JSON allows \u0000; Postgres text cannot hold it
                 raise ReportError(f"field {name!r}: contains a NUL character")
         return value
 
@@ -302,6 +309,19 @@ class _Fields:
             except CertpinError as exc:
                 raise ReportError(f"field '{name}[{i}]': {exc}") from None
         return tuple(out)
+
+
+def _check_text(name: str, value: str) -> None:
+    """Refuse what a database cannot store as text: NUL, unpaired surrogates (JSON allows
+    both as escapes; neither SQLite's nor Postgres' drivers can encode them)."""
+    if "\x00" in value:
+        raise ReportError(f"field {name!r}: contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ReportError(
+            f"field {name!r}: contains an unpaired surrogate (U+{ord(value[exc.start]):04X})"
+        ) from None
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -73,6 +74,13 @@ def _reject_constant(name: str) -> Any:
     raise LimitError(f"JSON constant {name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 is valid JSON, but not a finite number
+        raise LimitError(f"JSON number {text[:32]} is out of range")
+    return value
+
+
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -98,13 +106,22 @@ def parse_json(body: bytes | str, limits: IngestLimits) -> dict[str, Any]:
     # recursion limit (RecursionError, well below the 64 KiB body's worst case), and the walk
     # below rejects anything deeper than max_depth — without a per-character Python loop.
     try:
-        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
+        data = json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as exc:
         raise LimitError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
     except RecursionError:
         raise LimitError(f"JSON nested deeper than {limits.max_depth} levels") from None
+    except LimitError:
+        raise
+    except ValueError as exc:  # an integer beyond Python's int/str conversion limit
+        raise LimitError(f"invalid JSON number: {str(exc).split(':')[0][:120]}") from None
     count = _walk(data, limits.max_depth)
     if not isinstance(data, dict):
         raise LimitError("a report must be a JSON object")
