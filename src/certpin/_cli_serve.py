@@ -97,14 +97,13 @@ def serve_command(
             raise click.ClickException(
                 f"cannot open database: {type(exc).__name__}: {exc}"
             ) from None
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             sock = listen_socket(host, port)
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = sock.getsockname()[1]
         scheme = "https" if certfile else "http"
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
         click.echo(
             f"certpin collector listening on {scheme}://{shown}:{bound}/ "
             f"(database {collector.store.kind}, schema version {version})"

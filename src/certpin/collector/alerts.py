@@ -77,7 +77,7 @@ class Alerter:
         """Schedule alert checks for a committed batch (never delays the acknowledgements)."""
         if not any(outcome.new for _, outcome in batch):
             return
-        task = asyncio.get_running_loop().create_task(self._check(list(batch)))
+        task = asyncio.get_running_loop().create_task(self._guarded(self._check(list(batch))))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -123,26 +123,23 @@ class Alerter:
             log.exception("certpin collector: alert evaluation failed")
 
     async def _check(self, batch: list[tuple[Report, Outcome]]) -> None:
-        try:
-            for report, outcome in batch:
-                if outcome.new_pin and report.unexpected_pin is not None:
-                    await self._fire(
-                        "new-pin",
-                        report.hostname,
-                        f"new-pin:{report.hostname}:{report.unexpected_pin}",
-                        {
-                            "pin": report.unexpected_pin,
-                            "subject": report.unexpected_subject,
-                            "issuer": report.unexpected_issuer,
-                            "report_key": report.report_key,
-                            "app": report.app_id,
-                            "app_version": report.app_version,
-                        },
-                    )
-            for host in sorted({r.hostname for r, o in batch if o.new}):
-                self._spike_check_soon(host)
-        except Exception:  # Defensive: alerting must never take the collector down.
-            log.exception("certpin collector: alert evaluation failed")
+        for report, outcome in batch:
+            if outcome.new_pin and report.unexpected_pin is not None:
+                await self._fire(
+                    "new-pin",
+                    report.hostname,
+                    f"new-pin:{report.hostname}:{report.unexpected_pin}",
+                    {
+                        "pin": report.unexpected_pin,
+                        "subject": report.unexpected_subject,
+                        "issuer": report.unexpected_issuer,
+                        "report_key": report.report_key,
+                        "app": report.app_id,
+                        "app_version": report.app_version,
+                    },
+                )
+        for host in sorted({r.hostname for r, o in batch if o.new}):
+            self._spike_check_soon(host)
 
     async def _check_spike(self, host: str, now: int) -> None:
         window_us = self.config.window * 1_000_000

@@ -536,7 +536,8 @@ class _App(Starlette):
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+    _, body, _ = _failure(status, reason)
+    return Response(body, status, headers, "application/json")
 
 
 def _unauthorized() -> Response:

@@ -116,10 +116,9 @@ class Store:
         self.url = sa.engine.make_url(url)
         self.schema = schema
         self.kind = self.url.get_backend_name()
-        # Bound parameters per statement (SQLite: read from the connection on first use, as
-        # builds differ).
-        self._placeholder = "?" if self.kind == "sqlite" else "%s"
-        self._max_params: int | None = None if self.kind == "sqlite" else 65_535
+        # SQLite's bound parameters per statement: read from the connection on first use
+        # (builds differ).
+        self._max_params: int | None = None
         self._pins_stmt: Any = None
         self._dup_stmt: Any = None
         if self.kind not in PK:
@@ -304,7 +303,8 @@ class Store:
 
     def _insert_reports(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
         """``INSERT … ON CONFLICT (report_key) DO NOTHING RETURNING id, report_key`` for all
-        `rows`, as few multi-row statements on the driver directly.
+        `rows`, on the driver directly: multi-row statements on SQLite, one pipeline of
+        one-row statements on Postgres.
 
         SQLAlchemy's insertmanyvalues did the same with a bind processor per value: ≈ 55 µs of
         Python per report on the writer thread, holding the GIL the event loop needs. The
@@ -338,7 +338,7 @@ class Store:
         out = []
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            sql = _multi_insert_sql(self._placeholder, columns, len(chunk))
+            sql = _multi_insert_sql("?", columns, len(chunk))
             params = tuple(row[c] for row in chunk for c in columns)
             out.extend(conn.exec_driver_sql(sql, params).all())
         return out

@@ -200,23 +200,19 @@ def normalize_report(
     subject = issuer = None
     if unexpected is not None and leaf is not None:
         subject, issuer = _names(leaf)
-    canonical = None
+    canonical = ""
+    if report_id is None or raw is None:
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if report_id is not None:
         key = f"id:{report_id}"
     else:
         # Without an id, the key is the hash of the canonical JSON: the same report sent
-        # again with other whitespace or member order is still one report.
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        # surrogatepass: an unpaired "\ud800" in a field certpin ignores is kept (in the raw
-        # body, escaped) and must not break the key.
+        # again with other whitespace or member order is still one report. surrogatepass: an
+        # unpaired "\ud800" in a field certpin ignores is kept (escaped in the raw body) and
+        # must not break the key.
         digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
         key = "sha256:" + digest
-    if raw is not None:
-        body = raw
-    else:
-        body = canonical or json.dumps(
-            data, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+    body = canonical if raw is None else raw
     return Report(
         report_key=key,
         dialect=dialect,
@@ -270,10 +266,8 @@ class _Fields:
         if value is not None:
             if len(value) > limit:
                 raise ReportError(f"field {name!r}: longer than {limit} characters")
-            if not value.isascii():
+            if "\x00" in value or not value.isascii():
                 _check_text(name, value)
-            elif "\x00" in value:  # JSON allows \u0000; Postgres text cannot hold it
-                raise ReportError(f"field {name!r}: contains a NUL character")
         return value
 
     def boolean(self, name: str) -> bool | None:
