@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from _support.pki import PKI, make_pki
+from certpin.collector.schema import SCHEMA_VERSION
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
     CollectorServer,
@@ -332,7 +333,8 @@ def test_storage_is_sqlite_wal_with_synchronous_full(sqlite_server: CollectorSer
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-        assert conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar() == 1
+        version = conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar()
+        assert version == SCHEMA_VERSION
 
 
 def test_schema_newer_than_the_tool_is_refused(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from _support.pki import PKI
 from certpin._cli import main
 from certpin._cli_serve import listen_socket
-from certpin.collector.db import Store, StoreError
+from certpin.collector.db import SCHEMA_VERSION, Store, StoreError
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
     CollectorServer,
@@ -55,7 +55,7 @@ def test_postgres_ingest_idempotency_and_read_api(
 def test_migration_is_idempotent_on_postgres(pg_url: str, pg_schema: str) -> None:
     store = Store(pg_url, schema=pg_schema)
     try:
-        assert store.migrate() == store.migrate() == 1
+        assert store.migrate() == store.migrate() == SCHEMA_VERSION
     finally:
         store.close()
 

@@ -36,7 +36,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .dialects import Report
-from .schema import MIGRATIONS, PK, SCHEMA_VERSION, alerts, reports, schema_version, seen_pins
+from .schema import (
+    MIGRATIONS,
+    PK,
+    SCHEMA_VERSION,
+    alerts,
+    chain_sha256,
+    chains,
+    reports,
+    schema_version,
+    seen_pins,
+)
 
 __all__ = [
     "DEFAULT_DB_DIR",
@@ -121,6 +131,9 @@ class Store:
         self._max_params: int | None = None
         self._pins_stmt: Any = None
         self._dup_stmt: Any = None
+        # Keys of chains known to be committed in ``chains`` (so a batch skips them); bounded,
+        # updated only after a commit. Forgetting one costs an INSERT … DO NOTHING, no more.
+        self._stored_chains: set[str] = set()
         if self.kind not in PK:
             raise StoreError(f"unsupported database {self.kind!r}: use SQLite or PostgreSQL")
         if self.kind == "postgresql" and self.url.get_driver_name() != "psycopg":
@@ -197,6 +210,7 @@ class Store:
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the version now in place."""
+        self._stored_chains.clear()
         if self.kind == "postgresql" and self.schema is not None:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -217,19 +231,23 @@ class Store:
             for version, statements in MIGRATIONS:
                 if version <= current:
                     continue
-                for statement in statements:
-                    conn.exec_driver_sql(statement.format(pk=PK[self.kind]))
+                for step in statements:
+                    if isinstance(step, str):
+                        conn.exec_driver_sql(step.format(pk=PK[self.kind]))
+                    else:
+                        step(conn)
                 conn.execute(sa.insert(schema_version).values(version=version))
                 current = version
             return current
 
     def drop_schema(self) -> None:
         """Drop everything the collector created (tests; Postgres schema or SQLite tables)."""
+        self._stored_chains.clear()
         with self._write() as conn:
             if self.kind == "postgresql" and self.schema is not None:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
             else:
-                for name in ("alerts", "seen_pins", "reports", "schema_version"):
+                for name in ("alerts", "seen_pins", "reports", "chains", "schema_version"):
                     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
     def ping(self) -> None:
@@ -247,11 +265,13 @@ class Store:
         Returns one `Outcome` per item, in order. Raises on any database error, in which
         case nothing of the batch is committed.
 
-        The new rows in as few statements as the driver allows (``INSERT … ON CONFLICT DO
-        NOTHING RETURNING id, report_key``: multi-row on SQLite, one pipeline on Postgres,
-        see `_insert_reports`), one statement for their keys in ``seen_pins``, then an
-        ``UPDATE`` per duplicate only. A key given twice in one batch is inserted once; the
-        later copies are duplicates, exactly as if they had come in later batches.
+        First the chains not yet stored (``chains``, in key order), then the new rows in as
+        few statements as the driver allows (``INSERT … ON CONFLICT DO NOTHING RETURNING id,
+        report_key``: multi-row on SQLite, one pipeline on Postgres, see `_insert_reports`),
+        one statement for their keys in ``seen_pins``, then an ``UPDATE`` per duplicate only.
+        A key given twice in one batch is inserted once; the later copies are duplicates,
+        exactly as if they had come in later batches. Every table is written in key order,
+        so replicas never wait on each other in a cycle.
         """
         received = now_us()
         order = sorted(range(len(items)), key=lambda i: items[i][0].report_key)
@@ -259,7 +279,18 @@ class Store:
         first: dict[str, int] = {}  # report_key -> index of its first copy in the batch
         for i in order:
             first.setdefault(items[i][0].report_key, i)
+        new_chains: dict[str, str] = {}
+        for i in first.values():
+            for ders in (items[i][0].validated_chain, items[i][0].served_chain):
+                key, text = _chain(ders)
+                if key not in self._stored_chains:
+                    new_chains[key] = text
         with self._write() as conn:
+            if new_chains:
+                conn.execute(
+                    self._insert(chains).on_conflict_do_nothing(),
+                    [{"sha256": k, "ders": t} for k, t in sorted(new_chains.items())],
+                )
             ids: dict[str, int] = {}
             if first:
                 rows = [_row(items[i][0], items[i][1], received) for i in first.values()]
@@ -299,19 +330,22 @@ class Store:
                 pair = (report.hostname, report.unexpected_pin or "")
                 new_pin = pair in new_pins and pins.get(pair) == i
                 outcomes[i] = Outcome(row_id, new=True, new_pin=new_pin)
+        if len(self._stored_chains) + len(new_chains) > _STORED_CHAINS_MAX:
+            self._stored_chains.clear()
+        self._stored_chains.update(new_chains)  # committed now
         return [outcomes[i] for i in range(len(items))]
 
-    def _insert_reports(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
+    def _insert_reports(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
         """``INSERT … ON CONFLICT (report_key) DO NOTHING RETURNING id, report_key`` for all
         `rows`, on the driver directly: multi-row statements on SQLite, one pipeline of
         one-row statements on Postgres.
 
         SQLAlchemy's insertmanyvalues did the same with a bind processor per value: ≈ 55 µs of
         Python per report on the writer thread, holding the GIL the event loop needs. The
-        statement is built from the column names of `_row` (fixed identifiers) and the
-        driver's placeholder; every value is a bound parameter.
+        statement is built from `_COLUMNS` (fixed identifiers) and the driver's placeholder;
+        every value is a bound parameter.
         """
-        columns = tuple(rows[0])
+        columns = _COLUMNS
         if self.kind == "postgresql":
             # psycopg converts the placeholders of a statement with more than 50 parameters
             # in Python on every call (its cache stops there): one row per statement instead,
@@ -319,11 +353,7 @@ class Store:
             driver: Any = conn.connection.dbapi_connection  # a psycopg 3 connection
             cursor = driver.cursor()
             try:
-                cursor.executemany(
-                    _multi_insert_sql("%s", columns, 1),
-                    [tuple(row[c] for c in columns) for row in rows],
-                    returning=True,
-                )
+                cursor.executemany(_multi_insert_sql("%s", columns, 1), rows, returning=True)
                 out: list[Any] = []
                 while True:
                     out.extend(cursor.fetchall())
@@ -339,7 +369,7 @@ class Store:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             sql = _multi_insert_sql("?", columns, len(chunk))
-            params = tuple(row[c] for row in chunk for c in columns)
+            params = tuple(value for row in chunk for value in row)
             out.extend(conn.exec_driver_sql(sql, params).all())
         return out
 
@@ -434,7 +464,14 @@ class Store:
         if before_id is not None:
             query = query.where(reports.c.id < before_id)
         with self.engine.connect() as conn:
-            return [_public(row._mapping) for row in conn.execute(query)]
+            rows = [row._mapping for row in conn.execute(query)]
+            keys = {r[c] for r in rows for c in ("validated_chain_sha256", "served_chain_sha256")}
+            texts = dict(
+                conn.execute(
+                    sa.select(chains.c.sha256, chains.c.ders).where(chains.c.sha256.in_(keys))
+                ).all()
+            )
+        return [_public(row, texts) for row in rows]
 
     def summary(self, since_us: int | None = None, top: int = 20) -> dict[str, Any]:
         """Aggregates: per host, per unexpected key (with subject/issuer), per app and version."""
@@ -516,48 +553,88 @@ def _multi_insert_sql(placeholder: str, columns: tuple[str, ...], rows: int) -> 
     )
 
 
+_STORED_CHAINS_MAX = 4096
+
+
 @functools.lru_cache(maxsize=512)
-def _chain_json(ders: tuple[bytes, ...]) -> str:
-    """A chain as stored: a JSON array of base64 DER. Cached: reports repeat the same chains."""
-    return json.dumps([base64.b64encode(d).decode("ascii") for d in ders])
+def _chain(ders: tuple[bytes, ...]) -> tuple[str, str]:
+    """A chain as stored: (its key, a JSON array of base64 DER). Cached: reports repeat the
+    same chains."""
+    text = json.dumps([base64.b64encode(d).decode("ascii") for d in ders])
+    return chain_sha256(text), text
 
 
-def _row(report: Report, source: str | None, received: int) -> dict[str, Any]:
-    chain = _chain_json
-    return {
-        "report_key": report.report_key,
-        "received_us": received,
-        "duplicates": 0,
-        "source": source,
-        "dialect": report.dialect,
-        "hostname": report.hostname,
-        "port": report.port,
-        "noted_hostname": report.noted_hostname,
-        "date_time": report.date_time,
-        "client_time_us": _us(report.client_time),
-        "include_subdomains": report.include_subdomains,
-        "enforce": report.enforce,
-        "validation_result": report.validation_result,
-        "effective_expiration": report.effective_expiration,
-        "known_pins": json.dumps(list(report.known_pins)),
-        "validated_chain": chain(report.validated_chain),
-        "served_chain": chain(report.served_chain),
-        "app_id": report.app_id,
-        "app_version": report.app_version,
-        "app_platform": report.app_platform,
-        "app_platform_version": report.app_platform_version,
-        "app_vendor_id": report.app_vendor_id,
-        "library": report.library,
-        "verdict_status": report.verdict_status,
-        "verdict_reason": report.verdict_reason,
-        "unexpected_pin": report.unexpected_pin,
-        "unexpected_subject": report.unexpected_subject,
-        "unexpected_issuer": report.unexpected_issuer,
-        "body": report.body,
-    }
+#: The columns `_row` fills, in its order.
+_COLUMNS = (
+    "report_key",
+    "received_us",
+    "duplicates",
+    "source",
+    "dialect",
+    "hostname",
+    "port",
+    "noted_hostname",
+    "date_time",
+    "client_time_us",
+    "include_subdomains",
+    "enforce",
+    "validation_result",
+    "effective_expiration",
+    "known_pins",
+    "validated_chain_sha256",
+    "served_chain_sha256",
+    "app_id",
+    "app_version",
+    "app_platform",
+    "app_platform_version",
+    "app_vendor_id",
+    "library",
+    "verdict_status",
+    "verdict_reason",
+    "unexpected_pin",
+    "unexpected_subject",
+    "unexpected_issuer",
+    "body",
+)
 
 
-def _public(row: Any) -> dict[str, Any]:
+def _row(report: Report, source: str | None, received: int) -> tuple[Any, ...]:
+    """A new report's values, in `_COLUMNS` order (a tuple: the writer builds one per report
+    while holding the GIL the event loop needs)."""
+    return (
+        report.report_key,
+        received,
+        0,
+        source,
+        report.dialect,
+        report.hostname,
+        report.port,
+        report.noted_hostname,
+        report.date_time,
+        _us(report.client_time),
+        report.include_subdomains,
+        report.enforce,
+        report.validation_result,
+        report.effective_expiration,
+        json.dumps(list(report.known_pins)),
+        _chain(report.validated_chain)[0],
+        _chain(report.served_chain)[0],
+        report.app_id,
+        report.app_version,
+        report.app_platform,
+        report.app_platform_version,
+        report.app_vendor_id,
+        report.library,
+        report.verdict_status,
+        report.verdict_reason,
+        report.unexpected_pin,
+        report.unexpected_subject,
+        report.unexpected_issuer,
+        report.body,
+    )
+
+
+def _public(row: Any, chain_texts: dict[str, str]) -> dict[str, Any]:
     """A stored row as the read API shows it (chains as PEM, times as ISO 8601 UTC)."""
     return {
         "id": int(row["id"]),
@@ -576,8 +653,8 @@ def _public(row: Any) -> dict[str, Any]:
         "validation_result": row["validation_result"],
         "effective_expiration_date": row["effective_expiration"],
         "known_pins": json.loads(row["known_pins"]),
-        "validated_chain": _pems(row["validated_chain"]),
-        "served_chain": _pems(row["served_chain"]),
+        "validated_chain": _pems(chain_texts[row["validated_chain_sha256"]]),
+        "served_chain": _pems(chain_texts[row["served_chain_sha256"]]),
         "app": row["app_id"],
         "app_version": row["app_version"],
         "app_platform": row["app_platform"],

@@ -2,17 +2,82 @@
 
 The DDL in `MIGRATIONS` is what creates the tables; the `sa.Table` objects below only describe
 them for queries and must be kept in step with the latest migration.
+
+Chains (v2): each distinct certificate chain is stored once in ``chains``, keyed by the SHA-256
+of its stored text (a JSON array of base64 DER); a report row keeps that key. An incident
+repeats a handful of chains across thousands of reports, and the chains were most of a row
+(≈ 5 of 8.5 KiB for a 3-certificate chain), written to the WAL and checkpointed again for every
+report.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-__all__ = ["MIGRATIONS", "PK", "SCHEMA_VERSION", "alerts", "reports", "schema_version", "seen_pins"]
+__all__ = [
+    "MIGRATIONS",
+    "PK",
+    "SCHEMA_VERSION",
+    "alerts",
+    "chain_sha256",
+    "chains",
+    "reports",
+    "schema_version",
+    "seen_pins",
+]
 
-#: version -> DDL statements. ``{pk}`` is the dialect's auto-increment primary key column type.
-#: Never edit a released step: append a new one.
-MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+
+def chain_sha256(text: str) -> str:
+    """The key of a stored chain: hex SHA-256 of its stored text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _move_chains(conn: Connection) -> None:
+    """v2 data step: the inline chains of v1 rows into ``chains``, the rows keep the key."""
+    last = 0
+    while True:
+        rows = conn.execute(
+            sa.text(
+                "SELECT id, validated_chain_sha256, served_chain_sha256 FROM reports "
+                "WHERE id > :last ORDER BY id LIMIT 1000"
+            ),
+            {"last": last},
+        ).all()
+        if not rows:
+            return
+        found: dict[str, str] = {}
+        updates: list[dict[str, Any]] = []
+        for row_id, validated, served in rows:
+            keys = chain_sha256(validated), chain_sha256(served)
+            found.update(zip(keys, (validated, served), strict=True))
+            updates.append({"i": row_id, "v": keys[0], "s": keys[1]})
+        conn.execute(
+            sa.text(
+                "INSERT INTO chains (sha256, ders) VALUES (:k, :t) ON CONFLICT (sha256) DO NOTHING"
+            ),
+            [{"k": k, "t": t} for k, t in sorted(found.items())],
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE reports SET validated_chain_sha256 = :v, served_chain_sha256 = :s "
+                "WHERE id = :i"
+            ),
+            updates,
+        )
+        last = rows[-1][0]
+
+
+#: A migration step: DDL (``{pk}`` is the dialect's auto-increment primary key column type) or
+#: a data step run on the migration's connection.
+Step = str | Callable[[Connection], None]
+
+#: version -> steps, run in order in one transaction. Never edit a released version: append.
+MIGRATIONS: list[tuple[int, tuple[Step, ...]]] = [
     (
         1,
         (
@@ -70,6 +135,15 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        2,
+        (
+            "CREATE TABLE chains (sha256 TEXT PRIMARY KEY, ders TEXT NOT NULL)",
+            "ALTER TABLE reports RENAME COLUMN validated_chain TO validated_chain_sha256",
+            "ALTER TABLE reports RENAME COLUMN served_chain TO served_chain_sha256",
+            _move_chains,
+        ),
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -100,8 +174,8 @@ reports = sa.Table(
     sa.Column("validation_result", sa.Integer),
     sa.Column("effective_expiration", sa.Text),
     sa.Column("known_pins", sa.Text),
-    sa.Column("validated_chain", sa.Text),
-    sa.Column("served_chain", sa.Text),
+    sa.Column("validated_chain_sha256", sa.Text),
+    sa.Column("served_chain_sha256", sa.Text),
     sa.Column("app_id", sa.Text),
     sa.Column("app_version", sa.Text),
     sa.Column("app_platform", sa.Text),
@@ -114,6 +188,12 @@ reports = sa.Table(
     sa.Column("unexpected_subject", sa.Text),
     sa.Column("unexpected_issuer", sa.Text),
     sa.Column("body", sa.Text),
+)
+chains = sa.Table(
+    "chains",
+    _meta,
+    sa.Column("sha256", sa.Text, primary_key=True),
+    sa.Column("ders", sa.Text),
 )
 seen_pins = sa.Table(
     "seen_pins",
