@@ -38,6 +38,7 @@ class CollectorServer:
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
         root_path: str = "",
+        http: str = "httptools",
         **options: Any,
     ) -> None:
         options.setdefault("admin_token", "test-token-" + uuid.uuid4().hex)
@@ -50,7 +51,7 @@ class CollectorServer:
         config = uvicorn.Config(
             self.collector.app,
             log_level="warning",
-            http="h11",
+            http=http,  # certpin serve's default where httptools is installed
             ws="none",
             lifespan="on",
             root_path=root_path,

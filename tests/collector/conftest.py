@@ -39,7 +39,9 @@ def report_pki() -> PKI:
     return make_pki(("reports.example.test",))
 
 
-@pytest.fixture
-def sqlite_server(tmp_path: Path) -> Iterator[CollectorServer]:
-    with CollectorServer(str(tmp_path / "db" / "certpin.sqlite3"), rate_limit=None) as srv:
+@pytest.fixture(params=["httptools", "h11"])
+def sqlite_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CollectorServer]:
+    """The collector on SQLite under each HTTP parser `certpin serve --http` offers."""
+    db = str(tmp_path / "db" / "certpin.sqlite3")
+    with CollectorServer(db, rate_limit=None, http=request.param) as srv:
         yield srv

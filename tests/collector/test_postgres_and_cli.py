@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from _support.pki import PKI
 from certpin._cli import main
-from certpin._cli_serve import listen_socket
+from certpin._cli_serve import http_parser, listen_socket
 from certpin.collector.db import SCHEMA_VERSION, Store, StoreError
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
+    CollectorProcess,
     CollectorServer,
     certpin_report,
     dumps,
@@ -85,6 +88,33 @@ def test_serve_refuses_bad_options_with_exit_2(
     # that closes with the test (it broke later log calls), and the level is restored.
     assert certpin_log.handlers == handlers
     assert certpin_log.level == level
+
+
+@pytest.mark.parametrize(("choice", "parser"), [("auto", "httptools"), ("h11", "h11")])
+def test_serve_ingests_under_each_http_parser(
+    choice: str, parser: str, tmp_path: Path, report_pki: PKI
+) -> None:
+    proc = CollectorProcess("--db", str(tmp_path / "c.sqlite3"), "--rate", "0", "--http", choice)
+    try:
+        assert f"HTTP parser {parser}" in proc.output.read_text()
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            created = client.post("/reports", content=dumps(certpin_report(report_pki)))
+            too_big = client.post("/reports", content=b'{"x": "' + b"a" * 70_000 + b'"}')
+            bad = client.post("/reports", content=b"{not json")
+        assert created.status_code == 201 and created.json()["duplicate"] is False
+        assert too_big.status_code == 413 and bad.status_code == 400
+    finally:
+        proc.stop()
+
+
+def test_serve_http_httptools_without_httptools_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "httptools", None)  # import httptools -> ImportError
+    assert main(["serve", "--http", "httptools", "--port", "0"]) == 2
+    assert "httptools is not installed" in capsys.readouterr().err
+    assert http_parser("auto") == "h11" and http_parser("h11") == "h11"
 
 
 def test_serve_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
