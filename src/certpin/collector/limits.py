@@ -90,6 +90,13 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: One decoder for every body: ``json.loads`` with hooks builds a decoder and its scanner on
+#: every call (≈ 5 µs of a ≈ 27 µs parse of a 3 KiB report).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs, parse_constant=_reject_constant, parse_float=_finite_float
+)
+
+
 def decode_body(body: bytes) -> str:
     """A request body as text: UTF-8 (RFC 8259 §8.1), else a 400 naming the first bad byte."""
     try:
@@ -106,12 +113,7 @@ def parse_json(body: bytes | str, limits: IngestLimits) -> dict[str, Any]:
     # recursion limit (RecursionError, well below the 64 KiB body's worst case), and the walk
     # below rejects anything deeper than max_depth — without a per-character Python loop.
     try:
-        data = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise LimitError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
