@@ -335,17 +335,18 @@ class Store:
         self._stored_chains.update(new_chains)  # committed now
         return [outcomes[i] for i in range(len(items))]
 
-    def _insert_reports(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
+    def _insert_reports(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
         """``INSERT … ON CONFLICT (report_key) DO NOTHING RETURNING id, report_key`` for all
         `rows`, on the driver directly: multi-row statements on SQLite, one pipeline of
         one-row statements on Postgres.
 
         SQLAlchemy's insertmanyvalues did the same with a bind processor per value: ≈ 55 µs of
         Python per report on the writer thread, holding the GIL the event loop needs. The
-        statement is built from `_COLUMNS` (fixed identifiers) and the driver's placeholder;
-        every value is a bound parameter.
+        statement is built from the column names of `_row` (fixed identifiers) and the
+        driver's placeholder; every value is a bound parameter.
         """
-        columns = _COLUMNS
+        columns = tuple(rows[0])
+        values = [tuple(row.values()) for row in rows]  # `_row` builds every dict alike
         if self.kind == "postgresql":
             # psycopg converts the placeholders of a statement with more than 50 parameters
             # in Python on every call (its cache stops there): one row per statement instead,
@@ -353,7 +354,7 @@ class Store:
             driver: Any = conn.connection.dbapi_connection  # a psycopg 3 connection
             cursor = driver.cursor()
             try:
-                cursor.executemany(_multi_insert_sql("%s", columns, 1), rows, returning=True)
+                cursor.executemany(_multi_insert_sql("%s", columns, 1), values, returning=True)
                 out: list[Any] = []
                 while True:
                     out.extend(cursor.fetchall())
@@ -366,8 +367,8 @@ class Store:
             self._max_params = int(sqlite_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
         per_statement = max(1, self._max_params // len(columns))
         out = []
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
+        for start in range(0, len(values), per_statement):
+            chunk = values[start : start + per_statement]
             sql = _multi_insert_sql("?", columns, len(chunk))
             params = tuple(value for row in chunk for value in row)
             out.extend(conn.exec_driver_sql(sql, params).all())
@@ -564,74 +565,40 @@ def _chain(ders: tuple[bytes, ...]) -> tuple[str, str]:
     return chain_sha256(text), text
 
 
-#: The columns `_row` fills, in its order.
-_COLUMNS = (
-    "report_key",
-    "received_us",
-    "duplicates",
-    "source",
-    "dialect",
-    "hostname",
-    "port",
-    "noted_hostname",
-    "date_time",
-    "client_time_us",
-    "include_subdomains",
-    "enforce",
-    "validation_result",
-    "effective_expiration",
-    "known_pins",
-    "validated_chain_sha256",
-    "served_chain_sha256",
-    "app_id",
-    "app_version",
-    "app_platform",
-    "app_platform_version",
-    "app_vendor_id",
-    "library",
-    "verdict_status",
-    "verdict_reason",
-    "unexpected_pin",
-    "unexpected_subject",
-    "unexpected_issuer",
-    "body",
-)
-
-
-def _row(report: Report, source: str | None, received: int) -> tuple[Any, ...]:
-    """A new report's values, in `_COLUMNS` order (a tuple: the writer builds one per report
-    while holding the GIL the event loop needs)."""
-    return (
-        report.report_key,
-        received,
-        0,
-        source,
-        report.dialect,
-        report.hostname,
-        report.port,
-        report.noted_hostname,
-        report.date_time,
-        _us(report.client_time),
-        report.include_subdomains,
-        report.enforce,
-        report.validation_result,
-        report.effective_expiration,
-        json.dumps(list(report.known_pins)),
-        _chain(report.validated_chain)[0],
-        _chain(report.served_chain)[0],
-        report.app_id,
-        report.app_version,
-        report.app_platform,
-        report.app_platform_version,
-        report.app_vendor_id,
-        report.library,
-        report.verdict_status,
-        report.verdict_reason,
-        report.unexpected_pin,
-        report.unexpected_subject,
-        report.unexpected_issuer,
-        report.body,
-    )
+def _row(report: Report, source: str | None, received: int) -> dict[str, Any]:
+    """A new report's values by column (the insert takes the column names from the first row
+    and the values in this order)."""
+    return {
+        "report_key": report.report_key,
+        "received_us": received,
+        "duplicates": 0,
+        "source": source,
+        "dialect": report.dialect,
+        "hostname": report.hostname,
+        "port": report.port,
+        "noted_hostname": report.noted_hostname,
+        "date_time": report.date_time,
+        "client_time_us": _us(report.client_time),
+        "include_subdomains": report.include_subdomains,
+        "enforce": report.enforce,
+        "validation_result": report.validation_result,
+        "effective_expiration": report.effective_expiration,
+        "known_pins": json.dumps(list(report.known_pins)),
+        "validated_chain_sha256": _chain(report.validated_chain)[0],
+        "served_chain_sha256": _chain(report.served_chain)[0],
+        "app_id": report.app_id,
+        "app_version": report.app_version,
+        "app_platform": report.app_platform,
+        "app_platform_version": report.app_platform_version,
+        "app_vendor_id": report.app_vendor_id,
+        "library": report.library,
+        "verdict_status": report.verdict_status,
+        "verdict_reason": report.verdict_reason,
+        "unexpected_pin": report.unexpected_pin,
+        "unexpected_subject": report.unexpected_subject,
+        "unexpected_issuer": report.unexpected_issuer,
+        "body": report.body,
+    }
 
 
 def _public(row: Any, chain_texts: dict[str, str]) -> dict[str, Any]:
