@@ -157,44 +157,57 @@ def normalize_report(
     for name in REQUIRED_FIELDS[dialect]:
         if data.get(name) is None:
             raise ReportError(f"{dialect} report: required field {name!r} is missing")
-    f = _Fields(data, limits, dialect)
-    host_text = f.string("hostname", max_len=253)
+    # Every string field in one pass (this runs for every report the collector receives).
+    (
+        host_text,
+        noted,
+        date_time,
+        mode,
+        report_id,
+        certpin_version,
+        trustkit_version,
+        _,  # known-pins-expiration-date: checked, kept in the body only
+        effective_expiration,
+        app_id,
+        app_version,
+        app_platform,
+        app_platform_version,
+        app_vendor_id,
+        app_identifier,
+        verdict_status,
+        verdict_reason,
+    ) = _strings(data, limits.max_string)
     assert host_text is not None
     try:
         hostname = normalize_host(host_text)
     except HostError as exc:
         raise ReportError(f"field 'hostname': {exc}") from None
-    noted = f.string("noted-hostname", max_len=253)
-    port = f.integer("port", 0, 65535)
+    port = _integer(data, "port", 0, 65535)
     if port == 0:
         port = None  # TrustKit Android cannot see the port and always sends 0
-    validated = f.chain("validated-certificate-chain")
-    served = f.chain("served-certificate-chain")
+    validated = _chain(data, "validated-certificate-chain", limits.max_chain)
+    served = _chain(data, "served-certificate-chain", limits.max_chain)
     if dialect == "rfc7469" and not validated and not served:
         raise ReportError(
             "rfc7469 report: one of 'served-certificate-chain' or "
             "'validated-certificate-chain' is required"
         )
-    known = f.pins("known-pins")
-    date_time = f.string("date-time", max_len=64)
+    known, known_text = _pins(data, "known-pins", limits.max_pins)
     client_time = None
     if date_time is not None and dialect != "trustkit-android":
         client_time = _parse_time(date_time)
-    enforce = f.boolean("enforce-pinning")
-    mode = f.string("mode", max_len=32)
+    enforce = _boolean(data, "enforce-pinning")
     if mode is not None:
         if mode not in ("enforce", "report-only"):
             raise ReportError(f"field 'mode': must be 'enforce' or 'report-only', got {mode!r}")
         enforce = mode == "enforce"
-    report_id = f.string("report-id", max_len=128)
     if report_id is not None and not _REPORT_ID.match(report_id):
         raise ReportError("field 'report-id': 1-128 characters of A-Z a-z 0-9 . _ : -")
     library = None
-    if (version := f.string("certpin-version", max_len=64)) is not None:
-        library = f"certpin {version}"
-    elif (version := f.string("trustkit-version", max_len=64)) is not None:
-        library = f"trustkit {version}"
-    f.string("known-pins-expiration-date", max_len=64)
+    if certpin_version is not None:
+        library = f"certpin {certpin_version}"
+    elif trustkit_version is not None:
+        library = f"trustkit {trustkit_version}"
     leaf = (validated or served)[0] if (validated or served) else None
     unexpected = None if leaf is None else _unexpected(hostname, leaf, known)
     subject = issuer = None
@@ -221,21 +234,21 @@ def normalize_report(
         noted_hostname=noted,
         date_time=date_time,
         client_time=client_time,
-        include_subdomains=f.boolean("include-subdomains"),
+        include_subdomains=_boolean(data, "include-subdomains"),
         enforce=enforce,
-        validation_result=f.integer("validation-result", -(2**31), 2**31 - 1),
-        effective_expiration=f.string("effective-expiration-date", max_len=64),
-        known_pins=tuple(str(p) for p in known),
+        validation_result=_integer(data, "validation-result", -(2**31), 2**31 - 1),
+        effective_expiration=effective_expiration,
+        known_pins=known_text,
         validated_chain=validated,
         served_chain=served,
-        app_id=f.string("app-bundle-id"),
-        app_version=f.string("app-version"),
-        app_platform=f.string("app-platform"),
-        app_platform_version=f.string("app-platform-version"),
-        app_vendor_id=f.string("app-vendor-id") or f.string("app-identifier"),
+        app_id=app_id,
+        app_version=app_version,
+        app_platform=app_platform,
+        app_platform_version=app_platform_version,
+        app_vendor_id=app_vendor_id or app_identifier,
         library=library,
-        verdict_status=f.string("verdict-status", max_len=64),
-        verdict_reason=f.string("verdict-reason"),
+        verdict_status=verdict_status,
+        verdict_reason=verdict_reason,
         unexpected_pin=None if unexpected is None else str(unexpected),
         unexpected_subject=subject,
         unexpected_issuer=issuer,
@@ -243,66 +256,114 @@ def normalize_report(
     )
 
 
-class _Fields:
-    """Typed, bounded accessors over a report body; errors name the field."""
+#: The string fields `normalize_report` reads, in the order it checks them, with their length
+#: limit (None: `IngestLimits.max_string`).
+_STRING_FIELDS: tuple[tuple[str, int | None], ...] = (
+    ("hostname", 253),
+    ("noted-hostname", 253),
+    ("date-time", 64),
+    ("mode", 32),
+    ("report-id", 128),
+    ("certpin-version", 64),
+    ("trustkit-version", 64),
+    ("known-pins-expiration-date", 64),
+    ("effective-expiration-date", 64),
+    ("app-bundle-id", None),
+    ("app-version", None),
+    ("app-platform", None),
+    ("app-platform-version", None),
+    ("app-vendor-id", None),
+    ("app-identifier", None),
+    ("verdict-status", 64),
+    ("verdict-reason", None),
+)
 
-    def __init__(self, data: dict[str, Any], limits: IngestLimits, dialect: str) -> None:
-        self.data = data
-        self.limits = limits
-        self.dialect = dialect
 
-    def _get(self, name: str, kind: type | tuple[type, ...], what: str) -> Any:
-        value = self.data.get(name)
-        if value is None:
-            return None
-        # bool is an int subclass: true/false is never a port or a validation result.
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
-            raise ReportError(f"field {name!r}: expected {what}, got {_json_type(value)}")
-        return value
-
-    def string(self, name: str, max_len: int | None = None) -> str | None:
-        value: str | None = self._get(name, str, "a string")
-        limit = max_len or self.limits.max_string
+def _strings(data: dict[str, Any], max_string: int) -> list[str | None]:
+    """The values of `_STRING_FIELDS` (None where absent or null), each checked: a string,
+    within its length limit, storable as text."""
+    out: list[str | None] = []
+    for name, max_len in _STRING_FIELDS:
+        value = data.get(name)
         if value is not None:
+            if not isinstance(value, str):
+                raise ReportError(f"field {name!r}: expected a string, got {_json_type(value)}")
+            limit = max_len or max_string
             if len(value) > limit:
                 raise ReportError(f"field {name!r}: longer than {limit} characters")
             if "\x00" in value or not value.isascii():
                 _check_text(name, value)
-        return value
+        out.append(value)
+    return out
 
-    def boolean(self, name: str) -> bool | None:
-        value: bool | None = self._get(name, bool, "true or false")
-        return value
 
-    def integer(self, name: str, low: int, high: int) -> int | None:
-        value: int | None = self._get(name, int, "an integer")
-        if value is not None and not low <= value <= high:
-            raise ReportError(f"field {name!r}: {value} is outside {low}..{high}")
-        return value
+def _boolean(data: dict[str, Any], name: str) -> bool | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ReportError(f"field {name!r}: expected true or false, got {_json_type(value)}")
+    return value
 
-    def _list(self, name: str, limit: int, what: str) -> list[Any]:
-        value: list[Any] | None = self._get(name, list, f"an array of {what}")
-        if value is None:
-            return []
-        if len(value) > limit:
-            raise ReportError(f"field {name!r}: more than {limit} entries")
-        return value
 
-    def chain(self, name: str) -> tuple[bytes, ...]:
-        items = self._list(name, self.limits.max_chain, "PEM certificates")
-        return tuple(_pem_to_der(item, f"{name}[{i}]") for i, item in enumerate(items))
+def _integer(data: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    # bool is an int subclass: true/false is never a port or a validation result.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ReportError(f"field {name!r}: expected an integer, got {_json_type(value)}")
+    if not low <= value <= high:
+        raise ReportError(f"field {name!r}: {value} is outside {low}..{high}")
+    return value
 
-    def pins(self, name: str) -> tuple[Pin, ...]:
-        items = self._list(name, self.limits.max_pins, "pin strings")
-        out: list[Pin] = []
-        for i, item in enumerate(items):
-            if not isinstance(item, str) or len(item) > 256:
-                raise ReportError(f"field '{name}[{i}]': expected a pin string")
-            try:
-                out.append(Pin.parse(item))
-            except CertpinError as exc:
-                raise ReportError(f"field '{name}[{i}]': {exc}") from None
-        return tuple(out)
+
+def _list(data: dict[str, Any], name: str, limit: int, what: str) -> list[Any]:
+    value = data.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ReportError(f"field {name!r}: expected an array of {what}, got {_json_type(value)}")
+    if len(value) > limit:
+        raise ReportError(f"field {name!r}: more than {limit} entries")
+    return value
+
+
+def _chain(data: dict[str, Any], name: str, limit: int) -> tuple[bytes, ...]:
+    out: list[bytes] = []
+    for i, item in enumerate(_list(data, name, limit, "PEM certificates")):
+        if not isinstance(item, str):
+            raise ReportError(f"field '{name}[{i}]': expected a PEM certificate string")
+        if len(item) > _MAX_PEM:
+            raise ReportError(f"field '{name}[{i}]': PEM longer than {_MAX_PEM} characters")
+        result = _decode_pem(item)
+        if isinstance(result, str):
+            raise ReportError(f"field '{name}[{i}]': {result}")
+        out.append(result)
+    return tuple(out)
+
+
+def _pins(data: dict[str, Any], name: str, limit: int) -> tuple[tuple[Pin, ...], tuple[str, ...]]:
+    """The pins of `name` and their canonical texts (``sha256/…``)."""
+    pins: list[Pin] = []
+    texts: list[str] = []
+    for i, item in enumerate(_list(data, name, limit, "pin strings")):
+        if not isinstance(item, str) or len(item) > 256:
+            raise ReportError(f"field '{name}[{i}]': expected a pin string")
+        result = _parse_pin(item)
+        if isinstance(result, str):
+            raise ReportError(f"field '{name}[{i}]': {result}")
+        pins.append(result[0])
+        texts.append(result[1])
+    return tuple(pins), tuple(texts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_pin(item: str) -> tuple[Pin, str] | str:
+    """A pin and its canonical text, or the reason it is not a pin; cached like `_decode_pem`."""
+    try:
+        pin = Pin.parse(item)
+    except CertpinError as exc:
+        return str(exc)
+    return pin, str(pin)
 
 
 def _check_text(name: str, value: str) -> None:
@@ -318,10 +379,6 @@ def _check_text(name: str, value: str) -> None:
         ) from None
 
 
-def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
 def _json_type(value: Any) -> str:
     names: list[tuple[type, str]] = [
         (bool, "a boolean"),
@@ -335,17 +392,6 @@ def _json_type(value: Any) -> str:
         if isinstance(value, kind):
             return name
     return type(value).__name__  # Defensive: json.loads yields only the types above
-
-
-def _pem_to_der(item: Any, where: str) -> bytes:
-    if not isinstance(item, str):
-        raise ReportError(f"field '{where}': expected a PEM certificate string")
-    if len(item) > _MAX_PEM:
-        raise ReportError(f"field '{where}': PEM longer than {_MAX_PEM} characters")
-    result = _decode_pem(item)
-    if isinstance(result, str):
-        raise ReportError(f"field '{where}': {result}")
-    return result
 
 
 @functools.lru_cache(maxsize=1024)
