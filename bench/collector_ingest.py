@@ -44,6 +44,7 @@ from pathlib import Path
 from _common import BENCH, ROOT, Result, print_table, test_pki
 
 PG_USERS = ("postgres", "root")
+P99_GOAL_MS = 50.0
 
 
 # -- servers (child processes) ---------------------------------------------------------------------
@@ -81,6 +82,8 @@ def serve(kind: str, db: str | None, schema: str | None, http: str) -> None:
     # certpin serve's own socket for both servers: TCP_NODELAY on every connection (with a
     # proto-0 socket each JSON answer waited ~40 ms for a delayed ACK: the collector's
     # figures before this run were measured that way).
+    if os.environ.get("SWI"):
+        sys.setswitchinterval(float(os.environ["SWI"]))
     sock = listen_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(
@@ -177,27 +180,35 @@ def make_bodies(count: int) -> list[bytes]:
     return [json.dumps({**base, "report-id": uuid.uuid4().hex}).encode() for _ in range(count)]
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, body: bytes
+) -> int:
+    """One keep-alive ``POST /reports`` and its whole response; returns the status."""
+    head = (
+        f"POST /reports HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    headers = await reader.readuntil(b"\r\n\r\n")
+    status = int(headers.split(b" ", 2)[1])
+    length = 0
+    for line in headers.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
 async def _client(
     port: int, bodies: list[bytes], latencies: list[float], statuses: dict[int, int]
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for body in bodies:
-            head = (
-                f"POST /reports HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode()
             start = time.perf_counter()
-            writer.write(head + body)
-            headers = await reader.readuntil(b"\r\n\r\n")
-            status = int(headers.split(b" ", 2)[1])
-            length = 0
-            for line in headers.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if length:
-                await reader.readexactly(length)
+            status = await _exchange(reader, writer, port, body)
             latencies.append((time.perf_counter() - start) * 1000)
             statuses[status] = statuses.get(status, 0) + 1
     finally:
@@ -226,6 +237,93 @@ def drive(case: str, server: Server, bodies: list[bytes], clients: int) -> Run:
     asyncio.run(_load(server.port, warm, clients))
     seconds, latencies, statuses = asyncio.run(_load(server.port, bodies, clients))
     return Run(case, len(bodies), seconds, latencies, statuses)
+
+
+async def _open_loop(
+    port: int, bodies: list[bytes], rate: float, connections: int
+) -> tuple[float, list[float], dict[int, int]]:
+    """Offer `bodies` at `rate` requests/s whatever the answers (open loop), over a pool of
+    `connections` keep-alive connections. Request i is due at ``start + i / rate`` and its
+    latency counts from then: one that waits for a free connection is late, and the wait is
+    part of its latency (no coordinated omission). Returns (seconds until the last answer,
+    latencies in ms, statuses)."""
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (item := await queue.get()) is not None:
+            due, body = item
+            status = await _exchange(reader, writer, port, body)
+            latencies.append((time.perf_counter() - due) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    workers = [asyncio.create_task(worker(r, w)) for r, w in conns]
+    start = time.perf_counter()
+    for i, body in enumerate(bodies):
+        due = start + i / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((due, body))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    seconds = time.perf_counter() - start
+    for _, writer in conns:
+        writer.close()
+        await writer.wait_closed()
+    return seconds, latencies, statuses
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: float
+    achieved: float
+    p99: float
+    statuses: dict[int, int]
+
+    @property
+    def ok(self) -> bool:
+        # Sustained: (nearly) everything offered was answered in time, and the tail held.
+        return self.achieved >= 0.95 * self.rate and self.p99 < P99_GOAL_MS
+
+
+def capacity(
+    case: str, server: Server, seconds: float, connections: int, clients: int
+) -> tuple[float, list[Step]]:
+    """The highest offered rate the server sustains with p99 < 50 ms (see `Step.ok`): rates
+    doubled from 500/s until one fails, then 4 bisection steps (±3 %). Each step offers
+    `seconds` worth of unique reports."""
+    warm = [b.replace(b'"report-id": "', b'"report-id": "w') for b in make_bodies(clients * 20)]
+    _, _, warm_statuses = asyncio.run(_load(server.port, warm, clients))
+    steps: list[Step] = [Step(0.0, 0.0, 0.0, warm_statuses)]  # the warm-up, for the row count
+
+    def step(rate: float) -> bool:
+        bodies = make_bodies(int(rate * seconds))
+        took, latencies, statuses = asyncio.run(_open_loop(server.port, bodies, rate, connections))
+        ordered = sorted(latencies)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        answered = sum(statuses.get(s, 0) for s in (201, 204))
+        result = Step(rate, answered / took, p99, statuses)
+        steps.append(result)
+        print(
+            f"  {case:8s} offered {rate:6.0f}/s  achieved {result.achieved:6.0f}/s  "
+            f"p99 {p99:7.1f} ms  {'ok' if result.ok else 'NOT sustained'}",
+            flush=True,
+        )
+        return result.ok
+
+    good, bad = 0.0, 500.0
+    while step(bad):
+        good, bad = bad, bad * 2
+    for _ in range(4):
+        mid = (good + bad) / 2 if good else bad / 2
+        if step(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, steps
 
 
 def make_warmup(count: int, clients: int, bodies: list[bytes]) -> list[bytes]:
@@ -349,12 +447,85 @@ def run(
     return results
 
 
+def run_open(
+    rounds: int = 3,
+    seconds: float = 2.0,
+    connections: int = 128,
+    clients: int = 32,
+    http: str = "h11",
+) -> list[Result]:
+    """Open-loop capacity of each server (`capacity`), interleaved per round; stored rows are
+    checked against the 201s of every step."""
+    pg = pg_url()
+    cases = ["sqlite"] + (["postgres"] if pg else [])
+    if pg is None:
+        print("postgres: no server at 127.0.0.1:5432 (database 'test'); skipped")
+    found: dict[str, list[float]] = {c: [] for c in ["bare", *cases]}
+    tmp = Path(tempfile.mkdtemp(prefix="certpin-bench-ingest-"))
+    for r in range(rounds):
+        for case in ["bare", *cases]:
+            db: str | None = None
+            schema: str | None = None
+            if case == "sqlite":
+                db = str(tmp / f"open{r}.sqlite3")
+            elif case == "postgres":
+                db, schema = pg, f"certpin_bench_{uuid.uuid4().hex[:10]}"
+            server = Server(case if case == "bare" else "collector", db, schema, http)
+            try:
+                rate, steps = capacity(case, server, seconds, connections, clients)
+            finally:
+                server.stop()
+            if db is not None:
+                acked = sum(s.statuses.get(201, 0) for s in steps)
+                rows = stored(db, schema)
+                assert rows == acked, (case, rows, acked)
+                if schema is not None:
+                    drop_schema(db, schema)
+            bad = {k: n for s in steps for k, n in s.statuses.items() if k not in (201, 204)}
+            print(
+                f"round {r + 1} {case:8s} sustains {rate:6.0f} req/s with p99 < 50 ms"
+                + (f"  UNEXPECTED {bad}" if bad else ""),
+                flush=True,
+            )
+            found[case].append(rate)
+    bare = statistics.median(found["bare"])
+    results = []
+    for case in cases:
+        rate = statistics.median(found[case])
+        shares = " / ".join(f"{c / b:.0%}" for b, c in zip(found["bare"], found[case], strict=True))
+        print(
+            f"{case}: sustains {rate:.0f} durable reports/s = {rate / bare:.1%} of bare "
+            f"({bare:.0f} req/s; per round {shares})"
+        )
+        results.append(
+            Result(
+                "collector_ingest",
+                f"{case}: open loop, bare/collector sustained req/s",
+                bare,
+                rate,
+                "req/s",
+                goal_ratio=2.0,
+            )
+        )
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--per-client", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--http", choices=["h11", "httptools"], default="h11")
+    parser.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="measure each server's sustained rate under open-loop arrivals instead",
+    )
+    parser.add_argument("--seconds", type=float, default=2.0, help="per open-loop step")
+    parser.add_argument("--connections", type=int, default=128, help="open-loop pool")
     parser.add_argument("--serve", choices=["bare", "collector"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--schema", help=argparse.SUPPRESS)
@@ -369,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.per_client} reports, {args.rounds} rounds, HTTP parser {args.http} "
         f"(bench dir {BENCH.name}/)"
     )
-    print_table(run(args.clients, args.per_client, args.rounds, args.http), "collector ingest")
+    if args.open_loop:
+        results = run_open(args.rounds, args.seconds, args.connections, args.clients, args.http)
+    else:
+        results = run(args.clients, args.per_client, args.rounds, args.http)
+    print_table(results, "collector ingest")
     return 0
 
 

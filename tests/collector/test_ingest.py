@@ -542,7 +542,9 @@ def test_a_full_write_queue_is_a_503_with_retry_after(
         return real(self, items)
 
     monkeypatch.setattr(Store, "insert_batch", held)
-    with CollectorServer(str(tmp_path / "q.sqlite3"), rate_limit=None, max_queue=1) as srv:
+    with CollectorServer(
+        str(tmp_path / "q.sqlite3"), rate_limit=None, max_queue=1, writer="thread"
+    ) as srv:
         writer = srv.collector.writer
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(_post_one, srv, certpin_report(report_pki))
@@ -586,7 +588,7 @@ def test_a_report_the_database_cannot_reach_fails_with_its_batch(
         raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(Store, "insert_batch", unreachable)
-    with CollectorServer(str(tmp_path / "u.sqlite3"), rate_limit=None) as srv:
+    with CollectorServer(str(tmp_path / "u.sqlite3"), rate_limit=None, writer="thread") as srv:
         response = _post_one(srv, certpin_report(report_pki))
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert attempts == [1, 1, 1, 1]
@@ -611,7 +613,7 @@ def test_a_report_the_database_refuses_fails_alone(
 
     monkeypatch.setattr(Store, "insert_batch", refusing)
     bodies = [{**certpin_report(report_pki), "app-version": v} for v in ("a", "poison", "b", "c")]
-    with CollectorServer(str(tmp_path / "p.sqlite3"), rate_limit=None) as srv:
+    with CollectorServer(str(tmp_path / "p.sqlite3"), rate_limit=None, writer="thread") as srv:
         with ThreadPoolExecutor(len(bodies)) as pool:
             responses = list(pool.map(lambda b: _post_one(srv, b), bodies))
         with srv.client() as client:
@@ -634,19 +636,19 @@ def _post_one(srv: CollectorServer, body: dict[str, Any]) -> httpx.Response:
 def test_the_writer_thread_survives_a_failing_batch(
     tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from certpin.collector.app import _Writer
+    from certpin.collector._writer import ThreadWriter
 
-    real = _Writer._commit
+    real = ThreadWriter._commit
     calls: list[int] = []
 
-    def once_broken(self: _Writer, batch: Any) -> None:
+    def once_broken(self: ThreadWriter, batch: Any) -> None:
         calls.append(len(batch))
         if len(calls) == 1:
             raise RuntimeError("writer bug")
         real(self, batch)
 
-    monkeypatch.setattr(_Writer, "_commit", once_broken)
-    with CollectorServer(str(tmp_path / "w.sqlite3"), rate_limit=None) as srv:
+    monkeypatch.setattr(ThreadWriter, "_commit", once_broken)
+    with CollectorServer(str(tmp_path / "w.sqlite3"), rate_limit=None, writer="thread") as srv:
         with srv.client() as client:
             first = post(client, certpin_report(report_pki))
             second = post(client, certpin_report(report_pki))
@@ -657,17 +659,17 @@ def test_the_writer_thread_survives_a_failing_batch(
 
 def test_a_report_submitted_while_the_writer_stops_is_refused(tmp_path: Path) -> None:
     # Between stop() and the end of the thread, nothing may be queued that no one will take.
+    from certpin.collector._writer import Overloaded, ThreadWriter
     from certpin.collector.alerts import AlertConfig, Alerter
-    from certpin.collector.app import Overloaded, _Writer
     from certpin.collector.db import Store
 
     store = Store(str(tmp_path / "s.sqlite3"))
     store.migrate()
-    writer = _Writer(store, Alerter(store, AlertConfig()), max_batch=8, max_queue=8)
+    writer = ThreadWriter(store, Alerter(store, AlertConfig()), max_batch=8, max_queue=8)
 
     async def run() -> list[str]:
         outcomes = []
-        writer.start(asyncio.get_running_loop())
+        await writer.start()
         stopping = asyncio.create_task(writer.stop())
         await asyncio.sleep(0)  # stop() has flagged the writer and is joining the thread
         for _ in range(2):

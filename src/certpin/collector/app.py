@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import datetime as dt
 import hmac
@@ -32,8 +31,6 @@ import logging
 import math
 import os
 import secrets
-import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +49,11 @@ from .._errors import CertpinError
 from .._hosts import HostError, normalize_host
 from .._pins import Pin
 from ._openapi import openapi_document
+from ._writer import Overloaded, ProcessWriter, ThreadWriter
 from .alerts import AlertConfig, Alerter
 from .dashboard import Dashboard
-from .db import Outcome, Store, is_transient
-from .dialects import Report, normalize_report
+from .db import Store
+from .dialects import normalize_report
 from .limits import (
     IngestLimits,
     LimitError,
@@ -81,139 +79,6 @@ class RateLimit:
     burst: float = 200.0
 
 
-class Overloaded(Exception):
-    """The write queue is full."""
-
-
-class _Writer:
-    """Group commit on a dedicated thread.
-
-    Handlers append ``(report, source, future)`` under a lock and await the future; the thread
-    takes everything queued (up to ``max_batch``), commits it in ONE transaction and hands the
-    outcomes back to the event loop. The next commit starts as soon as the previous one
-    returns, whatever the loop is busy with: fsync overlaps parsing, and no commit waits for
-    the loop to get round to scheduling it (with the writer as a coroutine, a busy loop held
-    each next commit back by several milliseconds and the writer sat idle two thirds of the
-    time under load).
-    """
-
-    def __init__(self, store: Store, alerter: Alerter, max_batch: int, max_queue: int) -> None:
-        self.store = store
-        self.alerter = alerter
-        self.max_batch = max_batch
-        self.max_queue = max_queue
-        self.batches = 0
-        self._items: collections.deque[_Item] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._stopping = False
-        self._thread = threading.Thread(
-            target=self._run, name="certpin-collector-writer", daemon=True
-        )
-        self._thread.start()
-
-    async def stop(self) -> None:
-        """Commit what is queued, then end the thread (shutdown). Reports submitted from now
-        on are refused (503)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        with self._cond:  # Defensive: the thread drains the queue before it ends
-            left = list(self._items)
-            self._items.clear()
-        for _, _, future in left:
-            _fail(future, Overloaded())
-
-    async def submit(self, report: Report, source: str | None) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        with self._cond:
-            thread = self._thread
-            if (
-                self._stopping
-                or thread is None
-                or not thread.is_alive()
-                or len(self._items) >= self.max_queue
-            ):
-                raise Overloaded
-            self._items.append((report, source, future))
-            self._cond.notify()
-        return await future
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._items and not self._stopping:
-                    self._cond.wait()
-                if not self._items:
-                    return
-                take = min(len(self._items), self.max_batch)
-                batch = [self._items.popleft() for _ in range(take)]
-            try:
-                self._commit(batch)
-            except Exception as exc:  # Defensive: the thread must outlive any one batch
-                log.exception("certpin collector: writer failed on a batch")
-                loop = self._loop
-                if loop is not None and not loop.is_closed():
-                    for _, _, future in batch:
-                        loop.call_soon_threadsafe(_fail, future, exc)
-
-    def _commit(self, batch: list[_Item]) -> None:
-        assert self._loop is not None
-        items = [(report, source) for report, source, _ in batch]
-        try:
-            outcomes = self._insert(items)
-        except Exception as exc:
-            if len(batch) > 1 and not is_transient(exc):
-                # A value the database refuses: isolate that report, store the others.
-                for one in batch:
-                    self._commit([one])
-                return
-            # The database is unavailable (retries exhausted), or the one bad report: fail
-            # them now rather than retrying report by report while clients wait.
-            log.error("certpin collector: cannot store %d report(s): %s", len(batch), exc)
-            for _, _, future in batch:
-                self._loop.call_soon_threadsafe(_fail, future, exc)
-            return
-        self.batches += 1
-        self._loop.call_soon_threadsafe(self._resolve, batch, outcomes)
-
-    def _resolve(self, batch: list[_Item], outcomes: list[Outcome]) -> None:
-        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-            if not future.done():  # the client may have gone; the report is stored anyway
-                future.set_result(outcome)
-        self.alerter.committed(
-            [(report, o) for (report, _, _), o in zip(batch, outcomes, strict=True)]
-        )
-
-    def _insert(self, items: list[tuple[Report, str | None]]) -> list[Outcome]:
-        # Transient conflicts (SQLite busy beyond its timeout, a Postgres deadlock between
-        # replicas) are retried; the transaction was rolled back, so a retry cannot duplicate.
-        for attempt in range(4):
-            try:
-                return self.store.insert_batch(items)
-            except Exception as exc:
-                if attempt == 3 or not is_transient(exc):
-                    raise
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-_Item = tuple[Report, str | None, "asyncio.Future[Outcome]"]
-
-
-def _fail(future: asyncio.Future[Outcome], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
 class Collector:
     """The collector's state: store, token, limits, writer; ``.app`` is the ASGI app."""
 
@@ -230,9 +95,12 @@ class Collector:
         bundle_max_age: int = 300,
         max_batch: int = 256,
         max_queue: int = 10_000,
+        writer: str = "process",
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
+        if writer not in ("process", "thread"):
+            raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
         self.store = Store(db_url, schema=db_schema)
         token = admin_token or os.environ.get(TOKEN_ENV) or None
         self.token_generated = token is None
@@ -242,7 +110,10 @@ class Collector:
             None if rate_limit is None else TokenBucket(rate_limit.rate, rate_limit.burst)
         )
         self.alerter = Alerter(self.store, alerts or AlertConfig())
-        self.writer = _Writer(self.store, self.alerter, max_batch, max_queue)
+        kind = ProcessWriter if writer == "process" else ThreadWriter
+        self.writer: ProcessWriter | ThreadWriter = kind(
+            self.store, self.alerter, max_batch, max_queue
+        )
         routes: list[Route | Mount] = [
             Route("/reports", self.post_report, methods=["POST"]),
             Route("/api/reports", self.list_reports, methods=["GET"]),
@@ -268,7 +139,7 @@ class Collector:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(self.store.migrate)
-        self.writer.start(asyncio.get_running_loop())
+        await self.writer.start()
         try:
             yield
         finally:

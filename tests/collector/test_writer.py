@@ -1,0 +1,178 @@
+"""The writer process (the default): held by a real database lock, killed, interrupted, left by
+its parent, stopped with reports in flight. The thread writer's own cases are in test_ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import marshal
+import os
+import signal
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _support.pki import PKI
+from certpin.collector._writer import ProcessWriter, _pack, _unpack
+from certpin.collector.alerts import AlertConfig, Alerter
+from certpin.collector.db import Store
+from certpin.collector.dialects import normalize_report
+from certpin.collector.limits import IngestLimits
+from collector._helpers import (
+    CollectorProcess,
+    CollectorServer,
+    certpin_report,
+    rfc7469_report,
+    trustkit_android_report,
+    trustkit_ios_report,
+)
+
+
+def _post(srv: CollectorServer, body: dict[str, Any]) -> httpx.Response:
+    with srv.client() as client:
+        return client.post("/reports", json=body)
+
+
+def _wait(predicate: Any, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _total(srv: CollectorServer) -> dict[str, int]:
+    with srv.client() as client:
+        total: dict[str, int] = client.get("/api/summary", headers=srv.auth).json()["total"]
+        return total
+
+
+@pytest.mark.parametrize(
+    "make", [rfc7469_report, certpin_report, trustkit_ios_report, trustkit_android_report]
+)
+def test_a_report_crosses_to_the_writer_unchanged(make: Any, report_pki: PKI) -> None:
+    report = normalize_report(make(report_pki), IngestLimits())
+    assert _unpack(marshal.loads(marshal.dumps(_pack(report)))) == report
+    timed = normalize_report(
+        {**make(report_pki), "date-time": "2025-06-07T08:09:10.123456+02:00"}, IngestLimits()
+    )
+    if timed.client_time is not None:  # Android's date-time is device local time: dropped
+        back = _unpack(marshal.loads(marshal.dumps(_pack(timed))))
+        assert back.client_time == timed.client_time and back == timed
+
+
+def test_a_full_queue_is_a_503_while_the_database_is_locked(
+    tmp_path: Path, report_pki: PKI
+) -> None:
+    db = tmp_path / "locked.sqlite3"
+    with CollectorServer(str(db), rate_limit=None, max_queue=1) as srv:
+        writer = srv.collector.writer
+        assert isinstance(writer, ProcessWriter)
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the writer's BEGIN IMMEDIATE now waits (busy timeout)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(_post, srv, certpin_report(report_pki))
+                _wait(lambda: len(writer._waiting) == 1, "the report to reach the writer")
+                refused = _post(srv, certpin_report(report_pki))
+                lock.execute("ROLLBACK")
+                assert held.result(20).status_code == 201
+        finally:
+            lock.close()
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "collector overloaded; retry later"
+        assert _total(srv) == {"reports": 1, "duplicates": 0}
+
+
+def test_a_killed_writer_fails_its_reports_and_is_replaced(tmp_path: Path, report_pki: PKI) -> None:
+    db = tmp_path / "killed.sqlite3"
+    with CollectorServer(str(db), rate_limit=None) as srv:
+        writer = srv.collector.writer
+        assert isinstance(writer, ProcessWriter) and writer.process is not None
+        assert _post(srv, certpin_report(report_pki)).status_code == 201
+        first = writer.process
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                in_flight = pool.submit(_post, srv, certpin_report(report_pki))
+                _wait(lambda: len(writer._waiting) == 1, "the report to reach the writer")
+                os.kill(first.pid, signal.SIGKILL)
+                lost = in_flight.result(20)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # Not stored (the commit never happened) and not acknowledged: a 503 the client retries.
+        assert (
+            lost.status_code == 503 and lost.json()["error"] == "storage unavailable; retry later"
+        )
+        _wait(lambda: writer.process is not first and writer._transport is not None, "a new writer")
+        assert writer.restarts == 1 and first.poll() == -signal.SIGKILL
+        retried = _post(srv, certpin_report(report_pki))
+        assert retried.status_code == 201
+        assert _total(srv) == {"reports": 2, "duplicates": 0}
+
+
+def test_ctrl_c_reaches_the_server_not_the_writer(tmp_path: Path, report_pki: PKI) -> None:
+    with CollectorServer(str(tmp_path / "int.sqlite3"), rate_limit=None) as srv:
+        writer = srv.collector.writer
+        assert isinstance(writer, ProcessWriter) and writer.process is not None
+        assert os.getpgid(writer.process.pid) != os.getpgid(0)  # a terminal's Ctrl-C: not sent
+        assert _post(srv, certpin_report(report_pki)).status_code == 201  # the writer is up
+        os.kill(writer.process.pid, signal.SIGINT)  # a service manager's signals: ignored
+        os.kill(writer.process.pid, signal.SIGTERM)
+        assert _post(srv, certpin_report(report_pki)).status_code == 201
+        assert writer.process.poll() is None and writer.restarts == 0
+
+
+def test_stop_commits_every_report_sent(tmp_path: Path, report_pki: PKI) -> None:
+    """Shutdown with reports in flight: each one is committed and answered, none refused."""
+    store = Store(str(tmp_path / "stop.sqlite3"))
+    store.migrate()
+    writer = ProcessWriter(store, Alerter(store, AlertConfig()), max_batch=8, max_queue=1000)
+    reports = [normalize_report(certpin_report(report_pki), IngestLimits()) for _ in range(60)]
+
+    async def run() -> list[Any]:
+        await writer.start()
+        tasks = [asyncio.create_task(writer.submit(r, "127.0.0.1")) for r in reports]
+        await asyncio.sleep(0)  # every submit has written its report to the writer
+        await writer.stop()
+        return await asyncio.gather(*tasks)
+
+    try:
+        outcomes = asyncio.run(run())
+        assert all(o.new for o in outcomes) and len({o.id for o in outcomes}) == 60
+        assert store.totals()[0] == 60
+        assert writer.process is not None and writer.process.returncode == 0
+        assert writer.batches >= 60 // 8  # max_batch holds
+    finally:
+        store.close()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+def test_the_writer_ends_with_a_killed_parent(tmp_path: Path, report_pki: PKI) -> None:
+    proc = CollectorProcess("--db", str(tmp_path / "orphan.sqlite3"))
+    try:
+        (child,) = _children(proc.proc.pid)
+        response = httpx.post(proc.url + "/reports", json=certpin_report(report_pki), timeout=10)
+        assert response.status_code == 201
+    finally:
+        proc.kill()
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie until init reaps it: ended all the same.
+        return Path(f"/proc/{child}/stat").read_text().split(") ")[1].startswith("Z")
+
+    _wait(gone, "the orphaned writer to end", 10)
