@@ -266,6 +266,7 @@ class ProcessWriter:
         self.process: subprocess.Popen[bytes] | None = None
         self._seq = itertools.count()
         self._waiting: dict[int, tuple[Report, asyncio.Future[Outcome]]] = {}
+        self._outbox: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._closed: asyncio.Future[None] | None = None
         self._stopping = False
@@ -305,6 +306,7 @@ class ProcessWriter:
         if self._starting is not None:
             await self._starting
         if self._transport is not None:
+            self._flush()
             self._transport.write_eof()
         if self._closed is not None:
             await self._closed
@@ -316,11 +318,22 @@ class ProcessWriter:
             raise Overloaded
         if self._transport is None:
             raise StoreFailure("the writer process is restarting")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         seq = next(self._seq)
         self._waiting[seq] = (report, future)
-        self._transport.write(_frame((seq, source, _pack(report))))
+        # Sent once per turn of the event loop, together with the reports submitted in the
+        # same turn: one system call and one wake-up of the child for all of them (and so a
+        # batch of all of them), not one each.
+        if not self._outbox:
+            loop.call_soon(self._flush)
+        self._outbox.append(_frame((seq, source, _pack(report))))
         return await future
+
+    def _flush(self) -> None:
+        if self._outbox and self._transport is not None:
+            self._transport.write(b"".join(self._outbox))
+        self._outbox.clear()
 
     def _received(self, replies: list[tuple[Any, ...]]) -> None:
         """One batch's answers: ``(seq, id, new, new_pin)`` stored, ``(seq, reason)`` not."""
@@ -339,6 +352,7 @@ class ProcessWriter:
 
     def _lost(self) -> None:
         self._transport = None
+        self._outbox.clear()
         code = None if self.process is None else self.process.poll()
         for _, future in self._waiting.values():
             _fail(future, StoreFailure("the writer process ended"))
