@@ -9,10 +9,11 @@ Routes:
     GET  /bundles/…      static files from ``bundles_dir`` (ETag, Cache-Control), if given
     GET  /, /login …     the dashboard (`certpin.collector.dashboard`)
 
-Group commit: request handlers queue their normalised report and await a future; one writer
-thread takes everything queued (up to ``max_batch``), commits it in ONE transaction and only
-then resolves the futures (on the event loop), so a 2xx always means "durably committed" and
-concurrent requests share one fsync.
+Group commit: request handlers hand their normalised report to the writer and await a future;
+the writer (a child process by default, or a thread: ``writer=``, see `certpin.collector._writer`)
+commits everything waiting (up to ``max_batch``) in ONE transaction, and only then are the
+futures resolved (on the event loop), so a 2xx always means "durably committed" and concurrent
+requests share one fsync.
 
 The app is `Collector.app`; ``app.state.collector`` is the `Collector`, so later features (the
 dashboard) can add routes on the same store and token.
