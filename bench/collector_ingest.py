@@ -351,6 +351,16 @@ def pg_url() -> str | None:
     return None
 
 
+def database(case: str, sqlite_file: Path, pg: str | None) -> tuple[str | None, str | None]:
+    """(database URL or file, Postgres schema) for `case`: none for bare, a fresh SQLite file,
+    or a throwaway schema on Postgres."""
+    if case == "sqlite":
+        return str(sqlite_file), None
+    if case == "postgres":
+        return pg, f"certpin_bench_{uuid.uuid4().hex[:10]}"
+    return None, None
+
+
 def stored(db: str, schema: str | None) -> int:
     from certpin.collector.db import Store
 
@@ -384,12 +394,7 @@ def run(
     for r in range(rounds):
         for case in ["bare", *cases]:
             bodies = make_bodies(total)
-            db: str | None = None
-            schema: str | None = None
-            if case == "sqlite":
-                db = str(tmp / f"round{r}.sqlite3")
-            elif case == "postgres":
-                db, schema = pg, f"certpin_bench_{uuid.uuid4().hex[:10]}"
+            db, schema = database(case, tmp / f"round{r}.sqlite3", pg)
             server = Server(case if case == "bare" else "collector", db, schema, http)
             try:
                 result = drive(case, server, bodies, clients)
@@ -464,12 +469,7 @@ def run_open(
     tmp = Path(tempfile.mkdtemp(prefix="certpin-bench-ingest-"))
     for r in range(rounds):
         for case in ["bare", *cases]:
-            db: str | None = None
-            schema: str | None = None
-            if case == "sqlite":
-                db = str(tmp / f"open{r}.sqlite3")
-            elif case == "postgres":
-                db, schema = pg, f"certpin_bench_{uuid.uuid4().hex[:10]}"
+            db, schema = database(case, tmp / f"open{r}.sqlite3", pg)
             server = Server(case if case == "bare" else "collector", db, schema, http)
             try:
                 rate, steps = capacity(case, server, seconds, connections, clients)

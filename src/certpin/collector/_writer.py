@@ -122,22 +122,29 @@ def _settle(
         alerter.committed(stored)
 
 
-# -- the thread ------------------------------------------------------------------------------------
-
-
-class ThreadWriter:
-    """Group commit on a thread of this process: takes everything queued (up to
-    ``max_batch``), commits it, hands the outcomes back to the event loop."""
+class _Writer:
+    """What both writers are configured with, and count."""
 
     def __init__(self, store: Store, alerter: Alerter, max_batch: int, max_queue: int) -> None:
         self.store = store
         self.alerter = alerter
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.batches = 0
+        self.batches = 0  # commits answered
+        self._stopping = False
+
+
+# -- the thread ------------------------------------------------------------------------------------
+
+
+class ThreadWriter(_Writer):
+    """Group commit on a thread of this process: takes everything queued (up to
+    ``max_batch``), commits it, hands the outcomes back to the event loop."""
+
+    def __init__(self, store: Store, alerter: Alerter, max_batch: int, max_queue: int) -> None:
+        super().__init__(store, alerter, max_batch, max_queue)
         self._items: collections.deque[_Queued] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
-        self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -253,15 +260,11 @@ def _unframe(buffer: bytearray) -> list[Any]:
     return out
 
 
-class ProcessWriter:
+class ProcessWriter(_Writer):
     """Group commit in a child process (see the module docstring)."""
 
     def __init__(self, store: Store, alerter: Alerter, max_batch: int, max_queue: int) -> None:
-        self.store = store
-        self.alerter = alerter
-        self.max_batch = max_batch
-        self.max_queue = max_queue
-        self.batches = 0
+        super().__init__(store, alerter, max_batch, max_queue)
         self.restarts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._seq = itertools.count()
@@ -269,7 +272,6 @@ class ProcessWriter:
         self._outbox: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._closed: asyncio.Future[None] | None = None
-        self._stopping = False
         self._starting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -367,10 +369,14 @@ class ProcessWriter:
     async def _restart(self) -> None:
         if self.process is not None:
             await asyncio.to_thread(self.process.wait)
-        try:
-            await self._spawn()
-        finally:
-            self._starting = None
+        while not self._stopping:
+            try:
+                await self._spawn()
+                break
+            except Exception:  # Defensive: cannot start a process (fork/exec refused)
+                log.exception("certpin collector: cannot start the writer process; retrying")
+                await asyncio.sleep(1)
+        self._starting = None
 
 
 class _Channel(asyncio.Protocol):
