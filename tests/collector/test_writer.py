@@ -65,6 +65,17 @@ def test_a_report_crosses_to_the_writer_unchanged(make: Any, report_pki: PKI) ->
         assert back.client_time == timed.client_time and back == timed
 
 
+def test_the_writer_is_a_process_or_a_thread(tmp_path: Path) -> None:
+    from certpin.collector._writer import ThreadWriter
+    from certpin.collector.app import Collector
+
+    db = str(tmp_path / "kind.sqlite3")
+    assert isinstance(Collector(db, "t").writer, ProcessWriter)
+    assert isinstance(Collector(db, "t", writer="thread").writer, ThreadWriter)
+    with pytest.raises(ValueError, match="writer must be 'process' or 'thread', not 'fork'"):
+        Collector(db, "t", writer="fork")
+
+
 def test_a_full_queue_is_a_503_while_the_database_is_locked(
     tmp_path: Path, report_pki: PKI
 ) -> None:
