@@ -29,17 +29,17 @@ import math
 import re
 import threading
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ._errors import PinFormatError, PolicyError
 from ._hosts import (
+    _CANONICAL,
     _EXACT,
     _ONE_LABEL,
     HostError,
@@ -51,7 +51,7 @@ from ._hosts import (
     is_public_suffix,
     normalize_host,
 )
-from ._pins import Pin, _parse, _parse_cached
+from ._pins import _ZERO_LOW_BITS, Pin, _parse, _parse_cached
 
 __all__ = ["DomainRule", "KillSwitch", "Policy", "PolicyProvider", "as_provider"]
 
@@ -196,16 +196,17 @@ class Policy:
     def __post_init__(self) -> None:
         # Keep our own copy: mutating the caller's dict must not desynchronise `domains` from
         # the lookup table.
-        domains = dict(self.domains)
+        domains: dict[str, DomainRule | _Deferred] = {}
         table: dict[str, _Entry] = {}
-        for key, rule in domains.items():
+        for key, rule in self.domains.items():
             _index_rule(table, key, rule)
+            domains[key] = rule
         self._install(domains, table)
 
     @classmethod
     def _checked(
         cls,
-        domains: dict[str, DomainRule],
+        domains: dict[str, DomainRule | _Deferred],
         table: dict[str, _Entry],
         version: int | None,
         unpinned_hosts: UnpinnedHosts,
@@ -224,11 +225,11 @@ class Policy:
 
     def _install(
         self,
-        domains: dict[str, DomainRule],
+        domains: dict[str, DomainRule | _Deferred],
         table: dict[str, _Entry],
         tails: frozenset[str] | None = None,
     ) -> None:
-        object.__setattr__(self, "domains", MappingProxyType(domains))
+        object.__setattr__(self, "domains", _Rules(domains))
         object.__setattr__(self, "_table", table)
         if tails is None:
             walkable = [
@@ -271,6 +272,12 @@ class Policy:
 
     def _find(self, host: str) -> DomainRule | None:
         name, is_ip = _canonical(host)
+        # An exact key for the host wins over everything (a host name never equals a wildcard
+        # key: normalisation refuses "*"). Deferred rules are only ever exact keys.
+        rules: _Rules = self.domains  # type: ignore[assignment]
+        exact = rules._entries.get(name)
+        if exact is not None:
+            return rules[name] if isinstance(exact, tuple) else exact
         table = self._table
         entry = table.get(name)
         if entry is not None:
@@ -366,25 +373,13 @@ class Policy:
         raw_domains = data.get("domains", {})
         if not isinstance(raw_domains, Mapping):
             raise PolicyError("must be a table of domain rules", source=source, location="domains")
-        domains: dict[str, DomainRule] = {}
-        table: dict[str, _Entry] = {}
         with _no_gc:
-            for key, body in raw_domains.items():
-                rule = _plain_rule(key, body)
-                if rule is None:
-                    rule, kind, base = _parse_rule(key, body, source)
-                else:
-                    kind, base = _EXACT, key
-                if rule.pattern in domains:
-                    first = next(k for k in raw_domains if _parse_pattern(k).text == rule.pattern)
-                    raise PolicyError(
-                        f"names the same rule as {first!r} (both are {rule.pattern!r} after "
-                        "normalisation)",
-                        source=source,
-                        location=_loc(key),
-                    )
-                domains[rule.pattern] = rule
-                _index(table, kind, base, rule)
+            try:
+                domains, table = _load_deferring(raw_domains, source)
+            except (_RuleByRule, PolicyError, TypeError, ValueError):
+                # Anything unusual, valid or not: the rule-by-rule path decides (and names the
+                # first problem in document order).
+                domains, table = _load_rules(raw_domains, source)
         return cls._checked(domains, table, version, unpinned, source)
 
     def to_dict(self, *, defaults: bool = True) -> dict[str, Any]:
@@ -403,8 +398,9 @@ class Policy:
     def replace_rules(self, rules: Iterable[DomainRule], *, version: int | None = None) -> Policy:
         """A new policy with `rules` replacing or adding rules of the same pattern."""
         # Incremental: the rules kept are already indexed (a 1 000-rule policy is not parsed
-        # again to change one rule, as DynamicPolicy does on every bundle it installs).
-        domains = dict(self.domains)
+        # again to change one rule, as DynamicPolicy does on every bundle it installs), and
+        # deferred rules stay deferred.
+        domains = dict(self.domains._entries)  # type: ignore[attr-defined]
         table = dict(self._table)
         tails = set(self._tails)
         for rule in rules:
@@ -439,6 +435,163 @@ def as_provider(policy: Policy | PolicyProvider | Callable[[], Policy]) -> Calla
 
 
 _MEMO_SIZE = 4096
+
+#: A rule validated at load and built on first use: its canonical ``sha256/`` pin texts. Only
+#: for the commonest entry of large policies and bundles, ``"host": {"pins": [...]}`` with a
+#: canonical exact host (`_load_deferring`); it means exactly the rule
+#: ``DomainRule(host, pins=tuple(map(Pin.parse, texts)))``.
+_Deferred = tuple[str, ...]
+
+
+class _Rules(Mapping[str, DomainRule]):
+    """`Policy.domains`: a read-only mapping of canonical pattern -> `DomainRule`.
+
+    Every rule in it has been fully validated when the policy was loaded; the ones loaded as
+    `_Deferred` pin texts become `DomainRule` objects the first time they are read (the rule a
+    handshake looks up, or all of them for code that iterates). A client that loads a 1 000-rule
+    bundle and talks to three hosts builds three rules. Building is idempotent, so threads may
+    race on it harmlessly.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: dict[str, DomainRule | _Deferred]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: str) -> DomainRule:
+        rule = self._entries[key]
+        if not isinstance(rule, tuple):
+            return rule
+        built = _deferred_rule(key, rule)
+        self._entries[key] = built
+        return built
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: {v!r}' for k, v in self.items())}}}"
+
+
+def _deferred_rule(key: str, pins: _Deferred) -> DomainRule:
+    return _RuleBuilder(
+        key, tuple(map(_parse_cached, pins)), (), (), False, None, True, (), False
+    ).done()
+
+
+class _RuleByRule(Exception):
+    """The document needs `_load_rules` (a case `_load_deferring` does not decide)."""
+
+
+def _load_deferring(
+    raw_domains: Mapping[str, Any], source: str
+) -> tuple[dict[str, DomainRule | _Deferred], dict[str, _Entry]]:
+    """The ``domains`` table of a policy document, deferring the commonest rules.
+
+    ``"host": {"pins": [p1, p2, ...]}`` with a canonical host and at least two distinct
+    canonical ``sha256/`` pins is checked in bulk (C-level passes over all the hosts and all the
+    distinct pin texts, once) and kept as its pin texts; every other rule is parsed as
+    `_load_rules` would. Raises `_RuleByRule` (or the error of a rule) whenever it cannot accept
+    the document exactly as `_load_rules` would; the caller then runs `_load_rules`, so what is
+    accepted, what is refused and every message are those of the rule-by-rule path. Saves
+    ≈ 80 % of a 1 000-domain bundle's load.
+    """
+    if type(raw_domains) is not dict:
+        raise _RuleByRule
+    domains: dict[str, DomainRule | _Deferred] = {}
+    table: dict[str, _Entry] = {}
+    texts: list[Any] = []
+    parsed = 0
+    for key, body in raw_domains.items():
+        if type(body) is dict and len(body) == 1:
+            pins = body.get("pins")
+            if type(pins) is list and len(pins) >= 2 and (pins[0] != pins[1] or len(set(pins)) > 1):
+                domains[key] = tuple(pins)  # a copy: the caller's document may change later
+                texts += pins
+                continue
+        rule = _plain_rule(key, body)
+        if rule is None:
+            rule, kind, base = _parse_rule(key, body, source)
+        else:
+            kind, base = _EXACT, key
+        domains[rule.pattern] = rule
+        _index(table, kind, base, rule)
+        parsed += 1
+    if len(domains) != len(raw_domains):
+        raise _RuleByRule  # two keys named one rule
+    if texts:
+        deferred: Iterable[str] = (
+            [k for k, v in domains.items() if type(v) is tuple] if parsed else raw_domains
+        )
+        if not (_canonical_names(deferred) and _canonical_pins(set(texts))):
+            raise _RuleByRule
+    return domains, table
+
+
+def _canonical_names(names: Iterable[str]) -> bool:
+    """Every name is one `is_canonical_name` accepts (a TypeError for a non-str)."""
+    return (
+        max(map(len, names)) <= 253
+        and all(map(_CANONICAL.fullmatch, names))
+        and "xn--" not in "\n".join(names)
+    )
+
+
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _canonical_pins(texts: set[Any]) -> bool:
+    """Every text is a canonical SPKI SHA-256 pin, ``sha256/`` + 43 base64 characters (the
+    last with its two unused bits zero) + ``=``: the texts `_parse_cached` reads on its fast
+    path, equal exactly when their digests are. Checked on all texts at once, column by column,
+    in C (≈ 40 % of a per-text regex)."""
+    n = len(texts)
+    if min(map(len, texts)) != 51 or max(map(len, texts)) != 51:
+        return False
+    blob = "".join(texts)
+    if not blob.isascii():
+        return False
+    for i, char in enumerate("sha256/"):
+        if blob[i::51] != char * n:
+            return False
+    return (
+        blob[50::51] == "=" * n
+        and blob.count("=") == n
+        and _ZERO_LOW_BITS.issuperset(blob[49::51])
+        and not blob.encode("ascii").translate(None, _BASE64_ALPHABET + b"=")
+    )
+
+
+def _load_rules(
+    raw_domains: Mapping[str, Any], source: str
+) -> tuple[dict[str, DomainRule | _Deferred], dict[str, _Entry]]:
+    """The ``domains`` table of a policy document, every rule parsed and built in order."""
+    if not isinstance(raw_domains, Mapping):
+        raise PolicyError("must be a table of domain rules", source=source, location="domains")
+    domains: dict[str, DomainRule | _Deferred] = {}
+    table: dict[str, _Entry] = {}
+    for key, body in raw_domains.items():
+        rule = _plain_rule(key, body)
+        if rule is None:
+            rule, kind, base = _parse_rule(key, body, source)
+        else:
+            kind, base = _EXACT, key
+        if rule.pattern in domains:
+            first = next(k for k in raw_domains if _parse_pattern(k).text == rule.pattern)
+            raise PolicyError(
+                f"names the same rule as {first!r} (both are {rule.pattern!r} after normalisation)",
+                source=source,
+                location=_loc(key),
+            )
+        domains[rule.pattern] = rule
+        _index(table, kind, base, rule)
+    return domains, table
 
 
 class _GCPause:

@@ -529,7 +529,8 @@ def test_cohort_survives_a_restart_with_the_same_cache_dir(env: Env, tmp_path: P
     for n in range(12):
         cache = tmp_path / f"client-{n}"
         first = env.client(cache_dir=cache)
-        first.refresh_now()
+        result = first.refresh_now()
+        assert result.status == "updated", result  # else every client is in neither cohort
         restarted = env.client(cache_dir=cache)  # no fetch: the cached bundle and id
         assert restarted.client_id == first.client_id
         assert restarted.in_rollout() == first.in_rollout()

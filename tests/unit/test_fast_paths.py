@@ -256,3 +256,225 @@ def test_nested_loads_re_enable_gc_once_at_the_outermost_end() -> None:
         Policy.from_dict({"domains": {"a.example.com": {"pins": _PINS[:2]}}})
         assert not gc.isenabled()  # the inner load did not switch it back on
     assert gc.isenabled()
+
+
+# -- deferred rules: validated in bulk at load, built on first use ------------------------------
+
+
+def _rule_by_rule(doc: dict[str, object]) -> Policy:
+    """The policy `from_dict` must give, built by the rule-by-rule path alone."""
+    from certpin._policy import _load_rules
+
+    domains, table = _load_rules(doc["domains"], "<dict>")  # type: ignore[arg-type]
+    return Policy._checked(domains, table, None, "allow", "<dict>")
+
+
+def _outcome(load: object) -> object:
+    try:
+        policy = load()  # type: ignore[operator]
+    except PolicyError as exc:
+        return ("error", str(exc))
+    assert isinstance(policy, Policy)
+    return ("policy", dict(policy.domains))
+
+
+_DEFERRABLE_KEYS = st.sampled_from(
+    [
+        "api.example.com",
+        "b.example.com",
+        "A.example.com",
+        "*.example.com",
+        "xn--zz.example",
+        "10.0.0.1",
+        "a-.example",
+        "x" * 64 + ".example",
+        "com",
+        7,
+    ]
+)
+_PIN_LISTS = st.lists(
+    st.sampled_from(
+        [
+            *_PINS,
+            "sha256/" + "A" * 42 + "B=",
+            "sha256/bad",
+            "SHA256/" + _PINS[0][7:],
+            "sha256//" + _PINS[0][8:],
+            "sha512/" + "A" * 86 + "==",
+            7,
+            None,
+            ["x"],
+        ]
+    ),
+    max_size=4,
+)
+_BODIES = st.one_of(
+    st.builds(lambda pins: {"pins": pins}, _PIN_LISTS),
+    st.dictionaries(_FIELDS, _VALUES, max_size=3),
+    st.sampled_from([None, "pins", ["pins"]]),
+)
+
+
+@given(st.dictionaries(_DEFERRABLE_KEYS, _BODIES, max_size=5))
+def test_deferring_loader_accepts_refuses_and_names_exactly_like_rule_by_rule(
+    domains: dict[str, object],
+) -> None:
+    doc = {"domains": domains}
+    fast = _outcome(lambda: Policy.from_dict(doc))
+    assert fast == _outcome(lambda: _rule_by_rule(doc))
+    if fast[0] == "policy":
+        policy = Policy.from_dict(doc)
+        assert list(policy.domains) == list(_rule_by_rule(doc).domains)  # document order
+        for key in domains:
+            if isinstance(key, str):
+                assert policy.lookup(key) == _rule_by_rule(doc).lookup(key)
+
+
+def _big(n: int = 1000) -> dict[str, object]:
+    return {
+        "domains": {f"api{i}.example.com": {"pins": [_PINS[i % 2], _PINS[2]]} for i in range(n)}
+    }
+
+
+def test_common_rules_are_kept_as_pin_texts_until_read() -> None:
+    policy = Policy.from_dict(_big())
+    entries = policy.domains._entries  # type: ignore[attr-defined]
+    assert all(type(v) is tuple for v in entries.values())
+    rule = policy.lookup("api7.example.com")
+    assert rule == DomainRule("api7.example.com", pins=(Pin.parse(_PINS[1]), Pin.parse(_PINS[2])))
+    assert type(rule) is DomainRule and entries["api7.example.com"] is rule  # built once
+    assert sum(type(v) is tuple for v in entries.values()) == 999
+    assert policy.lookup("api7.example.com") is rule
+    assert policy.lookup("nope.example.com") is None
+    assert len(policy.domains) == 1000 and "api999.example.com" in policy.domains
+    assert list(policy.domains)[:2] == ["api0.example.com", "api1.example.com"]
+    # Iterating builds every rule, each equal to the one written in code.
+    assert dict(policy.domains) == dict(_rule_by_rule(_big()).domains)
+    assert policy == _rule_by_rule(_big()) and hash(policy) == hash(_rule_by_rule(_big()))
+
+
+def test_deferred_rules_do_not_follow_later_changes_to_the_document() -> None:
+    doc = _big(3)
+    policy = Policy.from_dict(doc)
+    doc["domains"]["api1.example.com"]["pins"][0] = "sha256/bad"  # type: ignore[index]
+    doc["domains"]["api1.example.com"]["pins"].append(7)  # type: ignore[index]
+    assert policy.lookup("api1.example.com") == DomainRule(
+        "api1.example.com", pins=(Pin.parse(_PINS[1]), Pin.parse(_PINS[2]))
+    )
+
+
+def test_a_bad_pin_deep_in_a_large_document_is_named_as_usual() -> None:
+    doc = _big()
+    doc["domains"]["api998.example.com"]["pins"][1] = "sha256/" + "A" * 42 + "B="  # type: ignore[index]
+    with pytest.raises(PolicyError, match=r'domains\."api998\.example\.com"\.pins\[1\].*canonical'):
+        Policy.from_dict(doc)
+    doc = _big()
+    doc["domains"]["api5.example.com"]["pins"] = [_PINS[0], _PINS[0]]  # type: ignore[index]
+    with pytest.raises(PolicyError, match=r'domains\."api5\.example\.com"\.pins.*backup'):
+        Policy.from_dict(doc)
+
+
+def test_a_deferred_key_and_a_parsed_key_naming_one_rule_are_refused() -> None:
+    for domains in (
+        {"a.example.com": {"pins": _PINS[:2]}, "A.example.com": {"pins": _PINS[1:]}},
+        {
+            "A.example.com": {"pins": _PINS[1:], "enforce": True},
+            "a.example.com": {"pins": _PINS[:2]},
+        },
+    ):
+        with pytest.raises(PolicyError, match="same rule"):
+            Policy.from_dict({"domains": domains})
+
+
+def test_non_canonical_keys_and_pin_notations_fall_back_and_load() -> None:
+    doc = _big(3)
+    doc["domains"]["API.example.com"] = {"pins": [f'pin-sha256="{_PINS[0][7:]}"', _PINS[1]]}  # type: ignore[index]
+    policy = Policy.from_dict(doc)
+    assert policy.lookup("api.example.com") == DomainRule(
+        "api.example.com", pins=(Pin.parse(_PINS[0]), Pin.parse(_PINS[1]))
+    )
+    assert len(policy.domains) == 4
+
+
+def test_an_exact_deferred_key_wins_over_wildcards_on_the_same_name() -> None:
+    doc = {
+        "domains": {
+            "**.example.com": {"pins": _PINS[:2]},
+            "example.com": {"pins": _PINS[1:]},
+            "*.example.com": {"pins": [_PINS[0], _PINS[2]]},
+            "a.example.com": {"pins": _PINS[1:]},
+        }
+    }
+    policy = Policy.from_dict(doc)
+    assert policy.lookup("example.com").pattern == "example.com"  # type: ignore[union-attr]
+    assert policy.lookup("a.example.com").pattern == "a.example.com"  # type: ignore[union-attr]
+    assert policy.lookup("b.example.com").pattern == "*.example.com"  # type: ignore[union-attr]
+    assert policy.lookup("c.b.example.com").pattern == "**.example.com"  # type: ignore[union-attr]
+    assert all(policy.lookup(h) == _rule_by_rule(doc).lookup(h) for h in ("x.a.example.com",))
+
+
+def test_replace_rules_keeps_untouched_rules_deferred() -> None:
+    policy = Policy.from_dict(_big(10))
+    new = DomainRule("api3.example.com", pins=(Pin.parse(_PINS[0]), Pin.parse(_PINS[1])))
+    replaced = policy.replace_rules([new])
+    entries = replaced.domains._entries  # type: ignore[attr-defined]
+    assert entries["api3.example.com"] is new and replaced.lookup("api3.example.com") is new
+    assert sum(type(v) is tuple for v in entries.values()) == 9
+    assert policy.lookup("api3.example.com") != new  # the original is untouched
+
+
+def test_threads_building_the_same_rules_agree() -> None:
+    import threading
+
+    policy = Policy.from_dict(_big())
+    hosts = [f"api{i}.example.com" for i in range(0, 1000, 7)]
+    results: list[list[DomainRule | None]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def read(out: list[DomainRule | None]) -> None:
+        start.wait()
+        out.extend(policy.lookup(h) for h in hosts)
+
+    threads = [threading.Thread(target=read, args=(out,)) for out in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = [_rule_by_rule(_big()).lookup(h) for h in hosts]
+    assert all(out == expected for out in results)
+    assert all(type(policy.domains._entries[h]) is DomainRule for h in hosts)  # type: ignore[attr-defined]
+
+
+@given(
+    st.lists(_EDGE, min_size=44, max_size=44),
+    st.sampled_from(["sha256/", "sha384/", "cert-sha256/"]),
+)
+def test_bulk_pin_check_accepts_exactly_the_canonical_sha256_texts(
+    chars: list[str], prefix: str
+) -> None:
+    from certpin._policy import _canonical_pins
+
+    text = prefix + "".join(chars)
+    try:
+        canonical = str(_parse(text)) == text and text.startswith("sha256/")
+    except PinFormatError:
+        canonical = False
+    assert _canonical_pins({text}) is canonical
+    assert _canonical_pins({text, *_PINS}) is canonical  # one bad text spoils the batch
+    assert _canonical_pins({_PINS[0] + "\n", *_PINS}) is False
+
+
+@given(
+    st.lists(
+        st.one_of(LABEL, st.sampled_from(["A", "xn--zz", "-a", "a-", "1", "x" * 64, ""])),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_bulk_name_check_equals_is_canonical_name(labels: list[str]) -> None:
+    from certpin._hosts import is_canonical_name
+    from certpin._policy import _canonical_names
+
+    name = ".".join(labels)
+    assert _canonical_names([name]) is is_canonical_name(name)
+    assert _canonical_names([name, "a.example"]) is is_canonical_name(name)

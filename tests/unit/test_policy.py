@@ -614,7 +614,8 @@ def test_replace_rules_answers_like_a_policy_built_from_scratch(new_key: str) ->
         "example.org",
         "unrelated.test",
     ):
-        assert replaced.lookup(host) is scratch.lookup(host), host
+        # Equal rules (a rule deferred at load is built separately in each policy that reads it).
+        assert replaced.lookup(host) == scratch.lookup(host), host
     # Replacing the include_subdomains rule by a plain one stops it covering subdomains.
     narrowed = base.replace_rules([DomainRule("example.com", pins=pins)])
     assert narrowed.lookup("x.example.com") is None
