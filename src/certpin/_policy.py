@@ -29,10 +29,11 @@ import math
 import re
 import threading
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -526,7 +527,7 @@ def _load_deferring(
     if len(domains) != len(raw_domains):
         raise _RuleByRule  # two keys named one rule
     if texts:
-        deferred: Iterable[str] = (
+        deferred: Collection[str] = (
             [k for k, v in domains.items() if type(v) is tuple] if parsed else raw_domains
         )
         if not (_canonical_names(deferred) and _canonical_pins(set(texts))):
@@ -534,13 +535,34 @@ def _load_deferring(
     return domains, table
 
 
-def _canonical_names(names: Iterable[str]) -> bool:
-    """Every name is one `is_canonical_name` accepts (a TypeError for a non-str)."""
+def _canonical_names(names: Collection[str]) -> bool:
+    """Every name is one `is_canonical_name` accepts (a TypeError for a non-str).
+
+    Names of up to 63 characters (every label then fits, which is what large policies hold) are
+    checked all at once, in C-level passes over their newline-joined text: the characters, no
+    empty label, no label starting or ending with "-", a last character that is a letter or
+    "_" (a digit would make an IP address), no "xn--" (A-labels need the IDNA check). Longer
+    names take the per-name regex. Property-tested against `is_canonical_name`.
+    """
+    if max(map(len, names)) > 63 or min(map(len, names)) == 0:
+        return all(map(is_canonical_name, names))
+    text = "\n".join(names)
     return (
-        max(map(len, names)) <= 253
-        and all(map(_CANONICAL.fullmatch, names))
-        and "xn--" not in "\n".join(names)
+        text.count("\n") == len(names) - 1  # no name holds a newline itself
+        and text.isascii()
+        and not text.encode("ascii").translate(None, _NAME_CHARS)
+        and text[0] not in ".-"
+        and not any(pair in text for pair in _NAME_BAD_PAIRS)
+        and not "".join(map(_LAST, names)).encode("ascii").translate(None, _NAME_LAST_CHARS)
+        and "xn--" not in text
     )
+
+
+_NAME_LAST_CHARS = b"abcdefghijklmnopqrstuvwxyz_"
+_NAME_CHARS = _NAME_LAST_CHARS + b"0123456789-.\n"
+# An empty label, or a label that starts or ends with "-" (the name's end is checked apart).
+_NAME_BAD_PAIRS = ("..", ".-", "-.", "\n.", "\n-")
+_LAST = itemgetter(-1)
 
 
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
