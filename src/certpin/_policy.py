@@ -40,7 +40,6 @@ from urllib.parse import urlsplit
 
 from ._errors import PinFormatError, PolicyError
 from ._hosts import (
-    _CANONICAL,
     _EXACT,
     _ONE_LABEL,
     HostError,
@@ -377,9 +376,9 @@ class Policy:
         with _no_gc:
             try:
                 domains, table = _load_deferring(raw_domains, source)
-            except (_RuleByRule, PolicyError, TypeError, ValueError):
+            except Exception:  # noqa: BLE001 - deliberately anything: the next line decides
                 # Anything unusual, valid or not: the rule-by-rule path decides (and names the
-                # first problem in document order).
+                # first problem in document order, with the exception it would raise).
                 domains, table = _load_rules(raw_domains, source)
         return cls._checked(domains, table, version, unpinned, source)
 
@@ -476,6 +475,19 @@ class _Rules(Mapping[str, DomainRule]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._entries)
+
+    # What a MappingProxyType (this mapping's earlier type) also offered: plain-dict copies.
+    def copy(self) -> dict[str, DomainRule]:
+        return dict(self.items())
+
+    def __or__(self, other: Mapping[str, DomainRule]) -> dict[str, DomainRule]:
+        return {**self, **other}
+
+    def __ror__(self, other: Mapping[str, DomainRule]) -> dict[str, DomainRule]:
+        return {**other, **self}
+
     def __repr__(self) -> str:
         return f"{{{', '.join(f'{k!r}: {v!r}' for k, v in self.items())}}}"
 
@@ -510,7 +522,7 @@ def _load_deferring(
     texts: list[Any] = []
     parsed = 0
     for key, body in raw_domains.items():
-        if type(body) is dict and len(body) == 1:
+        if type(body) is dict and len(body) == 1 and type(key) is str:
             pins = body.get("pins")
             if type(pins) is list and len(pins) >= 2 and (pins[0] != pins[1] or len(set(pins)) > 1):
                 domains[key] = tuple(pins)  # a copy: the caller's document may change later
@@ -531,8 +543,35 @@ def _load_deferring(
             [k for k, v in domains.items() if type(v) is tuple] if parsed else raw_domains
         )
         if not (_canonical_names(deferred) and _canonical_pins(set(texts))):
-            raise _RuleByRule
+            return _settle(domains, table, source)
     return domains, table
+
+
+def _settle(
+    domains: dict[str, DomainRule | _Deferred], table: dict[str, _Entry], source: str
+) -> tuple[dict[str, DomainRule | _Deferred], dict[str, _Entry]]:
+    """After a failed bulk check: parse the deferred entries that fail it one by one (an IDN or
+    upper-case key, another pin notation... or an error), keep the others deferred.
+
+    Every rule not deferred has parsed, so the first error in document order is that of the
+    first bad deferred entry, which `_parse_rule` raises here as the rule-by-rule path would.
+    """
+    settled: dict[str, DomainRule | _Deferred] = {}
+    for key, value in domains.items():
+        if isinstance(value, tuple) and not (
+            is_canonical_name(key) and all(map(_CANONICAL_PIN.fullmatch, value))
+        ):
+            rule, kind, base = _parse_rule(key, {"pins": list(value)}, source)
+            _index(table, kind, base, rule)
+            key, value = rule.pattern, rule
+        settled[key] = value
+    if len(settled) != len(domains):
+        raise _RuleByRule  # a parsed key names the same rule as another key
+    return settled, table
+
+
+#: One canonical SPKI SHA-256 pin text (`_canonical_pins` checks many at once).
+_CANONICAL_PIN = re.compile(r"sha256/[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
 
 
 def _canonical_names(names: Collection[str]) -> bool:
@@ -594,8 +633,6 @@ def _load_rules(
     raw_domains: Mapping[str, Any], source: str
 ) -> tuple[dict[str, DomainRule | _Deferred], dict[str, _Entry]]:
     """The ``domains`` table of a policy document, every rule parsed and built in order."""
-    if not isinstance(raw_domains, Mapping):
-        raise PolicyError("must be a table of domain rules", source=source, location="domains")
     domains: dict[str, DomainRule | _Deferred] = {}
     table: dict[str, _Entry] = {}
     for key, body in raw_domains.items():
@@ -1009,7 +1046,14 @@ def _parse_expiry(value: Any, source: str, key: Any) -> dt.datetime:
         return dt.datetime(when.year, when.month, when.day, tzinfo=dt.UTC)
     if when.tzinfo is None:
         return when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
+    try:
+        return when.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise PolicyError(
+            f"invalid date {value!r}: out of range in UTC",
+            source=source,
+            location=f"{_loc(key)}.expires",
+        ) from None
 
 
 def _format_expiry(when: dt.datetime) -> str:

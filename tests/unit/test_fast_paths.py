@@ -509,3 +509,105 @@ def test_bulk_name_check_edges(name: str) -> None:
 
     assert _canonical_names([name]) is is_canonical_name(name)
     assert _canonical_names(["a.example", name, "b.example"]) is is_canonical_name(name)
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=5))
+def test_bulk_pin_check_accepts_canonical_pins(digests: list[bytes]) -> None:
+    from certpin._policy import _canonical_pins
+
+    texts = {str(Pin(d)) for d in digests}
+    assert _canonical_pins(texts) is True
+    other = str(Pin(digests[0])).replace("sha256/", "sha384/")  # same length, other prefix
+    assert _canonical_pins(texts | {other}) is False
+
+
+def test_a_parsed_key_after_a_deferred_key_naming_the_same_rule_is_refused() -> None:
+    # The deferred key passes every bulk check; the parsed one (two members) lands on it.
+    domains = {
+        "a.example.com": {"pins": _PINS[:2]},
+        "A.example.com": {"pins": _PINS[1:], "enforce": True},
+    }
+    with pytest.raises(PolicyError, match=r"""domains\."A\.example\.com": names the same rule"""):
+        Policy.from_dict({"domains": domains})
+
+
+def test_one_unusual_rule_does_not_undefer_the_others() -> None:
+    doc = _big(50)
+    doc["domains"]["xn--bcher-kva.example"] = {"pins": _PINS[:2]}  # type: ignore[index]
+    doc["domains"]["API.example.net"] = {"pins": _PINS[:2]}  # type: ignore[index]
+    doc["domains"]["api3.example.net"] = {"pins": [f'pin-sha256="{_PINS[0][7:]}"', _PINS[1]]}  # type: ignore[index]
+    policy = Policy.from_dict(doc)
+    entries = policy.domains._entries  # type: ignore[attr-defined]
+    assert sum(type(v) is tuple for v in entries.values()) == 50
+    assert list(entries)[50:] == ["xn--bcher-kva.example", "api.example.net", "api3.example.net"]
+    assert policy == _rule_by_rule(doc)
+    assert policy.lookup("API.example.net") == DomainRule(
+        "api.example.net", pins=(Pin.parse(_PINS[0]), Pin.parse(_PINS[1]))
+    )
+    # An error among them is the rule-by-rule path's, first in document order.
+    doc["domains"]["API.example.org"] = {"pins": [_PINS[0], "sha256/bad"]}  # type: ignore[index]
+    doc["domains"]["api9.example.com"]["pins"] = ["sha256/worse", _PINS[0]]  # type: ignore[index]
+    with pytest.raises(PolicyError, match=r'"api9\.example\.com"\.pins\[0\].*worse'):
+        Policy.from_dict(doc)
+    # Two keys naming one rule, found only once the unusual key is parsed.
+    collide = _big(3)
+    collide["domains"]["API1.example.com"] = {"pins": _PINS[:2]}  # type: ignore[index]
+    with pytest.raises(PolicyError, match=r'"API1\.example\.com": names the same rule'):
+        Policy.from_dict(collide)
+
+
+def test_an_error_after_a_bad_deferred_rule_does_not_hide_it() -> None:
+    # A later rule's own error (an expiry out of range in UTC) must not replace the first one.
+    doc = {
+        "domains": {
+            "a.example.com": {"pins": ["sha256/bad", _PINS[0]]},
+            "b.example.com": {"pins": _PINS[:2], "expires": "0001-01-01T00:00:00+01:00"},
+        }
+    }
+    with pytest.raises(PolicyError, match=r'"a\.example\.com"\.pins\[0\]'):
+        Policy.from_dict(doc)
+    del doc["domains"]["a.example.com"]
+    with pytest.raises(PolicyError, match=r'"b\.example\.com"\.expires.*out of range'):
+        Policy.from_dict(doc)
+
+
+def test_a_str_subclass_key_becomes_a_plain_str() -> None:
+    class Name(str):
+        pass
+
+    policy = Policy.from_dict({"domains": {Name("a.example.com"): {"pins": _PINS[:2]}}})
+    (key,) = policy.domains
+    assert type(key) is str and type(policy.domains[key].pattern) is str
+
+
+def test_domains_from_any_mapping_and_their_repr() -> None:
+    from types import MappingProxyType
+
+    doc = _big(3)
+    policy = Policy.from_dict({"domains": MappingProxyType(doc["domains"])})  # type: ignore[arg-type]
+    assert policy == Policy.from_dict(doc)
+    shown = repr(Policy.from_dict(doc).domains)
+    assert shown.startswith("{'api0.example.com': DomainRule(pattern='api0.example.com'")
+    assert shown.count("DomainRule(") == 3
+
+
+def test_a_rule_keyed_in_code_by_a_non_canonical_spelling_is_found() -> None:
+    rule = DomainRule("a.example.com", pins=(Pin.parse(_PINS[0]), Pin.parse(_PINS[1])))
+    policy = Policy(domains={"A.example.com": rule})
+    assert policy.lookup("a.example.com") is rule
+    assert policy.lookup("A.EXAMPLE.com.") is rule
+
+
+def test_domains_keep_the_read_only_mapping_conveniences() -> None:
+    policy = Policy.from_dict(_big(3))
+    built = dict(_rule_by_rule(_big(3)).domains)
+    copy = policy.domains.copy()  # type: ignore[attr-defined]
+    assert type(copy) is dict and copy == built
+    copy.clear()  # a copy: the policy is untouched
+    assert len(policy.domains) == 3
+    extra = {"x.example": built["api0.example.com"]}
+    assert policy.domains | extra == {**built, **extra}  # type: ignore[operator]
+    assert extra | policy.domains == {**extra, **built}  # type: ignore[operator]
+    assert list(reversed(policy.domains)) == list(reversed(built))  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        policy.domains["x.example"] = built["api0.example.com"]  # type: ignore[index]
