@@ -42,7 +42,7 @@ from ._errors import ConfigurationError
 from ._hosts import Pattern, PatternKind, normalize_host
 from ._jws import BundleError, TrustedKey, load_trusted_keys
 from ._pins import Pin
-from ._policy import DomainRule, KillSwitch, Policy
+from ._policy import DomainRule, KillSwitch, Policy, _no_gc
 from ._version import __version__
 
 __all__ = ["DynamicPolicy", "RefreshResult", "bucket", "union_policy"]
@@ -701,7 +701,10 @@ class DynamicPolicy:
         atomic_write(self._cache / STATE_FILE, json.dumps(state, indent=2).encode())
 
     def _load_cache(self) -> None:
-        with self._lock:
+        # The whole start from the cache, not only the verification, without cyclic GC: the
+        # objects allocated after it (state, policy in force) otherwise tip a collection that
+        # scans the freshly loaded rules — ≈ 0.7 ms the program paid right after the start.
+        with _no_gc, self._lock:
             self._read_state()
             path = self._cache / BUNDLE_FILE
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import http.client
 import json
@@ -328,6 +329,7 @@ def test_corrupt_cache_falls_back_to_static_never_unpinned(env: Env, damage: str
     else:
         state.write_text("{not json")
     dyn = env.client()
+    assert gc.isenabled()  # the load pauses the cyclic GC, and restores it on every outcome
     if damage == "state":
         assert dyn.version == 2  # the bundle itself is fine and verified
     else:
