@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from operator import itemgetter
 
 __all__ = ["HostError", "Pattern", "PatternKind", "is_public_suffix", "normalize_host"]
 
@@ -37,6 +39,36 @@ def is_canonical_name(host: str) -> bool:
     The cheap test (one regex) that lets policy loading and lookups skip the general path.
     """
     return len(host) <= 253 and _CANONICAL.fullmatch(host) is not None and "xn--" not in host
+
+
+def all_canonical_names(names: Collection[str]) -> bool:
+    """`is_canonical_name` for every name at once (a TypeError for a non-str).
+
+    Names of up to 63 characters (every label then fits, which is what large policies hold) are
+    checked in C-level passes over their newline-joined text: the characters, no empty label,
+    no label starting or ending with "-", a last character that is a letter or "_" (a digit
+    would make an IP address), no "xn--" (A-labels need the IDNA check); about half the cost of
+    the regex per name. Longer names take `is_canonical_name`. Property-tested against it.
+    """
+    if max(map(len, names)) > 63 or min(map(len, names)) == 0:
+        return all(map(is_canonical_name, names))
+    text = "\n".join(names)
+    return (
+        text.count("\n") == len(names) - 1  # no name holds a newline itself
+        and text.isascii()
+        and not text.encode("ascii").translate(None, _NAME_CHARS)
+        and text[0] not in ".-"
+        and not any(pair in text for pair in _NAME_BAD_PAIRS)
+        and not "".join(map(_LAST, names)).encode("ascii").translate(None, _NAME_LAST_CHARS)
+        and "xn--" not in text
+    )
+
+
+_NAME_LAST_CHARS = b"abcdefghijklmnopqrstuvwxyz_"
+_NAME_CHARS = _NAME_LAST_CHARS + b"0123456789-.\n"
+# An empty label, or a label that starts or ends with "-" (the name's end is checked apart).
+_NAME_BAD_PAIRS = ("..", ".-", "-.", "\n.", "\n-")
+_LAST = itemgetter(-1)
 
 
 def normalize_host(host: str) -> str:

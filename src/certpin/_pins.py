@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 from ._der import DERError, _read_tlv, spki_from_tbs_certificate
 from ._errors import PinFormatError
@@ -189,6 +190,28 @@ def _parse_cached(text: str) -> Pin:
     return _parse(text)
 
 
+def all_canonical_sha256(texts: set[Any]) -> bool:
+    """Every text is in the canonical form above, the one `_parse_cached` takes its fast path
+    for (so texts are equal exactly when their digests are). Checked on all texts at once,
+    column by column, in C: about 60 % of a regex per text, for a bundle's thousands of pins."""
+    n = len(texts)
+    if min(map(len, texts)) != 51 or max(map(len, texts)) != 51:
+        return False
+    blob = "".join(texts)
+    if not blob.isascii():
+        return False
+    for i, char in enumerate("sha256/"):
+        if blob[i::51] != char * n:
+            return False
+    return (
+        blob[50::51] == "=" * n
+        and blob.count("=") == n  # none before the end
+        and _ZERO_LOW_BITS.issuperset(blob[49::51])
+        and not blob.encode("ascii").translate(None, _BASE64_CHARS)
+    )
+
+
+_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _SPKI = PinKind.SPKI  # a module constant: enum attribute lookups cost ≈ 0.3 µs
 
 

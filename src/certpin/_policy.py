@@ -29,11 +29,10 @@ import math
 import re
 import threading
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -47,11 +46,12 @@ from ._hosts import (
     PatternKind,
     _is_ip,
     _parse_pattern,
+    all_canonical_names,
     is_canonical_name,
     is_public_suffix,
     normalize_host,
 )
-from ._pins import _ZERO_LOW_BITS, Pin, _parse, _parse_cached
+from ._pins import Pin, _parse, _parse_cached, all_canonical_sha256
 
 __all__ = ["DomainRule", "KillSwitch", "Policy", "PolicyProvider", "as_provider"]
 
@@ -520,7 +520,6 @@ def _load_deferring(
     domains: dict[str, DomainRule | _Deferred] = {}
     table: dict[str, _Entry] = {}
     texts: list[Any] = []
-    parsed = 0
     for key, body in raw_domains.items():
         if type(body) is dict and len(body) == 1 and type(key) is str:
             pins = body.get("pins")
@@ -535,14 +534,11 @@ def _load_deferring(
             kind, base = _EXACT, key
         domains[rule.pattern] = rule
         _index(table, kind, base, rule)
-        parsed += 1
     if len(domains) != len(raw_domains):
         raise _RuleByRule  # two keys named one rule
     if texts:
-        deferred: Collection[str] = (
-            [k for k, v in domains.items() if type(v) is tuple] if parsed else raw_domains
-        )
-        if not (_canonical_names(deferred) and _canonical_pins(set(texts))):
+        deferred = [k for k, v in domains.items() if type(v) is tuple]
+        if not (all_canonical_names(deferred) and all_canonical_sha256(set(texts))):
             return _settle(domains, table, source)
     return domains, table
 
@@ -559,7 +555,7 @@ def _settle(
     settled: dict[str, DomainRule | _Deferred] = {}
     for key, value in domains.items():
         if isinstance(value, tuple) and not (
-            is_canonical_name(key) and all(map(_CANONICAL_PIN.fullmatch, value))
+            is_canonical_name(key) and all_canonical_sha256(set(value))
         ):
             rule, kind, base = _parse_rule(key, {"pins": list(value)}, source)
             _index(table, kind, base, rule)
@@ -568,65 +564,6 @@ def _settle(
     if len(settled) != len(domains):
         raise _RuleByRule  # a parsed key names the same rule as another key
     return settled, table
-
-
-#: One canonical SPKI SHA-256 pin text (`_canonical_pins` checks many at once).
-_CANONICAL_PIN = re.compile(r"sha256/[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
-
-
-def _canonical_names(names: Collection[str]) -> bool:
-    """Every name is one `is_canonical_name` accepts (a TypeError for a non-str).
-
-    Names of up to 63 characters (every label then fits, which is what large policies hold) are
-    checked all at once, in C-level passes over their newline-joined text: the characters, no
-    empty label, no label starting or ending with "-", a last character that is a letter or
-    "_" (a digit would make an IP address), no "xn--" (A-labels need the IDNA check). Longer
-    names take the per-name regex. Property-tested against `is_canonical_name`.
-    """
-    if max(map(len, names)) > 63 or min(map(len, names)) == 0:
-        return all(map(is_canonical_name, names))
-    text = "\n".join(names)
-    return (
-        text.count("\n") == len(names) - 1  # no name holds a newline itself
-        and text.isascii()
-        and not text.encode("ascii").translate(None, _NAME_CHARS)
-        and text[0] not in ".-"
-        and not any(pair in text for pair in _NAME_BAD_PAIRS)
-        and not "".join(map(_LAST, names)).encode("ascii").translate(None, _NAME_LAST_CHARS)
-        and "xn--" not in text
-    )
-
-
-_NAME_LAST_CHARS = b"abcdefghijklmnopqrstuvwxyz_"
-_NAME_CHARS = _NAME_LAST_CHARS + b"0123456789-.\n"
-# An empty label, or a label that starts or ends with "-" (the name's end is checked apart).
-_NAME_BAD_PAIRS = ("..", ".-", "-.", "\n.", "\n-")
-_LAST = itemgetter(-1)
-
-
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def _canonical_pins(texts: set[Any]) -> bool:
-    """Every text is a canonical SPKI SHA-256 pin, ``sha256/`` + 43 base64 characters (the
-    last with its two unused bits zero) + ``=``: the texts `_parse_cached` reads on its fast
-    path, equal exactly when their digests are. Checked on all texts at once, column by column,
-    in C (≈ 40 % of a per-text regex)."""
-    n = len(texts)
-    if min(map(len, texts)) != 51 or max(map(len, texts)) != 51:
-        return False
-    blob = "".join(texts)
-    if not blob.isascii():
-        return False
-    for i, char in enumerate("sha256/"):
-        if blob[i::51] != char * n:
-            return False
-    return (
-        blob[50::51] == "=" * n
-        and blob.count("=") == n
-        and _ZERO_LOW_BITS.issuperset(blob[49::51])
-        and not blob.encode("ascii").translate(None, _BASE64_ALPHABET + b"=")
-    )
 
 
 def _load_rules(

@@ -451,7 +451,7 @@ def test_threads_building_the_same_rules_agree() -> None:
 def test_bulk_pin_check_accepts_exactly_the_canonical_sha256_texts(
     chars: list[str], prefix: str
 ) -> None:
-    from certpin._policy import _canonical_pins
+    from certpin._pins import all_canonical_sha256 as _canonical_pins
 
     text = prefix + "".join(chars)
     try:
@@ -471,8 +471,8 @@ def test_bulk_pin_check_accepts_exactly_the_canonical_sha256_texts(
     )
 )
 def test_bulk_name_check_equals_is_canonical_name(labels: list[str]) -> None:
+    from certpin._hosts import all_canonical_names as _canonical_names
     from certpin._hosts import is_canonical_name
-    from certpin._policy import _canonical_names
 
     name = ".".join(labels)
     assert _canonical_names([name]) is is_canonical_name(name)
@@ -504,8 +504,8 @@ def test_bulk_name_check_equals_is_canonical_name(labels: list[str]) -> None:
     ],
 )
 def test_bulk_name_check_edges(name: str) -> None:
+    from certpin._hosts import all_canonical_names as _canonical_names
     from certpin._hosts import is_canonical_name
-    from certpin._policy import _canonical_names
 
     assert _canonical_names([name]) is is_canonical_name(name)
     assert _canonical_names(["a.example", name, "b.example"]) is is_canonical_name(name)
@@ -513,7 +513,7 @@ def test_bulk_name_check_edges(name: str) -> None:
 
 @given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=5))
 def test_bulk_pin_check_accepts_canonical_pins(digests: list[bytes]) -> None:
-    from certpin._policy import _canonical_pins
+    from certpin._pins import all_canonical_sha256 as _canonical_pins
 
     texts = {str(Pin(d)) for d in digests}
     assert _canonical_pins(texts) is True
