@@ -22,6 +22,7 @@ import _ssl
 import datetime as dt
 import logging
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -200,19 +201,64 @@ _SOCKET_SESSION: Any = ssl.SSLSocket.session
 _OBJECT_SESSION: Any = ssl.SSLObject.session
 
 
+_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _dead(conn: ssl.SSLSocket | ssl.SSLObject) -> PinValidationError:
+    return PinValidationError(
+        f"refusing I/O on a TLS connection to {conn.server_hostname!r}: its handshake or pin "
+        f"check failed ({conn._certpin_failed}) and it was shut down; open a new connection"  # type: ignore[union-attr]
+    )
+
+
 class _PinningSSLSocket(ssl.SSLSocket):
     # Set by the hook once the verdict allowed the connection. I/O before that first runs the
     # handshake (and so the pin check): with do_handshake_on_connect=False, OpenSSL would
     # otherwise complete the handshake implicitly inside send()/recv() and skip the hook.
     _certpin_checked = False
+    # The reason, once the handshake or the pin check failed: the socket is dead from then on.
+    # CPython's SSLSocket._real_connect (ctx.wrap_socket(socket.socket()); connect()) catches a
+    # handshake error, sets _sslobj = None and re-raises, leaving a connected TCP socket whose
+    # send() then writes in *cleartext* to whoever is on the path. So a failure shuts the TCP
+    # connection down (OkHttp closes the socket) and every later I/O method raises.
+    _certpin_failed: str | None = None
 
     def do_handshake(self, block: bool = False) -> None:
-        super().do_handshake(block)
-        _enforce(self, self.context)
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        try:
+            super().do_handshake(block)
+            _enforce(self, self.context)
+        except _WANT:
+            raise  # a non-blocking handshake in progress, not a failure
+        except BaseException as exc:
+            self._certpin_kill(exc)
+            raise
+
+    def _certpin_kill(self, exc: BaseException) -> None:
+        self._certpin_failed = f"{type(exc).__name__}: {exc}"
+        # SHUT_RDWR at the OS level also stops the paths that bypass Python's methods
+        # (os.write on fileno(), sendfile's os.sendfile, socket.socket.send(sock, ...)).
+        try:
+            socket.socket.shutdown(self, socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected (yet) or already reset: nothing can be sent either way
 
     def _certpin_ensure_checked(self) -> None:
+        if self._certpin_failed is not None:
+            raise _dead(self)
         if not self._certpin_checked and getattr(self, "_sslobj", None) is not None:
             self.do_handshake()
+
+    def connect(self, addr: Any) -> None:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        super().connect(addr)
+
+    def connect_ex(self, addr: Any) -> int:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        return super().connect_ex(addr)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         self._certpin_ensure_checked()
@@ -230,6 +276,20 @@ class _PinningSSLSocket(ssl.SSLSocket):
         self._certpin_ensure_checked()
         super().sendall(data, flags)
 
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+        self._certpin_ensure_checked()
+        if addr is None:
+            return super().sendto(data, flags_or_addr)
+        return super().sendto(data, flags_or_addr, addr)
+
+    def sendmsg(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
+        self._certpin_ensure_checked()
+        return super().sendmsg(*args, **kwargs)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        self._certpin_ensure_checked()
+        return super().sendfile(file, offset, count)
+
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         self._certpin_ensure_checked()
         return super().recv(buflen, flags)
@@ -237,6 +297,22 @@ class _PinningSSLSocket(ssl.SSLSocket):
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
         self._certpin_ensure_checked()
         return super().recv_into(buffer, nbytes, flags)
+
+    def recvfrom(self, buflen: int = 1024, flags: int = 0) -> tuple[bytes, Any]:
+        self._certpin_ensure_checked()
+        return super().recvfrom(buflen, flags)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> Any:
+        self._certpin_ensure_checked()
+        return super().recvfrom_into(buffer, nbytes, flags)
+
+    def recvmsg(self, *args: Any, **kwargs: Any) -> Any:
+        self._certpin_ensure_checked()
+        return super().recvmsg(*args, **kwargs)
+
+    def recvmsg_into(self, *args: Any, **kwargs: Any) -> Any:
+        self._certpin_ensure_checked()
+        return super().recvmsg_into(*args, **kwargs)
 
     @property
     def session(self) -> ssl.SSLSession | None:
@@ -251,18 +327,27 @@ class _PinningSSLSocket(ssl.SSLSocket):
 
 class _PinningSSLObject(ssl.SSLObject):
     _certpin_checked = False  # see _PinningSSLSocket
+    _certpin_failed: str | None = None  # see _PinningSSLSocket: a failed object stays dead
 
     def do_handshake(self) -> None:
-        super().do_handshake()
-        _enforce(self, self.context)
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        try:
+            super().do_handshake()
+            _enforce(self, self.context)
+        except _WANT:
+            raise
+        except BaseException as exc:
+            self._certpin_failed = f"{type(exc).__name__}: {exc}"
+            raise
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
-        if not self._certpin_checked:
+        if not self._certpin_checked or self._certpin_failed is not None:
             self.do_handshake()
         return super().read(len, buffer)
 
     def write(self, data: Any) -> int:
-        if not self._certpin_checked:
+        if not self._certpin_checked or self._certpin_failed is not None:
             self.do_handshake()
         return super().write(data)
 

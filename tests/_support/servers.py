@@ -388,12 +388,45 @@ class TCPForwarder(_ThreadedServer):
                 self._untrack(upstream)
 
 
-def _pump(src: socket.socket, dst: socket.socket, on_error: Any) -> None:
+class RecordingForwarder(TCPForwarder):
+    """A `TCPForwarder` that keeps every raw byte the client sent (``received``): what an
+    interceptor on the path sees, TLS records and anything sent in cleartext alike."""
+
+    name = "recording-forwarder"
+
+    def __init__(self, target: tuple[str, int], *, host: str = "127.0.0.1") -> None:
+        self._received = bytearray()
+        super().__init__(target, host=host)
+
+    @property
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self._received)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+        upstream = socket.create_connection(self.target, timeout=IO_TIMEOUT)
+        with upstream:
+            self._track(upstream)
+            try:
+                _pipe_both_ways(conn, upstream, self._record_error, tap=self._record)
+            finally:
+                self._untrack(upstream)
+
+    def _record(self, data: bytes) -> None:
+        with self._lock:
+            self._received += data
+
+
+def _pump(src: socket.socket, dst: socket.socket, on_error: Any, tap: Any = None) -> None:
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
+            if tap is not None:
+                tap(data)
             dst.sendall(data)
     except (OSError, ValueError) as exc:
         on_error(exc)
@@ -404,9 +437,10 @@ def _pump(src: socket.socket, dst: socket.socket, on_error: Any) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
-def _pipe_both_ways(a: socket.socket, b: socket.socket, on_error: Any) -> None:
-    """Copy bytes a->b (in a helper thread) and b->a (here) until both directions hit EOF."""
-    helper = threading.Thread(target=_pump, args=(a, b, on_error), name="pipe", daemon=True)
+def _pipe_both_ways(a: socket.socket, b: socket.socket, on_error: Any, tap: Any = None) -> None:
+    """Copy bytes a->b (in a helper thread) and b->a (here) until both directions hit EOF.
+    ``tap(data)``, if given, sees every chunk going a->b."""
+    helper = threading.Thread(target=_pump, args=(a, b, on_error, tap), name="pipe", daemon=True)
     helper.start()
     try:
         _pump(b, a, on_error)
