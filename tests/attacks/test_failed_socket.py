@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
 import certpin
 from _support.pki import PKIFiles
-from _support.servers import RecordingForwarder, TLSServer, wait_for
+from _support.servers import RecordingForwarder, TLSServer, _pipe_both_ways, wait_for
 from tls._fixtures import Pins, policy_for
 
 SECRET = b"GET /secret?token=hunter2 HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -248,21 +250,32 @@ def test_good_pins_every_writer_delivers(
 def test_non_blocking_handshake_is_not_poisoned_by_want_read(
     server: TLSServer, tmp_pki_files: PKIFiles, pins: Pins
 ) -> None:
-    # SSLWantReadError is the normal flow of a non-blocking handshake, not a failure.
+    # SSLWantReadError is the normal flow of a non-blocking handshake, not a failure. The
+    # listener below answers nothing until the client has seen one, so the case is certain.
     ctx = _ctx(tmp_pki_files, pins.intermediate, pins.spare)
-    raw = socket.create_connection(server.address, timeout=5)
-    with ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False) as tls:
-        tls.setblocking(False)
-        wants = 0
-        while True:
-            try:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw = socket.create_connection(listener.getsockname(), timeout=5)
+        tls = ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
+        with tls:
+            tls.setblocking(False)
+            with pytest.raises(ssl.SSLWantReadError):
                 tls.do_handshake()
-                break
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                wants += 1
-                wait_for(lambda: True, timeout=0.01)
-        assert wants >= 1
-        tls.setblocking(True)
-        tls.settimeout(5)
-        tls.sendall(SECRET)
-        assert b"200 OK" in tls.recv(4096)
+            conn, _ = listener.accept()
+            upstream = socket.create_connection(server.address, timeout=5)
+            pipe = threading.Thread(
+                target=_pipe_both_ways, args=(conn, upstream, lambda exc: None), daemon=True
+            )
+            pipe.start()
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    select.select([tls], [], [], 5)
+            tls.setblocking(True)
+            tls.settimeout(5)
+            tls.sendall(SECRET)
+            assert b"200 OK" in tls.recv(4096)
+        pipe.join(10)
+        conn.close()
+        upstream.close()
