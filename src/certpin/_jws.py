@@ -14,7 +14,13 @@ Only what pin bundles need, built on `cryptography` alone:
   decoded bytes gives the same text. The last character of a segment carries unused bits; a
   lenient decoder would let a flipped bit there still verify.
 * Duplicate JSON member names are rejected (RFC 7515 §4: "MUST reject … or use a JSON parser
-  that returns only the lexically last duplicate" — certpin rejects).
+  that returns only the lexically last duplicate" — certpin rejects), and so are ``NaN`` and
+  ``Infinity``, which RFC 8259 §6 does not allow.
+* ES256 signatures are accepted with a high or a low S (``(r, n - s)`` verifies as well as
+  ``(r, s)``; Apple CryptoKit and Android accept both, so refusing one would split clients), and
+  certpin's own signer always emits the low one. A signature is therefore not an identity: a
+  bundle is identified by its signing input (header and payload), see
+  `certpin._bundle.Bundle.signed_sha256`.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -109,26 +117,96 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 #: Largest encoded JWS header accepted (real ones are ~150 bytes); it is parsed before the
 #: signature is checked, so it must not be able to cost more than a few microseconds.
 MAX_HEADER_SIZE = 8 * 1024
+#: Deepest nesting of arrays/objects accepted in a JWS header or a DynamicPolicy state file
+#: (both are flat: a header is one object, the state two levels). A bundle *payload* is bounded
+#: by the JSON parser's own recursion limit instead: a depth pre-scan of a 200 KB payload costs
+#: as much as parsing it, the payload is only parsed after its signature verified, and the
+#: bundle schema takes no value deeper than 7 levels anyway (see `certpin._bundle`).
+MAX_JSON_DEPTH = 16
+# A JSON string, escapes included ("unrolled loop": no alternation to backtrack into, so
+# matching is linear, also for an unterminated string).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_DEPTH_STEP = [0] * 256
+for _byte in b"[{":
+    _DEPTH_STEP[_byte] = 1
+for _byte in b"]}":
+    _DEPTH_STEP[_byte] = -1
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
+def json_depth(data: bytes) -> int:
+    """The deepest array/object nesting of JSON text, in linear time and without recursion.
+
+    Strings are removed first (a ``[`` inside a string does not nest). Meant for small
+    documents: it is a regex pass plus one step per bracket.
+    """
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """A short, non-recursive description of an untrusted JSON value, for error messages.
+
+    ``repr`` of a deeply nested list recurses (RecursionError) and of a multi-megabyte string
+    copies it into the message; neither may happen while rejecting hostile input.
+    """
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'} ({len(value)} items)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {value.bit_length() * 3 // 10} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BundleError("bad_json", f"{name} is not JSON (RFC 8259 §6)")
+
+
+def _json_object(data: bytes, what: str, *, max_depth: int | None = None) -> dict[str, Any]:
+    """Parse a JSON object; any problem is a `BundleError` (``bad_json``), nothing else.
+
+    Args:
+        data: the UTF-8 JSON text.
+        what: names the document in messages.
+        max_depth: refuse nesting deeper than this (checked before parsing); None leaves the
+            bound to the parser's recursion limit (still a ``bad_json`` rejection).
+    """
+
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out = dict(pairs)
         if len(out) != len(pairs):  # a name was repeated: say which (error path only)
             counts = Counter(key for key, _value in pairs)
             key = next(k for k, n in counts.items() if n > 1)
-            raise BundleError("bad_json", f"{what} repeats the member {key!r}")
+            raise BundleError("bad_json", f"{what} repeats the member {brief(key)}")
         return out
 
+    if max_depth is not None and json_depth(data) > max_depth:
+        raise BundleError("bad_json", f"{what} is nested deeper than {max_depth} levels")
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+        value = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=no_duplicates,
+            parse_constant=_refuse_constant,
+        )
     except (ValueError, RecursionError) as exc:
         # ValueError covers bad UTF-8, bad JSON and integers beyond Python's digit limit;
         # RecursionError deeply nested arrays. Neither may escape as anything but a rejection.
         kind = "too deeply nested" if isinstance(exc, RecursionError) else "not UTF-8 JSON"
-        raise BundleError("bad_json", f"{what} is {kind}: {exc}") from None
+        raise BundleError("bad_json", f"{what} is {kind}: {str(exc)[:200]}") from None
     if not isinstance(value, dict):
         raise BundleError("bad_json", f"{what} must be a JSON object")
+    # A \uD800-\uDFFF escape outside a valid pair decodes to a lone surrogate: a str Python
+    # cannot encode, which would raise UnicodeEncodeError wherever it is later hashed (a
+    # rollout id), written or logged. Raw UTF-8 cannot carry one (decode refuses it), and
+    # certpin signs without escapes, so the costly check runs only for text with such escapes.
+    if b"\\u" in data and _SURROGATE_ESCAPE.search(data) is not None:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            raise BundleError(
+                "bad_json", f"{what} has a lone surrogate escape (\\uD800-\\uDFFF) in a string"
+            ) from None
     return value
 
 
@@ -280,10 +358,29 @@ class Signer(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
+#: The order of the P-256 group (FIPS 186-4 §D.1.2.3).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
 def es256_raw(der_signature: bytes) -> bytes:
-    """DER ECDSA signature (what OpenSSL, HSMs and KMSs return) -> JWS ``r || s``."""
+    """DER ECDSA signature (what OpenSSL, HSMs and KMSs return) -> JWS ``r || s``, low-S."""
     r, s = decode_dss_signature(der_signature)
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return low_s(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def low_s(raw: bytes) -> bytes:
+    """The low-S form of a raw ES256 ``r || s`` signature (other lengths are returned as is).
+
+    ``(r, n - s)`` verifies exactly like ``(r, s)``; OpenSSL returns either at random. Emitting
+    only ``s <= n/2`` (as Bitcoin's BIP 62 and libsecp256k1 do) gives every certpin-signed bundle
+    one signature, so a copy with the other one can only come from someone re-encoding it.
+    """
+    if len(raw) != 64:
+        return raw
+    s = int.from_bytes(raw[32:], "big")
+    if s <= P256_ORDER // 2:
+        return raw
+    return raw[:32] + (P256_ORDER - s).to_bytes(32, "big")
 
 
 class FileSigner:
@@ -345,9 +442,11 @@ def sign_compact(payload: bytes, signer: Signer, typ: str) -> str:
     if signer.alg not in ALGORITHMS:
         raise ConfigurationError(f"signer algorithm {signer.alg!r} is not one of {ALGORITHMS}")
     header = canonical_json({"alg": signer.alg, "kid": signer.kid, "typ": typ})
-    signing_input = f"{b64url_encode(header)}.{b64url_encode(payload)}"
-    signature = signer.sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{b64url_encode(signature)}"
+    signed = f"{b64url_encode(header)}.{b64url_encode(payload)}"
+    signature = signer.sign(signed.encode("ascii"))
+    if signer.alg == "ES256":  # whatever the Signer (HSM, KMS) returned: one spelling
+        signature = low_s(signature)
+    return f"{signed}.{b64url_encode(signature)}"
 
 
 def verify_compact(
@@ -381,7 +480,9 @@ def verify_compact(
         raise BundleError(
             "too_large", f"JWS header is {first} bytes, the limit is {MAX_HEADER_SIZE}"
         )
-    header = _json_object(b64url_decode(token[:first], "JWS header"), "JWS header")
+    header = _json_object(
+        b64url_decode(token[:first], "JWS header"), "JWS header", max_depth=MAX_JSON_DEPTH
+    )
     alg = header.get("alg")
     # Algorithm allow-list first: "none" and HMAC never reach a key (RFC 8725 §3.1).
     if alg == "EdDSA":
@@ -389,19 +490,19 @@ def verify_compact(
             "bad_alg", "'EdDSA' is deprecated by RFC 9864; sign with the 'Ed25519' algorithm"
         )
     if alg not in ALGORITHMS:
-        raise BundleError("bad_alg", f"algorithm {alg!r} is not allowed (only {ALGORITHMS})")
+        raise BundleError("bad_alg", f"algorithm {brief(alg)} is not allowed (only {ALGORITHMS})")
     if "crit" in header:
         raise BundleError(
-            "bad_crit", f"critical header extensions {header['crit']!r} are not understood"
+            "bad_crit", f"critical header extensions {brief(header['crit'])} are not understood"
         )
     if header.get("typ", typ) != typ:
-        raise BundleError("bad_typ", f"typ {header.get('typ')!r}, expected {typ!r}")
+        raise BundleError("bad_typ", f"typ {brief(header.get('typ'))}, expected {typ!r}")
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise BundleError("unknown_kid", "the JWS header has no kid")
     key = keys.get(kid)
     if key is None:
-        raise BundleError("unknown_kid", f"kid {kid!r} is not a trusted bundle key")
+        raise BundleError("unknown_kid", f"kid {brief(kid)} is not a trusted bundle key")
     if key.alg != alg:
         raise BundleError("bad_alg", f"key {kid} is an {key.alg} key, the header says {alg}")
     payload = b64url_decode(token[first + 1 : second], "JWS payload")
