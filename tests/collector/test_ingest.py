@@ -512,7 +512,8 @@ def test_bundles_are_served_with_etag_and_cache_control(tmp_path: Path) -> None:
         again = c.get("/bundles/pins.jws", headers={"If-None-Match": first.headers["etag"]})
         assert again.status_code == 304
         assert c.get("/bundles/missing.jws").status_code == 404
-        assert c.get("/bundles/../secret.txt").status_code == 404
+        # httpx removes a literal "../" before sending; test_bundles sends every path trick
+        # byte-exact over a socket.
         assert c.get("/bundles/%2e%2e/secret.txt").status_code == 404
 
 

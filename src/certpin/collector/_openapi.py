@@ -21,6 +21,15 @@ _ERROR = {
     },
 }
 _PEM_LIST = {"type": "array", "items": {"type": "string"}, "maxItems": 10}
+#: A report time: kept as text; one that reads as ISO 8601 must lie within the bounds.
+_TIME = {
+    "type": ["string", "null"],
+    "maxLength": 64,
+    "description": (
+        "ISO 8601. A value that reads as a date or date-time must lie within "
+        "1970-01-01T00:00:00Z .. 9999-12-31T00:00:00Z (400 otherwise)."
+    ),
+}
 _REPORT = {
     "type": "object",
     "description": (
@@ -28,10 +37,10 @@ _REPORT = {
         "Required fields depend on the dialect (see docs/collector.md)."
     ),
     "properties": {
-        "date-time": {"type": ["string", "null"]},
+        "date-time": _TIME,
         "hostname": {"type": "string"},
-        "port": {"type": "integer"},
-        "effective-expiration-date": {"type": ["string", "null"]},
+        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "effective-expiration-date": _TIME,
         "include-subdomains": {"type": ["boolean", "null"]},
         "noted-hostname": {"type": ["string", "null"]},
         "served-certificate-chain": _PEM_LIST,
@@ -44,8 +53,8 @@ _REPORT = {
         "app-vendor-id": {"type": "string"},
         "trustkit-version": {"type": "string"},
         "enforce-pinning": {"type": "boolean"},
-        "validation-result": {"type": "integer"},
-        "known-pins-expiration-date": {"type": ["string", "null"]},
+        "validation-result": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+        "known-pins-expiration-date": _TIME,
         "certpin-version": {"type": "string"},
         "mode": {"type": "string", "enum": ["enforce", "report-only"]},
         "verdict-status": {"type": "string"},

@@ -26,7 +26,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import datetime as dt
 import itertools
 import logging
 import marshal
@@ -219,10 +218,12 @@ _Queued = tuple[Report, str | None, "asyncio.Future[Outcome]"]
 
 # Every message: a 4-byte big-endian length, then `marshal` data (plain tuples of str, bytes,
 # int, bool and None: ≈ 3x faster than pickling the dataclasses, on every report). The socket
-# pair is private to the two processes, and they run the same code.
+# pair is private to the two processes, and they run the same code. A report's fields cross
+# as they are: all exact (times are integer microseconds, validated in bounds by the parser),
+# so the child converts nothing — a float time once crossed here and a year-10000 value
+# killed the child (issue item 8).
 _HEADER = 4
 _FIELDS = tuple(field.name for field in dataclasses.fields(Report))
-_TIME = _FIELDS.index("client_time")
 _values = operator.attrgetter(*_FIELDS)
 
 
@@ -232,18 +233,12 @@ def _frame(obj: Any) -> bytes:
 
 
 def _pack(report: Report) -> tuple[Any, ...]:
-    values = list(_values(report))
-    when = values[_TIME]
-    if when is not None:  # exact: a float holds today's epoch microseconds (< 2**53)
-        values[_TIME] = when.timestamp()
-    return tuple(values)
+    values: tuple[Any, ...] = _values(report)
+    return values
 
 
 def _unpack(values: Sequence[Any]) -> Report:
-    fields = list(values)
-    if fields[_TIME] is not None:
-        fields[_TIME] = dt.datetime.fromtimestamp(fields[_TIME], dt.UTC)
-    return Report(*fields)
+    return Report(*values)
 
 
 def _unframe(buffer: bytearray) -> list[Any]:
@@ -399,6 +394,34 @@ class _Channel(asyncio.Protocol):
 _CHILD = "from certpin.collector._writer import child_main; child_main()"
 
 
+def _answer(store: Store, batch: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Store one batch of ``(seq, source, fields)`` messages; the replies for `_received`.
+
+    A report the child cannot read or the database refuses fails alone, with a reply naming
+    why; the child itself must outlive any report (if it died, every report in flight would
+    fail with it, and a client repeating the report would keep ingest down for everyone).
+    Never raises.
+    """
+    replies: list[tuple[Any, ...]] = []
+    items: list[Item] = []
+    stored: list[int] = []
+    for seq, source, fields in batch:
+        try:
+            items.append((_unpack(fields), source))
+        except Exception as exc:
+            log.error("certpin collector: writer cannot read report %s: %s", seq, exc)
+            replies.append((seq, f"the writer cannot read this report: {exc}"[:500]))
+            continue
+        stored.append(seq)
+    results = store_batch(store, items)  # never raises: one result per item
+    for seq, result in zip(stored, results, strict=True):
+        if isinstance(result, Outcome):
+            replies.append((seq, result.id, result.new, result.new_pin))
+        else:
+            replies.append((seq, (str(result) or type(result).__name__)[:500]))
+    return replies
+
+
 def child_main(argv: Sequence[str] | None = None) -> None:
     """The writer process: read reports, store them in batches, answer with the outcomes;
     end (after committing everything received) when the parent closes its end."""
@@ -428,15 +451,7 @@ def child_main(argv: Sequence[str] | None = None) -> None:
                 store = Store(url, schema=schema)
             for start in range(0, len(messages), max_batch):
                 assert store is not None
-                batch = messages[start : start + max_batch]
-                results = store_batch(store, [(_unpack(v), source) for _, source, v in batch])
-                replies = [
-                    (seq, r.id, r.new, r.new_pin)
-                    if isinstance(r, Outcome)
-                    else (seq, str(r) or type(r).__name__)
-                    for (seq, _, _), r in zip(batch, results, strict=True)
-                ]
-                sock.sendall(_frame(replies))
+                sock.sendall(_frame(_answer(store, messages[start : start + max_batch])))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone: nothing is waiting for these answers
     finally:

@@ -6,7 +6,7 @@ Routes:
     GET  /api/summary    aggregates (Bearer token)
     GET  /healthz        liveness + database
     GET  /openapi.json   the hand-written OpenAPI document
-    GET  /bundles/…      static files from ``bundles_dir`` (ETag, Cache-Control), if given
+    GET  /bundles/…      bundle files from ``bundles_dir`` (ETag, Cache-Control), if given
     GET  /, /login …     the dashboard (`certpin.collector.dashboard`)
 
 Group commit: request handlers hand their normalised report to the writer and await a future;
@@ -43,13 +43,14 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._errors import CertpinError
 from .._hosts import HostError, normalize_host
 from .._pins import Pin
+from ._bundles import BundleFiles
 from ._openapi import openapi_document
+from ._times import micros
 from ._writer import Overloaded, ProcessWriter, ThreadWriter
 from .alerts import AlertConfig, Alerter
 from .dashboard import Dashboard
@@ -124,7 +125,8 @@ class Collector:
             *Dashboard(self).routes,
         ]
         if bundles_dir is not None:
-            static = StaticFiles(directory=Path(bundles_dir), check_dir=True)
+            # Only bundle files: the rule of `certpin bundle serve` (certpin._bundle_files).
+            static = BundleFiles(directory=Path(bundles_dir), check_dir=True)
             cache = f"public, max-age={bundle_max_age}, must-revalidate"
             routes.append(Mount("/bundles", app=_with_header(static, b"cache-control", cache)))
         self.app = _App(
@@ -335,10 +337,7 @@ class _Query:
             raise LimitError(f"query parameter {name!r}: not an ISO 8601 date-time") from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-        try:
-            return int(when.timestamp() * 1_000_000)
-        except (OverflowError, OSError, ValueError):
-            raise LimitError(f"query parameter {name!r}: out of range") from None
+        return micros(when)  # exact, and defined for every datetime (no float, no overflow)
 
     def pin(self, name: str) -> str | None:
         value = self.text(name)

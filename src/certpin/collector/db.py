@@ -18,7 +18,6 @@ NOTHING`` followed by ``duplicates = duplicates + 1`` on the stored row. Batches
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import functools
 import json
 import re
@@ -35,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from ._times import from_micros
 from .dialects import Report
 from .schema import (
     MIGRATIONS,
@@ -86,14 +86,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _us(when: dt.datetime | None) -> int | None:
-    return None if when is None else int(when.timestamp() * 1_000_000)
-
-
 def _iso(us: int | None) -> str | None:
-    if us is None:
+    """Stored microseconds as ISO 8601 UTC, exactly (no float: see `certpin.collector._times`);
+    None for a value no datetime holds (only rows stored before the bounds can hold one)."""
+    when = None if us is None else from_micros(us)
+    if when is None:
         return None
-    when = dt.datetime.fromtimestamp(us / 1_000_000, dt.UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -578,7 +576,7 @@ def _row(report: Report, source: str | None, received: int) -> dict[str, Any]:
         "port": report.port,
         "noted_hostname": report.noted_hostname,
         "date_time": report.date_time,
-        "client_time_us": _us(report.client_time),
+        "client_time_us": report.client_time_us,
         "include_subdomains": report.include_subdomains,
         "enforce": report.enforce,
         "validation_result": report.validation_result,

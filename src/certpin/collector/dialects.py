@@ -36,6 +36,7 @@ from .._hosts import HostError, normalize_host
 from .._pins import Pin, spki_of_certificate
 from .._policy import DomainRule, Policy
 from .._verdict import ChainEntry, VerdictStatus, verdict
+from ._times import TimeError, read_time
 from .limits import IngestLimits, LimitError
 
 __all__ = [
@@ -93,8 +94,9 @@ class Report:
         dialect: one of `DIALECTS`.
         hostname: the host the client connected to, normalised.
         port: the port, or None when unknown (TrustKit Android always sends 0).
-        client_time: ``date-time`` as UTC, or None when absent or untrustworthy (Android's is
-            device local time with a literal ``Z``).
+        client_time_us: ``date-time`` in microseconds since the epoch (an exact integer, within
+            `certpin.collector._times` bounds), or None when absent, not a time, without a UTC
+            offset, or untrustworthy (Android's is device local time with a literal ``Z``).
         date_time: ``date-time`` exactly as sent.
         validated_chain, served_chain: DER certificates, leaf first.
         known_pins: canonical pin strings (``sha256/…``).
@@ -108,7 +110,7 @@ class Report:
     port: int | None
     noted_hostname: str | None
     date_time: str | None
-    client_time: dt.datetime | None
+    client_time_us: int | None
     include_subdomains: bool | None
     enforce: bool | None
     validation_result: int | None
@@ -153,6 +155,8 @@ def normalize_report(
     Raises:
         ReportError: naming the missing or invalid field.
     """
+    if not isinstance(data, dict):  # parse_json guarantees it; other callers may not
+        raise ReportError(f"a report must be a JSON object, got {_json_type(data)}")
     dialect = detect_dialect(data)
     for name in REQUIRED_FIELDS[dialect]:
         if data.get(name) is None:
@@ -166,7 +170,7 @@ def normalize_report(
         report_id,
         certpin_version,
         trustkit_version,
-        _,  # known-pins-expiration-date: checked, kept in the body only
+        known_expiration,  # checked, kept in the body only
         effective_expiration,
         app_id,
         app_version,
@@ -193,9 +197,11 @@ def normalize_report(
             "'validated-certificate-chain' is required"
         )
     known, known_text = _pins(data, "known-pins", limits.max_pins)
-    client_time = None
-    if date_time is not None and dialect != "trustkit-android":
-        client_time = _parse_time(date_time)
+    client_time = _time(date_time, "date-time")
+    if dialect == "trustkit-android":
+        client_time = None
+    _time(known_expiration, "known-pins-expiration-date")
+    _time(effective_expiration, "effective-expiration-date")
     enforce = _boolean(data, "enforce-pinning")
     if mode is not None:
         if mode not in ("enforce", "report-only"):
@@ -215,7 +221,7 @@ def normalize_report(
         subject, issuer = _names(leaf)
     canonical = ""
     if report_id is None or raw is None:
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = _canonical(data)
     if report_id is not None:
         key = f"id:{report_id}"
     else:
@@ -225,7 +231,13 @@ def normalize_report(
         # must not break the key.
         digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
         key = "sha256:" + digest
-    body = canonical if raw is None else raw
+    body = raw
+    if body is None:
+        body = canonical
+        if not canonical.isascii() and not _encodable(canonical):
+            # Stored as text: an unpaired surrogate in a field certpin ignores is kept as the
+            # JSON escape it arrived as (as in a raw body), which every database can store.
+            body = _canonical(data, ascii_only=True)
     return Report(
         report_key=key,
         dialect=dialect,
@@ -233,7 +245,7 @@ def normalize_report(
         port=port,
         noted_hostname=noted,
         date_time=date_time,
-        client_time=client_time,
+        client_time_us=client_time,
         include_subdomains=_boolean(data, "include-subdomains"),
         enforce=enforce,
         validation_result=_integer(data, "validation-result", -(2**31), 2**31 - 1),
@@ -254,6 +266,18 @@ def normalize_report(
         unexpected_issuer=issuer,
         body=body,
     )
+
+
+def _canonical(data: dict[str, Any], *, ascii_only: bool = False) -> str:
+    """The canonical JSON text of a report (sorted keys, compact).
+
+    What `parse_json` returns always has one; a caller handing over its own dict may not (nested
+    past the interpreter's recursion limit, an integer past its conversion limit): refused.
+    """
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only)
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise ReportError(f"report is not canonical JSON ({str(exc)[:120]})") from None
 
 
 #: The string fields `normalize_report` reads, in the order it checks them, with their length
@@ -312,7 +336,10 @@ def _integer(data: dict[str, Any], name: str, low: int, high: int) -> int | None
     if not isinstance(value, int) or isinstance(value, bool):
         raise ReportError(f"field {name!r}: expected an integer, got {_json_type(value)}")
     if not low <= value <= high:
-        raise ReportError(f"field {name!r}: {value} is outside {low}..{high}")
+        # Not the digits of a huge one: printing an integer costs time quadratic in its length
+        # (and fails past 4300 digits).
+        shown = value if value.bit_length() <= 64 else "a number beyond ±2**64"
+        raise ReportError(f"field {name!r}: {shown} is outside {low}..{high}")
     return value
 
 
@@ -364,6 +391,14 @@ def _parse_pin(item: str) -> tuple[Pin, str] | str:
     except CertpinError as exc:
         return str(exc)
     return pin, str(pin)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_text(name: str, value: str) -> None:
@@ -430,14 +465,22 @@ def _names(der: bytes) -> tuple[str, str]:
     return entry.subject[:1024], entry.issuer[:1024]
 
 
-def _parse_time(text: str) -> dt.datetime | None:
+def _time(text: str | None, name: str) -> int | None:
+    """A time field as exact microseconds since the epoch when it reads as a time with a UTC
+    offset, else None; a time outside the bounds (`certpin.collector._times`) is refused.
+
+    Text that is not an ISO 8601 time is kept as sent and never interpreted (the collector's
+    receive time is authoritative); a time without an offset is local time of an unknown zone.
+    """
+    if text is None:
+        return None
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None  # kept as sent in date_time; the collector's receive time is authoritative
-    if when.tzinfo is None:
-        return None  # local time of an unknown zone: not comparable
-    return when.astimezone(dt.UTC)
+        found = read_time(text)
+    except TimeError as exc:
+        raise ReportError(f"field {name!r}: {exc}") from None
+    if found is None or not found[1]:
+        return None
+    return found[0]
 
 
 @functools.lru_cache(maxsize=1024)
