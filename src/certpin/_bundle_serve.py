@@ -13,14 +13,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ._bundle_files import bundle_file_for_target
+
 __all__ = ["BundleHandler", "make_server"]
 
 
 class BundleHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files of one directory (GET/HEAD) with ``ETag`` = SHA-256 of the content and
-    ``If-None-Match`` → 304 (a listed ETag or ``*``). No directory listings, no dotfiles
-    (``.lock``, editors' temp files, ``.git``…), and no symlink that leads outside the
-    directory: all are 404."""
+    """Serves the bundle files of one directory (GET/HEAD) with ``ETag`` = SHA-256 of the
+    content and ``If-None-Match`` → 304 (a listed ETag or ``*``). Which files are bundle files
+    is `certpin._bundle_files`' rule, shared with the collector's ``/bundles/``: no directory
+    listings, no dotfiles (``.lock``, ``.git``…), no symlink out of the directory — all 404."""
 
     server_version = "certpin-bundle-serve"
 
@@ -29,7 +31,7 @@ class BundleHandler(http.server.SimpleHTTPRequestHandler):
         return None
 
     def send_head(self) -> Any:
-        path = self._servable(Path(self.translate_path(self.path)))
+        path = bundle_file_for_target(self.directory, self.path)
         if path is None:
             self.send_error(404, "not found")
             return None
@@ -52,21 +54,6 @@ class BundleHandler(http.server.SimpleHTTPRequestHandler):
         import io
 
         return io.BytesIO(data)
-
-    def _servable(self, path: Path) -> Path | None:
-        """The file to serve, or None: not a file, a dotfile, or (via symlinks) outside."""
-        root = Path(self.directory)
-        try:
-            parts = path.relative_to(root).parts
-            real = path.resolve(strict=True)
-        except (ValueError, OSError):
-            return None
-        base = root.resolve()
-        if not real.is_relative_to(base) or not real.is_file():
-            return None
-        if any(part.startswith(".") for part in parts + real.relative_to(base).parts):
-            return None
-        return real
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if isinstance(self.server, _Server) and self.server.quiet:

@@ -134,3 +134,29 @@ def test_a_bundle_directory_that_is_itself_a_symlink(bundles: Path, tmp_path: Pa
     link.symlink_to(bundles, target_is_directory=True)
     assert bundle_file(link, "pins.jws") == (bundles / "pins.jws").resolve()
     assert bundle_file(link, "alias.jws") is None
+
+
+def test_bundle_serve_applies_the_same_rule(bundles: Path) -> None:
+    # `certpin bundle serve` (make_server) answers the same targets the same way: one rule.
+    from certpin._bundle_serve import make_server, serve_in_thread
+
+    srv = make_server(bundles, quiet=True)
+    thread = serve_in_thread(srv)
+    try:
+        port = srv.server_address[1]
+        for target in REFUSED:
+            path = target.removeprefix("/bundles")
+            if path == "//pins.jws":
+                # http.server itself turns a leading "//" into "/" before any handler runs
+                # (gh-87389, against open redirects): the harmless twin of a served bundle.
+                continue
+            for method in ("GET", "HEAD"):
+                status, body = _request(port, path or "/", method)
+                assert status == 404 and SECRET.encode() not in body, (method, path, status)
+        for target in SERVED:
+            path = target.removeprefix("/bundles")
+            assert _request(port, path) == (200, BUNDLE.encode()), path
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
