@@ -229,7 +229,7 @@ def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime)
         return result(
             VerdictStatus.TOFU_MISMATCH,
             f"the key changed since first use: recorded {', '.join(map(str, rule.all_pins))},"
-            f" now {entries[0]} (expected? `certpin tofu accept {name}:PORT` records it)",
+            f" now {entries[0]} (expected? `certpin tofu accept {name}` records it)",
         )
     if matched is None:
         return result(VerdictStatus.FAILED, failure)

@@ -13,6 +13,12 @@ Trust anchors come from the adapter (``cafile=`` etc., else the system store); a
 pinning context's verification cannot be turned off or changed per request. A bundle that
 requests takes from ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` is machine configuration, not a
 request's choice: it is ignored (logged once at INFO) and the adapter's anchors apply.
+
+A request to a pinned host (any spelling of it) that the pin check could not see is refused
+with `InsecureRequestError` before a byte is sent: plain ``http://``, and ``https://`` through a
+forwarding proxy (urllib3's ``use_forwarding_for_https``, where the proxy, not this client, makes
+the TLS connection to the origin). CONNECT tunnels keep the TLS session with the origin and are
+pinned as usual.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from urllib.parse import urlsplit
 
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
+from urllib3.util.proxy import connection_requires_http_tunnel
 
 from ._context import OnFailure, PinningContext, create_default_context
 from ._errors import CertpinError, InsecureContextError
+from ._hosts import HostError
 from ._policy import Policy, PolicyProvider
 
 __all__ = ["InsecureRequestError", "PinningAdapter", "pinned_session"]
@@ -37,7 +45,8 @@ log = logging.getLogger("certpin.requests")
 
 
 class InsecureRequestError(CertpinError):
-    """A plain-HTTP request to a host that the policy pins (pinned hosts are HTTPS-only)."""
+    """A request to a pinned host that could not be pin-checked: plain HTTP, or HTTPS through a
+    forwarding proxy (under ``unpinned_hosts = "deny"``: to any host)."""
 
 
 class PinningAdapter(HTTPAdapter):
@@ -98,6 +107,61 @@ class PinningAdapter(HTTPAdapter):
         proxy_kwargs.setdefault("ssl_context", self.ssl_context)
         return super().proxy_manager_for(proxy, **proxy_kwargs)
 
+    def get_connection_with_tls_context(
+        self,
+        request: PreparedRequest,
+        verify: Any,
+        proxies: Mapping[str, str] | None = None,
+        cert: Any = None,
+    ) -> Any:
+        # requests >= 2.32 picks the pool here; older ones call get_connection.
+        pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        self._refuse_forwarding(request.url or "", pool)
+        return pool
+
+    def get_connection(self, url: Any, proxies: Mapping[str, str] | None = None) -> Any:
+        pool = super().get_connection(url, proxies)
+        self._refuse_forwarding(str(url), pool)
+        return pool
+
+    def _refuse_forwarding(self, url: str, pool: Any) -> None:
+        """Refuse an https:// request that `pool` would send to a forwarding proxy.
+
+        With urllib3's ``use_forwarding_for_https`` the TLS session is with the proxy, which
+        makes its own connection to the origin: the pin check only ever sees the proxy's
+        certificate (urllib3 #3267: a forwarded target is never verified by the client). A
+        pinned origin's request must not go that way; a CONNECT tunnel keeps the session with
+        the origin. Checked on the pool about to be used, however its manager was configured.
+        """
+        proxy = getattr(pool, "proxy", None)
+        if proxy is None or getattr(pool, "scheme", None) != "https":
+            return
+        if connection_requires_http_tunnel(proxy, getattr(pool, "proxy_config", None), "https"):
+            return
+        self._refuse_unpinnable(
+            urlsplit(url).hostname or "",
+            f"https:// request through forwarding proxy {proxy.host}:{proxy.port} to",
+            "the proxy, not certpin, would check the origin's certificate; reach pinned hosts "
+            "through a CONNECT tunnel (urllib3's default)",
+        )
+
+    def _refuse_unpinnable(self, host: str, action: str, why: str) -> None:
+        """InsecureRequestError if `host` is pinned (or must be): `action` cannot check pins."""
+        policy = self.ssl_context.policy
+        try:
+            rule = policy.lookup(host)
+        except HostError as exc:
+            # A name certpin cannot normalise has no rule to look up: fail closed.
+            raise InsecureRequestError(f"refusing {action} {host!r}: {exc}") from None
+        if rule is not None:
+            raise InsecureRequestError(
+                f"refusing {action} pinned host {host} (rule {rule.pattern}): {why}"
+            )
+        if policy.unpinned_hosts == "deny":
+            raise InsecureRequestError(
+                f"refusing {action} {host}: the policy denies unpinned hosts, and {why}"
+            )
+
     def build_connection_pool_key_attributes(
         self, request: PreparedRequest, verify: Any, cert: Any = None
     ) -> tuple[Any, Any]:
@@ -156,18 +220,11 @@ class PinningAdapter(HTTPAdapter):
         url = request.url or ""
         parts = urlsplit(url)
         if parts.scheme.lower() == "http" and parts.hostname:
-            policy = self.ssl_context.policy
-            rule = policy.lookup(parts.hostname)
-            if rule is not None:
-                raise InsecureRequestError(
-                    f"refusing plain http:// request to pinned host {parts.hostname} "
-                    f"(rule {rule.pattern}): pinned hosts are HTTPS-only"
-                )
-            if policy.unpinned_hosts == "deny":
-                raise InsecureRequestError(
-                    f"refusing plain http:// request to {parts.hostname}: the policy denies "
-                    "unpinned hosts, and plain HTTP cannot be pinned"
-                )
+            # Every spelling of a pinned host (127.000.000.001, 0x7f.1, [::ffff:127.0.0.1]…)
+            # is that host: the lookup normalises it, and one it cannot normalise is refused.
+            self._refuse_unpinnable(
+                parts.hostname, "plain http:// request to", "plain HTTP cannot be pinned"
+            )
         return super().send(request, stream, timeout, verify, cert, proxies)
 
 

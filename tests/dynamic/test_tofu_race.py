@@ -1,5 +1,5 @@
 """KnownPins: first use is decided under the lock (threads and processes racing on ONE host with
-different leaves), and `certpin tofu accept HOST:*` keys the record `HOST:*`."""
+different leaves), and `certpin tofu accept HOST:*` records the host-wide key `HOST`."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_threads_racing_on_one_host_with_different_leaves(
             t.start()
         for t in threads:
             t.join(30)
-        entry = KnownPins(path).get("race.example", 443)
+        entry = KnownPins(path).get("race.example")
         assert entry is not None
         check_outcomes(outcomes, str(entry.pins[0]), pins)
 
@@ -131,7 +131,7 @@ def test_processes_racing_on_one_host_with_different_leaves(
         assert p.returncode == 0
         leaf, outcome = out.split()
         outcomes.append((leaf, outcome))
-    entry = KnownPins(path).get("race.example", 443)
+    entry = KnownPins(path).get("race.example")
     assert entry is not None
     check_outcomes(outcomes, str(entry.pins[0]), {k: spki_pin_der(v[0]) for k, v in chains.items()})
 
@@ -174,19 +174,20 @@ def test_cli_accept_host_star_records_the_portless_key(
 ) -> None:
     files: PKIFiles = write_pki_files(pki_a, tmp_path / "pki")
     path = tmp_path / "known.json"
+    store = KnownPins(path)
     with TLSServer(files.certfile, files.keyfile) as srv:
         args = ["--file", str(path), "--cafile", str(files.root_ca)]
         code = main(["tofu", "accept", "127.0.0.1:*", "--connect-port", str(srv.port), *args])
         assert code == 0
-        assert "127.0.0.1:*" in capsys.readouterr().out
-        # the failing twin: an explicit port is still that port
+        assert capsys.readouterr().out.startswith("127.0.0.1: now trusting")
+        assert [e.key for e in store.entries()] == ["127.0.0.1"]
+        star = store.get("127.0.0.1")
+        assert star is not None and str(star.pins[0]) == spki_pin(pki_a.leaf.cert)
+        assert store.get("127.0.0.1", 443) is None  # never the silent :443 of the old code
+        # the twin: an explicit port is a record for that port, and replaces the host-wide one
+        # (whose port is unknown: it may have been this one)
         assert main(["tofu", "accept", f"127.0.0.1:{srv.port}", *args]) == 0
-    store = KnownPins(path)
-    assert sorted(e.key for e in store.entries()) == sorted(
-        ["127.0.0.1:*", f"127.0.0.1:{srv.port}"]
-    )
-    assert store.get("127.0.0.1", 443) is None  # never the silent :443 of the old code
-    star = store.get("127.0.0.1", None)
-    assert star is not None and str(star.pins[0]) == spki_pin(pki_a.leaf.cert)
+    assert [e.key for e in store.entries()] == [f"127.0.0.1:{srv.port}"]
+    assert store.get("127.0.0.1") is None
     assert main(["tofu", "forget", "127.0.0.1:*", "--file", str(path)]) == 0
-    assert store.get("127.0.0.1", None) is None
+    assert store.entries() == []

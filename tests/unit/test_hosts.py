@@ -60,7 +60,8 @@ def test_u_label_and_a_label_are_equal() -> None:
         ("[example.com]", "only an IPv6 address may be in brackets"),
         ("[1.2.3.4]", "only an IPv6 address may be in brackets"),
         ("[]", "only an IPv6 address may be in brackets"),
-        ("ex\u00e4mple\u200b" + "x" * 70 + ".com", "invalid IDN label"),  # label too long
+        ("ex\u00e4mple" + "x" * 70 + ".com", "longer than 63"),  # RFC 1035 §2.3.4
+        ("ex\u00e4mple\u200b.com", "not in the form"),  # nameprep maps U+200B to nothing
     ],
 )
 def test_normalize_rejects(host: str, problem: str) -> None:
@@ -104,7 +105,13 @@ def test_normalize_is_idempotent(host: str) -> None:
     st.from_regex(r"\A[A-Za-z0-9]([A-Za-z0-9-]{0,10}[A-Za-z0-9])?(\.[A-Za-z0-9_]{1,10}){0,4}\.?\Z")
 )
 def test_normalize_is_case_insensitive(host: str) -> None:
-    assert normalize_host(host.upper()) == normalize_host(host.lower()) == normalize_host(host)
+    results = set()
+    for spelling in (host, host.upper(), host.lower()):
+        try:
+            results.add(normalize_host(spelling))
+        except HostError:
+            results.add(None)  # refused ("a.0" is no IPv4 address): refused in every case
+    assert len(results) == 1
 
 
 @given(st.text(max_size=40))

@@ -732,14 +732,22 @@ def test_parent_include_beats_farther_any() -> None:
 
 
 def test_ip_keys_are_exact_only() -> None:
-    p = keys_policy("127.0.0.1", "::1", "**.0.1", "0.0.1", include=("0.0.1",))
+    # "0.0.1" is an IPv4 spelling (inet_aton reads it as 0.0.0.1), so the key is that address.
+    p = keys_policy("127.0.0.1", "::1", "0.0.1", include=("0.0.1",))
+    assert sorted(p.domains) == ["0.0.0.1", "127.0.0.1", "::1"]
     assert matched(p, "127.0.0.1") == "127.0.0.1"
     assert matched(p, "[::1]") == "::1"
     assert matched(p, "0:0:0:0:0:0:0:1") == "::1"
-    # An address has no parent domain: "**.0.1" or "0.0.1"+include_subdomains never match it.
+    assert matched(p, "0.0.0.1") == "0.0.0.1"
+    # An address has no parent domain: include_subdomains never makes it match another one.
     assert matched(p, "10.0.0.1") is None
     assert matched(p, "2001:db8::1") is None
-    assert matched(p, "x.0.1") == "**.0.1"  # the same keys still work for names
+    # A wildcard over an address is refused, and a name ending in a number that is not an
+    # address is no host at all (OpenSSL and the resolver would disagree about it).
+    with pytest.raises(PolicyError, match="wildcards do not apply to IP addresses"):
+        keys_policy("**.0.1")
+    with pytest.raises(ValueError, match="must be an IPv4 address"):
+        p.lookup("x.0.1")
 
 
 def test_lookup_invalid_host_raises_value_error() -> None:
