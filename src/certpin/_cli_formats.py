@@ -1,7 +1,8 @@
 """``certpin export`` and ``certpin import``: one policy, many client formats (docs/formats.md).
 
 Exit codes: 0 written (warnings, if any, on stderr); 1 ``--strict`` and there were warnings
-(nothing written); 2 usage or input error (the message names the file and line or key).
+(nothing written); 2 usage or input error (the message names the file and line or key; a
+hostile or oversized FILE is an input error too, see docs/formats.md "Hostile input").
 """
 
 from __future__ import annotations
@@ -140,11 +141,15 @@ def import_command(
     """
     from ._toml import dump_policy
 
+    fmt_ = FORMATS[fmt]
     try:
-        data = Path(input_file).read_bytes()
+        # One byte over the format's cap is enough for its importer to refuse the file (naming
+        # the cap): a huge file, or an endless one such as /dev/zero, is never read whole.
+        with open(input_file, "rb") as stream:
+            data = stream.read(fmt_.max_bytes + 1)
     except OSError as exc:
         raise click.FileError(input_file, hint=exc.strerror or str(exc)) from None
-    result = FORMATS[fmt].import_(data, input_file, ImportOptions(domain=domain))
+    result = fmt_.import_(data, input_file, ImportOptions(domain=domain))
     if _report(result.warnings, strict):
         return 1
     header = [f"Imported by certpin from {input_file} ({fmt})."]

@@ -19,7 +19,8 @@ from _support.pki import make_pki
 from certpin import DomainRule, Pin, Policy, PolicyError
 from certpin._cli import main
 from certpin.formats import FORMATS, ExportOptions, FormatError, ImportOptions
-from certpin.formats._common import comment_safe, parse_xml
+from certpin.formats._common import comment_safe
+from certpin.formats._structured import parse_xml
 
 SH = shutil.which("sh")
 JAVAC = shutil.which("javac")
@@ -187,14 +188,22 @@ def test_hpkp_max_age_that_is_not_ascii_digits_is_a_clean_error(value: str) -> N
 
 
 def test_deeply_nested_nsc_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 5000 levels: the XML reader's element depth bound (64) stops it while parsing.
     depth = 5000
     body = "<domain-config><domain>a.example</domain>" * depth + "</domain-config>" * depth
     path = tmp_path / "nsc.xml"
     path.write_text(f"<network-security-config>\n{body}\n</network-security-config>\n")
     assert main(["import", "-f", "android-nsc", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: line 2, <domain-config>: <domain-config> nested more than 32" in err
+    assert f"{path}: line 2, column " in err
+    assert "XML elements nested more than 64 levels deep" in err
     assert "Traceback" not in err
+    # 33 levels: within the XML bound, refused by the importer's own <domain-config> bound.
+    body = "<domain-config><domain>a.example</domain>" * 33 + "</domain-config>" * 33
+    path.write_text(f"<network-security-config>\n{body}\n</network-security-config>\n")
+    assert main(["import", "-f", "android-nsc", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: line 2, <domain-config>: <domain-config> nested more than 32" in err
     # 32 levels (with distinct domains) are fine.
     pins = f'<pin-set><pin digest="SHA-256">{_pin()[7:]}</pin></pin-set>'
     ok = "".join(f"<domain-config><domain>a{i}.example</domain>{pins}" for i in range(32))

@@ -9,11 +9,13 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _support.pki import make_pki
 from certpin import Pin, Policy, VerdictStatus, verdict
 from certpin.formats import FORMATS, ExportOptions, FormatError, ImportOptions
-from certpin.formats._okhttp import okhttp_matches
+from certpin.formats._okhttp import _Patterns, okhttp_matches
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -309,3 +311,33 @@ def test_okhttp_import_refuses_a_nested_block_comment() -> None:
         FORMATS["okhttp-kotlin"].import_(source.encode(), "P.kt", ImportOptions())
     with pytest.raises(FormatError, match=r"line 2: unterminated /\* comment"):
         FORMATS["okhttp-kotlin"].import_(b"\n/* .add(", "P.kt", ImportOptions())
+
+
+# -- the pattern index against the plain definition ------------------------------------------------
+
+_LABELS = st.sampled_from(["a", "b", "example", "com", "x-y"])
+_HOSTS = st.lists(_LABELS, min_size=1, max_size=4).map(".".join)
+_PATTERNS = st.tuples(st.sampled_from(["", "*.", "**."]), _HOSTS).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(_PATTERNS, st.lists(st.integers(0, 5), max_size=3, unique=True)), max_size=8
+    ),
+    host=_HOSTS,
+)
+def test_the_pattern_index_gives_the_union_okhttp_matches_gives(
+    entries: list[tuple[str, list[int]]], host: str
+) -> None:
+    # The import and export look patterns up by the texts that can match a host (linear); the
+    # plain definition compares the host with every pattern (quadratic overall). Same answer.
+    pins = [Pin.parse("sha256/" + base64.b64encode(bytes([i]) * 32).decode()) for i in range(6)]
+    typed = [(pattern, [pins[i] for i in items]) for pattern, items in entries]
+    plain_pins: list[Pin] = []
+    plain_patterns: list[str] = []
+    for pattern, items in typed:
+        if okhttp_matches(pattern, host):
+            plain_patterns.append(pattern)
+            plain_pins += [p for p in items if p not in plain_pins]
+    assert _Patterns(typed).union(host) == (plain_pins, plain_patterns)

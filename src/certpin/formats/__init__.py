@@ -1,9 +1,11 @@
 """Export certpin policies to mobile, HTTP-client and MDM formats, and import them back.
 
-``FORMATS`` maps each format name to a `Format` with an ``export(policy, options)`` and an
-``import_(data, source, options)``. Both return the result together with ``warnings``: what the
-target cannot express (export) or what had to be translated (import). Nothing is dropped
-silently. See docs/formats.md for the mapping tables.
+``FORMATS`` maps each format name to a `Format` with an ``export(policy, options)``, an
+``import_(data, source, options)`` and ``max_bytes``, the size cap of an imported file. Both
+functions return the result together with ``warnings``: what the target cannot express
+(export) or what had to be translated (import). Nothing is dropped silently. An importer raises
+only `FormatError` (naming the file and where in it), whatever the input. See docs/formats.md
+for the mapping tables and the bounds on imported files.
 
     >>> from certpin.formats import FORMATS, ExportOptions
     >>> result = FORMATS["android-nsc"].export(policy, ExportOptions())  # doctest: +SKIP
@@ -12,6 +14,7 @@ silently. See docs/formats.md for the mapping tables.
 
 from __future__ import annotations
 
+from . import _ats, _curl, _hpkp, _mobileconfig, _nsc, _okhttp, _trustkit
 from ._ats import export_ats, import_ats
 from ._common import (
     ExportOptions,
@@ -46,29 +49,63 @@ FORMATS: dict[str, Format] = {
             "Android Network Security Config XML (<pin-set>)",
             export_nsc,
             import_nsc,
+            _nsc.MAX_BYTES,
         ),
-        Format("ats-plist", "Apple ATS NSPinnedDomains (Info.plist)", export_ats, import_ats),
+        Format(
+            "ats-plist",
+            "Apple ATS NSPinnedDomains (Info.plist)",
+            export_ats,
+            import_ats,
+            _ats.MAX_BYTES,
+        ),
         Format(
             "trustkit-ios",
             "TrustKit iOS/macOS TSKConfiguration (Info.plist)",
             export_trustkit_ios,
             import_trustkit_ios,
+            _trustkit.MAX_BYTES,
         ),
         Format(
             "trustkit-android",
             "TrustKit Android (Network Security Config + <trustkit-config>)",
             export_trustkit_android,
             import_nsc,
+            _nsc.MAX_BYTES,
         ),
-        Format("okhttp-kotlin", "OkHttp CertificatePinner (Kotlin)", export_kotlin, import_okhttp),
-        Format("okhttp-java", "OkHttp CertificatePinner (Java)", export_java, import_okhttp),
-        Format("curl", "curl --pinnedpubkey shell commands", export_curl, import_curl),
-        Format("hpkp", "HPKP Public-Key-Pins headers (deprecated)", export_hpkp, import_hpkp),
+        Format(
+            "okhttp-kotlin",
+            "OkHttp CertificatePinner (Kotlin)",
+            export_kotlin,
+            import_okhttp,
+            _okhttp.MAX_BYTES,
+        ),
+        Format(
+            "okhttp-java",
+            "OkHttp CertificatePinner (Java)",
+            export_java,
+            import_okhttp,
+            _okhttp.MAX_BYTES,
+        ),
+        Format(
+            "curl",
+            "curl --pinnedpubkey shell commands",
+            export_curl,
+            import_curl,
+            _curl.MAX_BYTES,
+        ),
+        Format(
+            "hpkp",
+            "HPKP Public-Key-Pins headers (deprecated)",
+            export_hpkp,
+            import_hpkp,
+            _hpkp.MAX_BYTES,
+        ),
         Format(
             "mobileconfig",
             "Apple configuration profile carrying the pinned CA certificates",
             export_mobileconfig,
             import_mobileconfig,
+            _mobileconfig.MAX_BYTES,
         ),
     )
 }

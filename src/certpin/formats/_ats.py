@@ -33,11 +33,11 @@ from ._common import (
     Notes,
     build_policy,
     check_host,
+    check_size,
+    clip,
     dump_plist,
-    expect,
     header_lines,
     host_entries,
-    load_plist,
     no_expiry_note,
     no_report_note,
     parse_pin,
@@ -46,8 +46,11 @@ from ._common import (
     skip_report_only,
     version_from_comment,
 )
+from ._structured import expect, label, load_plist
 
 FMT = "Apple ATS"
+#: The import size cap: an app's whole Info.plist, where NSAppTransportSecurity lives.
+MAX_BYTES = 1024 * 1024
 _KEY = "SPKI-SHA256-BASE64"
 
 
@@ -87,6 +90,7 @@ def export_ats(policy: Policy, options: ExportOptions) -> ExportResult:
 
 
 def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")
     if "NSAppTransportSecurity" in root:
         ats = expect(root["NSAppTransportSecurity"], dict, source, "NSAppTransportSecurity")
@@ -101,8 +105,9 @@ def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult
     notes = Notes()
     domains: dict[str, dict[str, Any]] = {}
     for host, body in pinned.items():
-        where = f"{loc}.{host}"
-        name = check_host(str(host), source, where)
+        # Keys are strings: load_plist refuses any other dictionary key.
+        where = f"{loc}.{label(host)}"
+        name = check_host(host, source, where)
         expect(body, dict, source, where)
         for key in body:
             if key not in (
@@ -110,7 +115,7 @@ def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult
                 "NSPinnedCAIdentities",
                 "NSPinnedLeafIdentities",
             ):
-                raise FormatError(f"unknown key {key!r}", source=source, location=where)
+                raise FormatError(f"unknown key {clip(key)}", source=source, location=where)
         include = expect(
             body.get("NSIncludesSubdomains", False), bool, source, f"{where}.NSIncludesSubdomains"
         )
@@ -137,5 +142,5 @@ def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult
             raise FormatError(f"{name!r} is configured twice", source=source, location=where)
         domains[name] = rule
     return build_policy(
-        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"))
+        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"), source)
     )

@@ -10,15 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from xml.parsers import expat
 
-from .._errors import ConfigurationError, PinFormatError
+from .._errors import ConfigurationError, PinFormatError, PolicyError
 from .._hosts import HostError, Pattern, PatternKind, normalize_host
 from .._pins import Pin, PinKind
-from .._policy import DomainRule, Policy
+from .._policy import DomainRule, Policy, _is_report_uri
 from .._version import __version__
 
 __all__ = [
@@ -28,8 +27,14 @@ __all__ = [
     "FormatError",
     "ImportOptions",
     "ImportResult",
+    "MAX_BYTES",
     "Notes",
 ]
+
+#: The default size cap of an imported file: the configurations these formats hold are a few
+#: kilobytes; 1 MiB leaves room for whole app manifests and Info.plists. Each format's cap is
+#: `Format.max_bytes` (docs/formats.md lists them).
+MAX_BYTES = 1024 * 1024
 
 
 class FormatError(ConfigurationError):
@@ -94,23 +99,29 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class Format:
-    """One foreign format: its name, a description, and its exporter and importer."""
+    """One foreign format: its name, a description, its exporter and importer, and the size
+    cap of an imported file (the importer refuses a larger input with a FormatError)."""
 
     name: str
     description: str
     export: Callable[[Policy, ExportOptions], ExportResult]
     import_: Callable[[bytes, str, ImportOptions], ImportResult]
+    max_bytes: int = MAX_BYTES
 
 
 @dataclass
 class Notes:
-    """Collects warnings, each prefixed with where it applies."""
+    """Collects warnings, each prefixed with where it applies (each distinct line once)."""
 
     items: list[str] = field(default_factory=list)
+    # A set beside the list: an import can warn once per rule, and searching the list for
+    # duplicates made that quadratic.
+    _seen: set[str] = field(default_factory=set, repr=False)
 
     def warn(self, where: str, message: str) -> None:
         line = f"{where}: {message}" if where else message
-        if line not in self.items:
+        if line not in self._seen:
+            self._seen.add(line)
             self.items.append(line)
 
     def result(self, text: str) -> ExportResult:
@@ -165,12 +176,22 @@ def header_lines(policy: Policy, fmt: str) -> list[str]:
 
 
 _VERSION_COMMENT = re.compile(r"certpin policy version:[ \t]*([0-9]+)")
+_MAX_VERSION_DIGITS = 18  # fits a signed 64-bit integer; int() refuses over 4300 digits anyway
 
 
-def version_from_comment(text: str) -> int | None:
+def version_from_comment(text: str, source: str) -> int | None:
     """The policy version an export wrote into its header comment, if any."""
     m = _VERSION_COMMENT.search(text)
-    return int(m.group(1)) if m else None
+    if m is None:
+        return None
+    if len(m.group(1)) > _MAX_VERSION_DIGITS:
+        raise FormatError(
+            f"the policy version in the certpin header comment has {len(m.group(1))} digits "
+            f"(at most {_MAX_VERSION_DIGITS})",
+            source=source,
+            location=f"line {text.count(chr(10), 0, m.start()) + 1}",
+        )
+    return int(m.group(1))
 
 
 #: RFC 3986 §2: the characters a URI may hold (anything else must be percent-encoded).
@@ -326,13 +347,60 @@ def xml_escape(text: str) -> str:
 
 
 # -- import helpers -------------------------------------------------------------------------------
+#
+# Everything an importer reads is untrusted. Error messages quote it only through `clip` and
+# `describe`, which look at a bounded prefix: formatting a whole value (a repr) costs what the
+# value expands to, and a binary plist of shared references expands to 2**60 leaves.
+
+_CLIP = 60
+
+
+def clip(text: str, limit: int = _CLIP) -> str:
+    """`text` quoted for an error message (repr: control characters escaped), cut after `limit`
+    characters with its length said."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def clip_message(text: str, limit: int = 300) -> str:
+    """A message from a library (a pin or host parser, plistlib) that may quote its input."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_size(data: bytes, source: str, cap: int) -> None:
+    """A FormatError naming `source` and `cap` if `data` is larger than `cap` bytes."""
+    if len(data) > cap:
+        raise FormatError(
+            f"more than {cap} bytes: over the import cap of {cap} bytes for this format "
+            "(docs/formats.md)",
+            source=source,
+        )
+
+
+class LineCounter:
+    """Line numbers of positions in `text`, for positions asked in increasing order: counts
+    the newlines since the last position asked, so numbering every match of a scan stays
+    linear (counting from the start each time was quadratic)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._pos = 0
+        self._line = 1
+
+    def line(self, pos: int) -> int:
+        if pos < self._pos:  # out of order: count from the start (only on error paths)
+            return self._text.count("\n", 0, pos) + 1
+        self._line += self._text.count("\n", self._pos, pos)
+        self._pos = pos
+        return self._line
 
 
 def parse_pin(text: str, source: str, location: str) -> Pin:
     try:
         return Pin.parse(text)
     except PinFormatError as exc:
-        raise FormatError(str(exc), source=source, location=location) from None
+        raise FormatError(clip_message(str(exc)), source=source, location=location) from None
 
 
 def check_host(text: str, source: str, location: str, *, pattern: bool = False) -> str:
@@ -340,17 +408,32 @@ def check_host(text: str, source: str, location: str, *, pattern: bool = False) 
     try:
         return Pattern.parse(text).text if pattern else normalize_host(text)
     except HostError as exc:
-        raise FormatError(f"invalid host: {exc}", source=source, location=location) from None
+        raise FormatError(
+            f"invalid host: {clip_message(str(exc))}", source=source, location=location
+        ) from None
+
+
+def check_report_uri(text: str, source: str, location: str) -> str:
+    """`text` if it is a report URI a policy accepts (the policy's own rule), else a FormatError
+    naming where it was read (the policy would only name the rule)."""
+    if not _is_report_uri(text):
+        raise FormatError(
+            f"report URI {clip(text)} is not an http(s) URL (RFC 3986: no spaces, quotes or "
+            "control characters)",
+            source=source,
+            location=location,
+        )
+    return text
 
 
 def parse_date(text: str, source: str, location: str) -> str:
     try:
-        dt.date.fromisoformat(text)
         if len(text) != 10:
             raise ValueError(text)
+        dt.date.fromisoformat(text)
     except ValueError:
         raise FormatError(
-            f"invalid date {text!r}: expected YYYY-MM-DD", source=source, location=location
+            f"invalid date {clip(text)}: expected YYYY-MM-DD", source=source, location=location
         ) from None
     return text
 
@@ -377,69 +460,15 @@ def build_policy(
                 "allow_single_pin = true; add a backup pin before the next rotation",
             )
         doc["domains"][key] = body
-    return ImportResult(Policy.from_dict(doc, source=source), tuple(notes.items))
-
-
-# -- XML with line numbers ------------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    """An XML element with the line it starts on (ElementTree does not keep line numbers)."""
-
-    tag: str
-    attrib: dict[str, str]
-    line: int
-    children: list[Node] = field(default_factory=list)
-    text: str = ""
-
-    def where(self) -> str:
-        return f"line {self.line}, <{self.tag}>"
-
-    def iter(self, tag: str) -> Iterator[Node]:
-        for child in self.children:
-            if child.tag == tag:
-                yield child
-
-
-def parse_xml(data: bytes, source: str) -> Node:
-    """Parse XML with expat, refusing DTD entity declarations (entity expansion attacks)."""
-    parser = expat.ParserCreate()
-    stack: list[Node] = []
-    roots: list[Node] = []
-
-    def start(tag: str, attrs: dict[str, str]) -> None:
-        node = Node(tag, dict(attrs), parser.CurrentLineNumber)
-        (stack[-1].children if stack else roots).append(node)
-        stack.append(node)
-
-    def end(_tag: str) -> None:
-        stack.pop()
-
-    def chars(text: str) -> None:
-        if stack:
-            stack[-1].text += text
-
-    def entity_decl(*_args: object) -> None:
-        raise FormatError(
-            "XML entity declarations are not accepted",
-            source=source,
-            location=f"line {parser.CurrentLineNumber}",
-        )
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
-    parser.EntityDeclHandler = entity_decl
     try:
-        parser.Parse(data, True)
-    except expat.ExpatError as exc:
+        policy = Policy.from_dict(doc, source=source)
+    except PolicyError as exc:
+        # The rules were built from the file: what the policy refuses (a rule without pins, a
+        # report URI that is not one) is a problem of the file, so it is the importer's error.
         raise FormatError(
-            f"invalid XML: {expat.errors.messages[exc.code]}",
-            source=source,
-            location=f"line {exc.lineno}, column {exc.offset + 1}",
+            clip_message(exc.problem), source=source, location=exc.location or "the policy"
         ) from None
-    return roots[0]
+    return ImportResult(policy, tuple(notes.items))
 
 
 # -- property lists -------------------------------------------------------------------------------
@@ -453,42 +482,3 @@ def dump_plist(value: Mapping[str, Any], comments: list[str]) -> str:
     head, sep, rest = text.partition("<plist")
     block = "".join(f"<!-- {comment_safe(xml_escape(c))} -->\n" for c in comments)
     return head + block + sep + rest
-
-
-def load_plist(data: bytes, source: str) -> Any:
-    """Parse an XML or binary property list; errors name the file and, for XML, the line."""
-    import plistlib
-
-    if b"<!ENTITY" in data:
-        raise FormatError("XML entity declarations are not accepted", source=source)
-    try:
-        return plistlib.loads(data)
-    except expat.ExpatError as exc:
-        raise FormatError(
-            f"invalid XML: {expat.errors.messages[exc.code]}",
-            source=source,
-            location=f"line {exc.lineno}, column {exc.offset + 1}",
-        ) from None
-    except (plistlib.InvalidFileException, ValueError, TypeError, KeyError) as exc:
-        raise FormatError(f"not a property list: {exc}", source=source) from None
-
-
-def expect(value: Any, kind: type | tuple[type, ...], source: str, location: str) -> Any:
-    """`value` if it has the plist type `kind`, else a FormatError naming the key path."""
-    if (
-        isinstance(value, bool)
-        and kind is not bool
-        and not (isinstance(kind, tuple) and bool in kind)
-    ):
-        ok = False
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        names = {dict: "a dictionary", list: "an array", str: "a string", bool: "a boolean"}
-        want = names.get(kind, str(kind)) if isinstance(kind, type) else "a value"
-        raise FormatError(
-            f"must be {want}, got {type(value).__name__} {value!r}"[:200],
-            source=source,
-            location=location,
-        )
-    return value

@@ -32,6 +32,8 @@ from ._common import (
     Notes,
     build_policy,
     check_host,
+    check_size,
+    clip,
     header_lines,
     no_expiry_note,
     no_report_note,
@@ -43,6 +45,8 @@ from ._common import (
 )
 
 FMT = "curl"
+#: The import size cap: a shell script of curl commands.
+MAX_BYTES = 1024 * 1024
 
 
 def pinnedpubkey(pins: list[Pin]) -> str:
@@ -96,6 +100,7 @@ def _url(host: str) -> str:
 
 
 def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    check_size(data, source, MAX_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -128,12 +133,18 @@ def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResul
             )
         if not value.startswith("sha256//"):
             raise FormatError(
-                f"--pinnedpubkey {value!r} is a key file, not sha256// hashes; run "
+                f"--pinnedpubkey {clip(value)} is a key file, not sha256// hashes; run "
                 "`certpin pin FILE` to get its pin",
                 source=source,
                 location=where,
             )
-        host = check_host(urlsplit(url).hostname or "", source, where)
+        try:
+            hostname = urlsplit(url).hostname or ""
+        except ValueError as exc:  # an unbalanced "[" of an IPv6 literal, say
+            raise FormatError(
+                f"invalid URL {clip(url)}: {exc}", source=source, location=where
+            ) from None
+        host = check_host(hostname, source, where)
         pins = [str(parse_pin(item, source, where)) for item in value.split(";") if item]
         if host in domains:
             raise FormatError(f"{host!r} is pinned twice", source=source, location=where)
@@ -142,4 +153,4 @@ def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResul
         raise FormatError(
             "no curl command with --pinnedpubkey and an https:// URL found", source=source
         )
-    return build_policy(domains, source, notes, version_from_comment(text))
+    return build_policy(domains, source, notes, version_from_comment(text, source))

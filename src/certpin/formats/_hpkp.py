@@ -36,7 +36,9 @@ from ._common import (
     any_position_pins,
     build_policy,
     check_host,
+    check_size,
     checked_uri,
+    clip,
     header_lines,
     host_entries,
     parse_pin,
@@ -45,6 +47,8 @@ from ._common import (
 )
 
 FMT = "HPKP"
+#: The import size cap: a file of response headers.
+MAX_BYTES = 1024 * 1024
 MAX_AGE = 5_184_000  # 60 days, RFC 7469 §4.1's example value
 _DEPRECATED = (
     "DEPRECATED: HPKP (RFC 7469) was removed from Chrome (72) and Firefox (72); no mainstream "
@@ -87,6 +91,7 @@ _DIRECTIVE = re.compile(r'\s*([A-Za-z0-9-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;\s]*
 
 
 def import_hpkp(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    check_size(data, source, MAX_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -122,7 +127,7 @@ def import_hpkp(data: bytes, source: str, options: ImportOptions) -> ImportResul
         host = None
     if not domains:
         raise FormatError("no Public-Key-Pins header found", source=source)
-    return build_policy(domains, source, notes, version_from_comment(text))
+    return build_policy(domains, source, notes, version_from_comment(text, source))
 
 
 def _directives(value: str, source: str, where: str) -> dict[str, Any]:
@@ -135,7 +140,7 @@ def _directives(value: str, source: str, where: str) -> dict[str, Any]:
         m = _DIRECTIVE.match(value, pos)
         if m is None or m.end() == pos:
             raise FormatError(
-                f"cannot parse the header at {value[pos : pos + 30]!r}",
+                f"cannot parse the header at {clip(value[pos : pos + 30])}",
                 source=source,
                 location=where,
             )
@@ -146,14 +151,18 @@ def _directives(value: str, source: str, where: str) -> dict[str, Any]:
             pins.append(str(parse_pin(f'{name}="{arg}"', source, where)))
         elif name == "max-age":
             if not arg or not re.fullmatch(r"[0-9]{1,12}", arg):
-                raise FormatError(f"max-age={arg!r} is not a number", source=source, location=where)
+                raise FormatError(
+                    f"max-age={clip(arg or '')} is not a number", source=source, location=where
+                )
             max_age = int(arg)
         elif name == "includesubdomains":
             rule["include_subdomains"] = True
         elif name == "report-uri":
             rule["report_uris"] = [arg]
         else:
-            raise FormatError(f"unknown directive {m.group(1)!r}", source=source, location=where)
+            raise FormatError(
+                f"unknown directive {clip(m.group(1))}", source=source, location=where
+            )
     if max_age is None:
         raise FormatError("max-age is required (RFC 7469 §2.1.2)", source=source, location=where)
     if not pins:

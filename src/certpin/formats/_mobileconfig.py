@@ -42,16 +42,20 @@ from ._common import (
     Notes,
     build_policy,
     check_host,
+    check_size,
+    clip_message,
     comment_safe,
     dump_plist,
-    expect,
     header_lines,
-    load_plist,
 )
+from ._structured import describe, expect, load_plist
 
 FMT = "mobileconfig"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "mobileconfig.certpin.invalid")
 _ROOT, _PKCS1 = "com.apple.security.root", "com.apple.security.pkcs1"
+#: The import size cap: profiles carry certificates, and MDM profiles bundle other payloads
+#: (Wi-Fi, VPN, fonts) the import skips; 8 MiB leaves room for those.
+MAX_BYTES = 8 * 1024 * 1024
 
 
 def _pinned(der: bytes, pins: Iterable[Pin]) -> bool:
@@ -148,21 +152,33 @@ def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
 def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> ImportResult:
     from .._load import load_sources
 
+    check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")
     items = expect(root.get("PayloadContent", []), list, source, "PayloadContent")
-    pins: list[str] = []
+    pins: dict[str, None] = {}  # ordered, and a membership test that does not scan a list
     for i, item in enumerate(items):
         where = f"PayloadContent[{i}]"
         expect(item, dict, source, where)
-        if item.get("PayloadType") not in (_ROOT, _PKCS1):
+        kind = expect(item.get("PayloadType", ""), str, source, f"{where}.PayloadType")
+        if kind not in (_ROOT, _PKCS1):
             continue
         der = expect(item.get("PayloadContent"), bytes, source, f"{where}.PayloadContent")
         try:
-            (src,) = load_sources(der, source=f"{source}: {where}")
-        except (CertificateLoadError, ValueError) as exc:
-            raise FormatError(f"not a certificate: {exc}", source=source, location=where) from None
-        if str(src.pin) not in pins:
-            pins.append(str(src.pin))
+            found = load_sources(der, source=f"{source}: {where}")
+        except Exception as exc:
+            # load_sources documents CertificateLoadError, but cryptography raises others on
+            # hostile DER (x509.InvalidVersion from a version field of 5, seen by the fuzz
+            # tests): whatever it is, this payload is not a certificate, and that is an error
+            # of this file.
+            problem = clip_message(str(exc)) or type(exc).__name__
+            raise FormatError(
+                f"not a certificate: {problem}", source=source, location=where
+            ) from None
+        if len(found) != 1 or found[0].kind != "certificate":
+            raise FormatError(
+                f"{kind} payload must hold one DER certificate", source=source, location=where
+            )
+        pins.setdefault(str(found[0].pin))
     if not pins:
         raise FormatError("no com.apple.security.root or .pkcs1 certificate payload", source=source)
     if not options.domain:
@@ -177,9 +193,9 @@ def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> Imp
         isinstance(version, bool) or not isinstance(version, int) or version < 0
     ):
         raise FormatError(
-            f"must be a non-negative integer, got {version!r}",
+            f"must be a non-negative integer, got {describe(version)}",
             source=source,
             location="PayloadVersion",
         )
     notes = Notes()
-    return build_policy({host: {"ca_pins": pins}}, source, notes, version)
+    return build_policy({host: {"ca_pins": list(pins)}}, source, notes, version)

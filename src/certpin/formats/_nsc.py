@@ -28,11 +28,12 @@ from ._common import (
     FormatError,
     ImportOptions,
     ImportResult,
-    Node,
     Notes,
     any_position_pins,
     build_policy,
     check_host,
+    check_report_uri,
+    check_size,
     checked_uri,
     expiry_date,
     header_lines,
@@ -40,18 +41,20 @@ from ._common import (
     no_report_note,
     parse_date,
     parse_pin,
-    parse_xml,
     policy_notes,
     skip_report_only,
     version_from_comment,
     xml_escape,
 )
+from ._structured import Node, label, parse_xml
 
 NSC = "Android Network Security Config"
 #: how deep <domain-config> elements may nest (real files use one or two levels; the limit keeps
 #: a hostile file from exhausting the stack).
 MAX_NESTING = 32
 TRUSTKIT = "TrustKit Android"
+#: The import size cap: a network_security_config.xml is a few kilobytes.
+MAX_BYTES = 1024 * 1024
 
 
 def export_nsc(policy: Policy, options: ExportOptions) -> ExportResult:
@@ -114,10 +117,11 @@ def _export(policy: Policy, *, trustkit: bool) -> ExportResult:
 
 
 def import_nsc(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    check_size(data, source, MAX_BYTES)
     root = parse_xml(data, source)
     if root.tag != "network-security-config":
         raise FormatError(
-            f"the root element must be <network-security-config>, got <{root.tag}>",
+            f"the root element must be <network-security-config>, got <{root.name}>",
             source=source,
             location=root.where(),
         )
@@ -134,12 +138,12 @@ def import_nsc(data: bytes, source: str, options: ImportOptions) -> ImportResult
             )
         else:
             raise FormatError(
-                f"unknown element <{child.tag}> in <network-security-config>",
+                f"unknown element <{child.name}> in <network-security-config>",
                 source=source,
                 location=child.where(),
             )
     return build_policy(
-        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"))
+        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"), source)
     )
 
 
@@ -180,7 +184,7 @@ def _domain_config(
             )
         else:
             raise FormatError(
-                f"unknown element <{child.tag}> in <domain-config>",
+                f"unknown element <{child.name}> in <domain-config>",
                 source=source,
                 location=child.where(),
             )
@@ -210,12 +214,14 @@ def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: Notes) -> dic
     for child in pin_set.children:
         if child.tag != "pin":
             raise FormatError(
-                f"unknown element <{child.tag}> in <pin-set>", source=source, location=child.where()
+                f"unknown element <{child.name}> in <pin-set>",
+                source=source,
+                location=child.where(),
             )
         digest = child.attrib.get("digest")
         if digest != "SHA-256":
             raise FormatError(
-                f'<pin digest="{digest}">: Android only accepts digest="SHA-256"',
+                f'<pin digest="{label(digest or "")}">: Android only accepts digest="SHA-256"',
                 source=source,
                 location=child.where(),
             )
@@ -239,11 +245,11 @@ def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: Notes) -> dic
         for child in tk.children:
             if child.tag != "report-uri":
                 raise FormatError(
-                    f"unknown element <{child.tag}> in <trustkit-config>",
+                    f"unknown element <{child.name}> in <trustkit-config>",
                     source=source,
                     location=child.where(),
                 )
-            uris.append(child.text.strip())
+            uris.append(check_report_uri(child.text.strip(), source, child.where()))
         body["report_uris"] = uris
     return body
 
@@ -254,6 +260,8 @@ def _bool(node: Node, name: str, default: bool, source: str) -> bool:
         return default
     if value not in ("true", "false"):
         raise FormatError(
-            f'{name}="{value}": expected "true" or "false"', source=source, location=node.where()
+            f'{name}="{label(value)}": expected "true" or "false"',
+            source=source,
+            location=node.where(),
         )
     return value == "true"

@@ -27,6 +27,7 @@ matches the host (it unions them); certpin applies the most specific rule alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .._hosts import Pattern, PatternKind
@@ -38,10 +39,13 @@ from ._common import (
     FormatError,
     ImportOptions,
     ImportResult,
+    LineCounter,
     Notes,
     any_position_pins,
     build_policy,
     check_host,
+    check_size,
+    clip,
     header_lines,
     no_expiry_note,
     no_report_note,
@@ -53,6 +57,12 @@ from ._common import (
 
 # A label no real pattern contains, standing for "any label" when probing which patterns match.
 _PROBE = "certpin-probe-label"
+#: The import size cap: a source file holding a CertificatePinner.
+MAX_BYTES = 1024 * 1024
+#: How many pins an import may produce in all. OkHttp's union copies a wildcard's pins into
+#: every narrower rule, so a small file could otherwise expand into a policy of (patterns x
+#: pins) entries; real configurations hold a few dozen.
+MAX_IMPORTED_PINS = 20_000
 
 
 def okhttp_matches(pattern: str, host: str) -> bool:
@@ -66,15 +76,39 @@ def okhttp_matches(pattern: str, host: str) -> bool:
     return host == pattern
 
 
-def _union(entries: list[tuple[str, list[Pin]]], host: str) -> tuple[list[Pin], list[str]]:
-    """The pins OkHttp accepts for `host`, and the patterns they came from."""
-    pins: list[Pin] = []
-    patterns: list[str] = []
-    for pattern, items in entries:
-        if okhttp_matches(pattern, host):
-            patterns.append(pattern)
-            pins += [p for p in items if p not in pins]
-    return pins, patterns
+def _candidates(host: str) -> Iterator[str]:
+    """Every pattern text that can match `host` under `okhttp_matches`: the host itself,
+    ``*.`` + its parent, and ``**.`` + the host or any of its parents."""
+    yield host
+    yield "**." + host
+    dot = host.find(".")
+    if dot >= 0:
+        yield "*." + host[dot + 1 :]
+    while dot >= 0:
+        yield "**." + host[dot + 1 :]
+        dot = host.find(".", dot + 1)
+
+
+class _Patterns:
+    """OkHttp patterns with their pins, in order, indexed by pattern text.
+
+    OkHttp applies the union of every pattern matching a host. Comparing each host with every
+    pattern made an import quadratic in the number of patterns; the patterns matching a host
+    are instead found by looking up the few texts that can match it (`_candidates`: at most two
+    per label of the host, and a host has at most 127 labels).
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, Iterable[Pin]]]) -> None:
+        self._entries = [(pattern, tuple(pins)) for pattern, pins in entries]
+        self._index: dict[str, list[int]] = {}
+        for i, (pattern, _) in enumerate(self._entries):
+            self._index.setdefault(pattern, []).append(i)
+
+    def union(self, host: str) -> tuple[list[Pin], list[str]]:
+        """The pins OkHttp accepts for `host`, and the patterns they came from (in order)."""
+        hits = sorted(i for text in set(_candidates(host)) for i in self._index.get(text, ()))
+        pins = dict.fromkeys(pin for i in hits for pin in self._entries[i][1])
+        return list(pins), [self._entries[i][0] for i in hits]
 
 
 def _probe_hosts(pattern: Pattern, include: bool) -> list[str]:
@@ -134,13 +168,15 @@ def _export(policy: Policy, version: int, *, java: bool) -> ExportResult:
         for okp in _okhttp_patterns(rule, version, notes):
             entries.append((okp, pins))
         exported.append((rule, pins))
+    index = _Patterns(entries)
     for rule, pins in exported:
         pattern = Pattern.parse(rule.pattern)
         for host in _probe_hosts(pattern, rule.include_subdomains):
             if policy.lookup(host) is not rule:
                 continue  # a more specific rule owns this host
-            accepted, sources = _union(entries, host)
-            extra = [p for p in accepted if p not in pins]
+            accepted, sources = index.union(host)
+            own = set(pins)
+            extra = [p for p in accepted if p not in own]
             shown = host.replace(_PROBE, "<name>")
             if not accepted:
                 continue  # already reported as narrower (OkHttp 3)
@@ -200,18 +236,23 @@ def _java_string(text: str) -> str:
 _STRING = r'"(?:[^"\\\n]|\\.)*"'
 _ADD = re.compile(r"\.add\(\s*(" + _STRING + r")")
 _ARGS = re.compile(r"\s*,\s*(" + _STRING + r")")
+_CLOSE = re.compile(r"\s*,?\s*\)")
 
 
 def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    check_size(data, source, MAX_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
-    version = version_from_comment(text)  # the export's header comment says it
+    version = version_from_comment(text, source)  # the export's header comment says it
     text = strip_comments(text, source)
-    entries: dict[str, list[Pin]] = {}
+    lines = LineCounter(text)
+    # pattern -> its pins (a dict: ordered, and deduplicated without scanning a list)
+    entries: dict[str, dict[Pin, None]] = {}
+    first_line: dict[str, int] = {}
     for m in _ADD.finditer(text):
-        line = text.count("\n", 0, m.start()) + 1
+        line = lines.line(m.start())
         where = f"line {line}"
         pattern = check_host(_unquote(m.group(1)), source, where, pattern=True)
         pos = m.end()
@@ -222,7 +263,7 @@ def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportRes
                 break
             pins.append(parse_pin(_unquote(arg.group(1)), source, where))
             pos = arg.end()
-        close = re.compile(r"\s*,?\s*\)").match(text, pos)
+        close = _CLOSE.match(text, pos)
         if close is None or not pins:
             raise FormatError(
                 ".add(…) must list the host pattern and its pins as string literals "
@@ -230,13 +271,20 @@ def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportRes
                 source=source,
                 location=where,
             )
-        bucket = entries.setdefault(pattern, [])
-        bucket += [p for p in pins if p not in bucket]
+        entries.setdefault(pattern, {}).update(dict.fromkeys(pins))
+        first_line.setdefault(pattern, line)
     if not entries:
         raise FormatError('no CertificatePinner .add("host", "sha256/…") call found', source=source)
     notes = Notes()
-    domains = _translate(entries, notes)
+    domains = _translate({k: list(v) for k, v in entries.items()}, notes, source, first_line)
     return build_policy(domains, source, notes, version)
+
+
+_INTERESTING = re.compile(r"[\"'/]")  # what may start a literal or a comment
+_LITERAL = {  # up to the closing quote or the end of the line; a backslash escapes any character
+    '"': re.compile(r'"(?:[^"\\\n]|\\[\s\S])*["\n]?'),
+    "'": re.compile(r"'(?:[^'\\\n]|\\[\s\S])*['\n]?"),
+}
 
 
 def strip_comments(text: str, source: str) -> str:
@@ -245,7 +293,8 @@ def strip_comments(text: str, source: str) -> str:
 
     Commented-out code is not live: an ``.add(…)`` in a comment must not become a pin. Java
     block comments do not nest and Kotlin's do, so a ``/*`` inside a block comment is refused
-    (the two languages would disagree on what is live).
+    (the two languages would disagree on what is live). One pass, jumping from one quote or
+    slash to the next: linear in the text.
     """
     out: list[str] = []
     i, n = 0, len(text)
@@ -254,24 +303,25 @@ def strip_comments(text: str, source: str) -> str:
         return "".join(c if c == "\n" else " " for c in chunk)
 
     while i < n:
+        m = _INTERESTING.search(text, i)
+        if m is None:
+            out.append(text[i:])
+            break
+        out.append(text[i : m.start()])
+        i = m.start()
         ch = text[i]
         if text.startswith('"""', i):  # Kotlin raw string: no escapes
             end = text.find('"""', i + 3)
             end = n if end < 0 else end + 3
-            out.append(text[i:end])
-            i = end
         elif ch in "\"'":
-            j = i + 1
-            while j < n and text[j] != ch and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            end = min(j + 1, n)
-            out.append(text[i:end])
-            i = end
+            literal = _LITERAL[ch].match(text, i)
+            end = literal.end() if literal else i + 1  # (it always matches: the quote is there)
         elif text.startswith("//", i):
             end = text.find("\n", i)
             end = n if end < 0 else end
             out.append(blank(text[i:end]))
             i = end
+            continue
         elif text.startswith("/*", i):
             end = text.find("*/", i + 2)
             if end < 0:
@@ -290,9 +340,11 @@ def strip_comments(text: str, source: str) -> str:
                 )
             out.append(blank(text[i : end + 2]))
             i = end + 2
+            continue
         else:
-            out.append(ch)
-            i += 1
+            end = i + 1  # a lone slash
+        out.append(text[i:end])
+        i = end
     return "".join(out)
 
 
@@ -300,23 +352,41 @@ def _unquote(literal: str) -> str:
     return re.sub(r"\\(.)", r"\1", literal[1:-1])
 
 
-def _translate(found: dict[str, list[Pin]], notes: Notes) -> dict[str, dict[str, Any]]:
+def _translate(
+    found: dict[str, list[Pin]], notes: Notes, source: str, first_line: dict[str, int]
+) -> dict[str, dict[str, Any]]:
     """certpin rules giving every host the pins OkHttp's union of patterns gives it."""
-    entries = list(found.items())
+    index = _Patterns(found.items())
     rules: dict[str, list[Pin]] = {}
+    total = 0
+
+    def count(pins: list[Pin], key: str) -> None:
+        nonlocal total
+        total += len(pins)
+        if total > MAX_IMPORTED_PINS:
+            raise FormatError(
+                f"OkHttp's union of patterns gives the imported rules more than "
+                f"{MAX_IMPORTED_PINS} pins in all (at {clip(key)}): not a configuration certpin "
+                "imports",
+                source=source,
+                location=f"line {first_line.get(key, 1)}",
+            )
+
     for key in found:
         pattern = Pattern.parse(key)
         host = _probe_hosts(pattern, False)[-1]
-        union, sources = _union(entries, host)
-        pins = found[key] + [p for p in union if p not in found[key]]  # its own pins first
+        union, sources = index.union(host)
+        pins = list(dict.fromkeys(found[key] + union))  # its own pins first
+        count(pins, key)
         rules[key] = pins
         _note_added(key, found[key], pins, sources, notes)
     for key in found:
         pattern = Pattern.parse(key)
         if pattern.kind is not PatternKind.ANY_LABELS or pattern.base in found:
             continue
-        pins, sources = _union(entries, pattern.base)
+        pins, sources = index.union(pattern.base)
         if set(pins) != set(rules[key]):
+            count(pins, key)
             rules[pattern.base] = pins
             notes.warn(
                 pattern.base,
@@ -329,7 +399,8 @@ def _translate(found: dict[str, list[Pin]], notes: Notes) -> dict[str, dict[str,
 def _note_added(
     key: str, own: list[Pin], pins: list[Pin], sources: list[str], notes: Notes
 ) -> None:
-    added = [p for p in pins if p not in own]
+    mine = set(own)
+    added = [p for p in pins if p not in mine]
     if added:
         others = ", ".join(s for s in sources if s != key)
         notes.warn(

@@ -30,20 +30,24 @@ from ._common import (
     any_position_pins,
     build_policy,
     check_host,
+    check_report_uri,
+    check_size,
     checked_uri,
+    clip,
     dump_plist,
-    expect,
     expiry_date,
     header_lines,
     host_entries,
-    load_plist,
     parse_date,
     parse_pin,
     policy_notes,
     version_from_comment,
 )
+from ._structured import expect, label, load_plist
 
 FMT = "TrustKit"
+#: The import size cap: an app's whole Info.plist, where TSKConfiguration usually lives.
+MAX_BYTES = 1024 * 1024
 _EXCLUDE = "kSKExcludeSubdomainFromParentPolicy"
 _DOMAIN_KEYS = frozenset(
     {
@@ -88,6 +92,7 @@ def export_trustkit_ios(policy: Policy, options: ExportOptions) -> ExportResult:
 
 
 def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+    check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")
     loc = "TSKPinnedDomains"
     if "TSKConfiguration" in root:
@@ -96,7 +101,9 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
     if "TSKPinnedDomains" not in root:
         raise FormatError("no TSKPinnedDomains dictionary found", source=source)
     notes = Notes()
-    if root.get("TSKIgnorePinningForUserDefinedTrustAnchors"):
+    ignore = "TSKIgnorePinningForUserDefinedTrustAnchors"
+    prefix = loc.removesuffix("TSKPinnedDomains")
+    if expect(root.get(ignore, False), bool, source, prefix + ignore):
         notes.warn(
             source,
             "TSKIgnorePinningForUserDefinedTrustAnchors not imported: certpin never skips pins "
@@ -105,13 +112,14 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
     pinned = expect(root["TSKPinnedDomains"], dict, source, loc)
     domains: dict[str, dict[str, Any]] = {}
     for host, body in pinned.items():
-        where = f"{loc}.{host}"
-        name = check_host(str(host), source, where)
+        # Keys are strings: load_plist refuses any other dictionary key.
+        where = f"{loc}.{label(host)}"
+        name = check_host(host, source, where)
         expect(body, dict, source, where)
         for key in body:
             if key not in _DOMAIN_KEYS:
-                raise FormatError(f"unknown key {key!r}", source=source, location=where)
-        if body.get(_EXCLUDE):
+                raise FormatError(f"unknown key {clip(key)}", source=source, location=where)
+        if expect(body.get(_EXCLUDE, False), bool, source, f"{where}.{_EXCLUDE}"):
             notes.warn(
                 where,
                 "excluded from its parent's policy: certpin has no unpinned exception under a "
@@ -141,15 +149,18 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
             ),
         }
         uris = expect(body.get("TSKReportUris", []), list, source, f"{where}.TSKReportUris")
-        rule["report_uris"] = [
-            expect(u, str, source, f"{where}.TSKReportUris[{i}]") for i, u in enumerate(uris)
-        ]
+        report_uris = []
+        for i, uri in enumerate(uris):
+            at = f"{where}.TSKReportUris[{i}]"
+            report_uris.append(check_report_uri(expect(uri, str, source, at), source, at))
+        rule["report_uris"] = report_uris
         if "TSKExpirationDate" in body:
             at = f"{where}.TSKExpirationDate"
             rule["expires"] = parse_date(
                 expect(body["TSKExpirationDate"], str, source, at), source, at
             )
-        if not body.get("TSKDisableDefaultReportUri", False):
+        at = f"{where}.TSKDisableDefaultReportUri"
+        if not expect(body.get("TSKDisableDefaultReportUri", False), bool, source, at):
             notes.warn(
                 where,
                 "TrustKit also sends reports to its vendor's default report URI here; not imported",
@@ -158,5 +169,5 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
             raise FormatError(f"{name!r} is configured twice", source=source, location=where)
         domains[name] = rule
     return build_policy(
-        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"))
+        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"), source)
     )
