@@ -89,28 +89,39 @@ def verify_chain_file(
     from cryptography import x509
 
     certs = read_certs(path, "the chain file")
-    names = leaf_names(x509.load_der_x509_certificate(certs[0]))
+    names = leaf_names(x509.load_der_x509_certificate(certs[0]), path)
     if not names:
         raise ConfigurationError(f"{path}: the leaf certificate has no SubjectAltName names")
     first = names[0].replace("*", PROBE_LABEL, 1) if names[0].startswith("*.") else names[0]
     return verify(certs, first, path, cafile, now), names
 
 
-def leaf_names(leaf: object) -> list[str]:
-    """The SubjectAltName DNS names and IP addresses of a certificate, in order."""
+def leaf_names(leaf: object, path: str | None = None) -> list[str]:
+    """The SubjectAltName DNS names and IP addresses of a certificate, in order.
+
+    Raises:
+        ConfigurationError: the certificate's extensions do not parse (cryptography parses
+            them only when asked, so a certificate that loaded may still fail here); the
+            message names `path` when it is given.
+    """
     from cryptography import x509
 
     assert isinstance(leaf, x509.Certificate)
+    out = []
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for name in san:
+            if isinstance(name, x509.DNSName):
+                out.append(name.value)
+            elif isinstance(name, x509.IPAddress):
+                out.append(str(name.value))
     except x509.ExtensionNotFound:
         return []
-    out = []
-    for name in san:
-        if isinstance(name, x509.DNSName):
-            out.append(name.value)
-        elif isinstance(name, x509.IPAddress):
-            out.append(str(name.value))
+    except ValueError as exc:  # malformed DER in an extension, an IP address of 1 byte...
+        where = f"{path}: " if path else ""
+        raise ConfigurationError(
+            f"{where}the leaf certificate's extensions do not parse: {exc}"
+        ) from None
     return out
 
 
@@ -127,18 +138,18 @@ def verify(
     store = verification.Store([x509.load_der_x509_certificate(d) for d in anchors])
     subject: x509.DNSName | x509.IPAddress
     try:
-        subject = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        subject = x509.DNSName(host)
-    verifier = (
-        verification.PolicyBuilder()
-        .store(store)
-        .time(now or dt.datetime.now(dt.UTC))
-        .build_server_verifier(subject)
-    )
-    try:
+        try:
+            subject = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            subject = x509.DNSName(host)  # ValueError for a name no DNS name can be
+        verifier = (
+            verification.PolicyBuilder()
+            .store(store)
+            .time(now or dt.datetime.now(dt.UTC))
+            .build_server_verifier(subject)
+        )
         built = verifier.verify(leaf, intermediates)
-    except verification.VerificationError as exc:
+    except (verification.VerificationError, ValueError) as exc:
         raise ConfigurationError(
             f"{path}: the chain does not verify for {host!r} against "
             f"{cafile or 'the system CA file'}: {exc}"

@@ -280,7 +280,7 @@ def _host_for_leaf(key: str, leaf: object, policy: Policy | None, path: str) -> 
     pattern = Pattern.parse(key)
     if pattern.kind is PatternKind.EXACT:
         return pattern.text
-    names = leaf_names(leaf)
+    names = leaf_names(leaf, path)
     for name in names:
         host = name.replace("*", _PROBE_LABEL, 1) if name.startswith("*.") else name
         try:

@@ -8,14 +8,20 @@ clients (Chromium, OkHttp, curl) hash the original bytes. So we walk the TBS str
 
 from __future__ import annotations
 
+from ._errors import CertificateLoadError
+
 __all__ = ["DERError", "spki_from_tbs_certificate", "spki_from_csr_info"]
 
 _SEQUENCE = 0x30
 _VERSION_TAG = 0xA0  # [0] EXPLICIT Version in TBSCertificate
 
 
-class DERError(ValueError):
-    """Malformed DER."""
+class DERError(CertificateLoadError):
+    """Malformed DER.
+
+    A `CertificateLoadError` (so also a ValueError, as it always was): bytes from outside that
+    reach `certpin.Pin.for_certificate` or the verdict must fail as certpin's own error.
+    """
 
 
 def _read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:

@@ -29,8 +29,10 @@ from ._atomic import atomic_write
 from ._errors import ConfigurationError
 from ._policy import Policy
 from ._timefmt import iso, parse_iso
+from ._toml import DocumentError, parse_json, read_document, shown
 
 __all__ = [
+    "MAX_STATE_SIZE",
     "STATE_FORMAT",
     "STATE_VERSION",
     "STATUSES",
@@ -56,6 +58,8 @@ WEBHOOK_WORKERS = 4
 WEBHOOK_BUDGET = 15.0
 STATE_FORMAT = "certpin-monitor-state"
 STATE_VERSION = 1
+#: the largest state file `load_state` reads: about 45 000 endpoints (docs/monitor.md).
+MAX_STATE_SIZE = 16 * 1024 * 1024
 
 Status = Literal["ok", "warn", "mismatch", "denied", "error"]
 STATUSES: tuple[Status, ...] = ("ok", "warn", "mismatch", "denied", "error")
@@ -110,9 +114,12 @@ class Snapshot:
             raise StateError(f"{where}.leaf_pin: expected a string or null")
         if not (verdict_ is None or isinstance(verdict_, str)):
             raise StateError(f"{where}.verdict: expected a string or null")
+        checked_at = data.get("checked_at")
         try:
-            checked = parse_iso(str(data.get("checked_at")))
-        except ValueError:
+            if not isinstance(checked_at, str):
+                raise ValueError(checked_at)
+            checked = parse_iso(checked_at)
+        except (ValueError, OverflowError):  # Overflow: 0001-01-01T00:00:00+01:00 is year 0 UTC
             raise StateError(f"{where}.checked_at: expected an ISO 8601 time") from None
         return cls(status, verdict_, leaf, tuple(pins), checked)
 
@@ -123,24 +130,35 @@ class Snapshot:
 def load_state(path: str | os.PathLike[str]) -> dict[str, Snapshot]:
     """Read a state file; a missing file is an empty state.
 
+    The file is bounded like a policy file (docs/monitor.md, "State file"): at most
+    `MAX_STATE_SIZE` bytes of UTF-8 JSON, nested at most 32 levels deep, numbers of at most 100
+    characters, no repeated key; reading it takes time linear in its size.
+
     Raises:
-        StateError: unreadable, not JSON, or not a monitor state file (message names the file).
+        StateError: unreadable, over a limit, not JSON, or not a monitor state file (the
+            message names the file, and the line and column or the field).
     """
     name = os.fspath(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_document(path, MAX_STATE_SIZE)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise StateError(f"{name}: cannot read state file: {exc.strerror or exc}") from None
+    except DocumentError as exc:  # too large, or not UTF-8
+        where = f"{exc.where}: " if exc.where else ""
+        raise StateError(f"{name}: {where}the state file {exc.problem}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StateError(f"{name}: line {exc.lineno}: not JSON: {exc.msg}") from None
+        data = parse_json(text)
+    except DocumentError as exc:
+        where = f"{exc.where}: " if exc.where else ""
+        kind = "not JSON: " if exc.syntax else ""
+        raise StateError(f"{name}: {where}{kind}{exc.problem}") from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise StateError(f"{name}: not a certpin monitor state file (no format={STATE_FORMAT!r})")
-    if data.get("version") != STATE_VERSION:
-        raise StateError(f"{name}: unsupported state version {data.get('version')!r}")
+    version = data.get("version")
+    if type(version) is not int or version != STATE_VERSION:
+        raise StateError(f"{name}: unsupported state version {shown(version)}")
     endpoints = data.get("endpoints")
     if not isinstance(endpoints, dict):
         raise StateError(f"{name}: endpoints: expected an object")

@@ -28,7 +28,6 @@ import json
 import math
 import re
 import threading
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -52,10 +51,30 @@ from ._hosts import (
     normalize_host,
 )
 from ._pins import Pin, _parse, _parse_cached, all_canonical_sha256
+from ._toml import (
+    DocumentError,
+    check_structure,
+    key_text,
+    parse_json,
+    parse_toml,
+    read_document,
+    shown,
+)
 
-__all__ = ["DomainRule", "KillSwitch", "Policy", "PolicyProvider", "as_provider"]
+__all__ = [
+    "MAX_POLICY_SIZE",
+    "DomainRule",
+    "KillSwitch",
+    "Policy",
+    "PolicyProvider",
+    "as_provider",
+]
 
 SCHEMA_VERSION = 1
+#: the largest policy file `Policy.from_file` reads: about 80 000 two-pin domains in TOML
+#: (docs/policy.md, "Limits").
+MAX_POLICY_SIZE = 16 * 1024 * 1024
+_MAX_VERSION = 2**63 - 1
 UnpinnedHosts = Literal["allow", "deny"]
 
 _DOMAIN_FIELDS = (
@@ -315,42 +334,58 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:
-        """Read a TOML (``.toml``) or JSON (``.json``, or content starting with ``{``) policy."""
+        """Read a TOML (``.toml``) or JSON (``.json``, or content starting with ``{``) policy.
+
+        The file is bounded (docs/policy.md, "Limits"): at most `MAX_POLICY_SIZE` bytes of UTF-8
+        (a leading byte-order mark is ignored), nested at most 32 levels deep, numbers and bare
+        keys of at most 100 characters, no repeated JSON key, no JSON NaN/Infinity. Reading it
+        takes time linear in its size.
+
+        Raises:
+            PolicyError: the file cannot be read, breaks a limit, does not parse, or does not
+                validate; the message names the file and the line and column or the field.
+        """
         p = Path(path)
         source = str(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            text = read_document(p, MAX_POLICY_SIZE)
         except OSError as exc:
             raise PolicyError(f"cannot read policy: {exc.strerror or exc}", source=source) from None
-        except UnicodeDecodeError as exc:
-            raise PolicyError(f"policy is not UTF-8 text ({exc.reason})", source=source) from None
-        if p.suffix.lower() == ".json" or (
-            p.suffix.lower() != ".toml" and text.lstrip()[:1] == "{"
-        ):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise PolicyError(
-                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                    source=source,
-                ) from None
-        else:
-            try:
-                data = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as exc:
-                raise PolicyError(f"invalid TOML: {exc}", source=source) from None
+        except DocumentError as exc:
+            where = f"{exc.where}: " if exc.where else ""
+            raise PolicyError(f"{where}policy {exc.problem}", source=source) from None
+        suffix = p.suffix.lower()
+        is_json = suffix == ".json" or (suffix != ".toml" and text.lstrip()[:1] == "{")
+        try:
+            data = parse_json(text) if is_json else parse_toml(text)
+        except DocumentError as exc:
+            kind = "JSON" if is_json else "TOML"
+            if exc.path:  # TOML nested too deeply through table headers or dotted keys
+                raise PolicyError(exc.problem, source=source, location=exc.path) from None
+            if not exc.syntax:  # a limit, at a line and column
+                raise PolicyError(str(exc), source=source) from None
+            at = f" at {exc.where}" if exc.line is not None else ""
+            raise PolicyError(f"invalid {kind}{at}: {exc.problem}", source=source) from None
         return cls.from_dict(data, source=source)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Policy:
-        """Validate a policy document (the parsed TOML/JSON) into a `Policy`."""
+        """Validate a policy document (the parsed TOML/JSON) into a `Policy`.
+
+        Any object may be given: what no TOML or JSON parser makes (a non-string key, a bytes
+        value, an integer beyond 64 bits, nesting deeper than 32 levels) is a `PolicyError`
+        naming its location, like any other mistake. Time is linear in the document's size.
+        """
         if not isinstance(data, Mapping):
             raise PolicyError("a policy must be a table/object at the top level", source=source)
+        for key in data:
+            if not isinstance(key, str):
+                raise PolicyError(f"a key must be a string, got {shown(key)}", source=source)
         _reject_unknown(data, _TOP_FIELDS, source, "")
         schema = data.get("schema", SCHEMA_VERSION)
         if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA_VERSION:
             raise PolicyError(
-                f"unsupported schema {schema!r}; this certpin reads schema {SCHEMA_VERSION}",
+                f"unsupported schema {shown(schema)}; this certpin reads schema {SCHEMA_VERSION}",
                 source=source,
                 location="schema",
             )
@@ -359,14 +394,20 @@ class Policy:
             isinstance(version, bool) or not isinstance(version, int) or version < 0
         ):
             raise PolicyError(
-                f"version must be a non-negative integer, got {version!r}",
+                f"version must be a non-negative integer, got {shown(version)}",
+                source=source,
+                location="version",
+            )
+        if version is not None and version > _MAX_VERSION:
+            raise PolicyError(
+                f"version must fit in 64 bits (at most {_MAX_VERSION}), got {shown(version)}",
                 source=source,
                 location="version",
             )
         unpinned = data.get("unpinned_hosts", "allow")
         if unpinned not in ("allow", "deny"):
             raise PolicyError(
-                f'must be "allow" or "deny", got {unpinned!r}',
+                f'must be "allow" or "deny", got {shown(unpinned)}',
                 source=source,
                 location="unpinned_hosts",
             )
@@ -376,9 +417,16 @@ class Policy:
         with _no_gc:
             try:
                 domains, table = _load_deferring(raw_domains, source)
-            except Exception:  # noqa: BLE001 - deliberately anything: the next line decides
+            except Exception:  # noqa: BLE001 - deliberately anything: the next lines decide
                 # Anything unusual, valid or not: the rule-by-rule path decides (and names the
-                # first problem in document order, with the exception it would raise).
+                # first problem in document order, with the exception it would raise). Before
+                # it, what no TOML/JSON parser makes is refused, so that its messages (which
+                # repr values) and checks only ever meet strings, lists, tables, 64-bit numbers
+                # and dates, nested at most 32 levels deep.
+                try:
+                    check_structure(raw_domains, depth=2, path="domains")
+                except DocumentError as exc:
+                    raise PolicyError(exc.problem, source=source, location=exc.path) from None
                 domains, table = _load_rules(raw_domains, source)
         return cls._checked(domains, table, version, unpinned, source)
 
@@ -672,7 +720,8 @@ def _reject_unknown(data: Mapping[str, Any], known: tuple[str, ...], source: str
             hint = (
                 f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
             )
-            where = f"{loc}.{key}" if loc else str(key)
+            # Quoted unless bare: a key of a file may hold a new line or a terminal escape.
+            where = f"{loc}.{key_text(key)}" if loc else key_text(key)
             raise PolicyError(f"unknown field{hint}", source=source, location=where)
 
 
