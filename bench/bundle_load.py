@@ -38,7 +38,7 @@ from _common import BENCH, Result, median, print_table, test_pki
 
 import certpin
 from certpin import _hosts, _pins, _policy
-from certpin._jws import FileSigner, b64url_decode, generate_private_key
+from certpin.dynamic.jws import FileSigner, b64url_decode, generate_private_key
 
 DOMAINS = 1000
 

@@ -77,7 +77,7 @@ def serve(kind: str, db: str | None, schema: str | None, http: str) -> None:
         from certpin.collector.app import create_app
 
         app = create_app(db, "bench-token", rate_limit=None, db_schema=schema)
-    from certpin._cli_serve import listen_socket
+    from certpin.cli.serve import listen_socket
 
     # certpin serve's own socket for both servers: TCP_NODELAY on every connection (with a
     # proto-0 socket each JSON answer waited ~40 ms for a delayed ACK: the collector's

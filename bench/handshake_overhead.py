@@ -62,10 +62,10 @@ def one_connection(ctx: ssl.SSLContext, port: int) -> tuple[int, int]:
 def hook_cost(ctx: ssl.SSLContext, port: int, n: int = 300) -> dict[str, float]:
     """Median µs spent in certpin's hook during real handshakes, and in its two parts.
 
-    Wraps the private hook (``certpin._context._enforce``) and the chain fetch for the duration;
+    Wraps the private hook (``certpin.tls.context._enforce``) and the chain fetch for the duration;
     the SSL state is cold from the handshake, so this is more than a tight loop would show.
     """
-    from certpin import _context
+    from certpin.tls import context as _context
 
     times: dict[str, list[int]] = {"hook": [], "chain fetch": []}
     enforce, chains = _context._enforce, _context.verified_chain

@@ -7,7 +7,7 @@ interleaved run by run (rotating order) so drift hits both equally:
 
 - bare:    ``asyncio.open_connection(ssl=ctx)`` + close, per endpoint, under a semaphore: the
            ceiling (TCP connect + TLS 1.3 handshake + CA verification, nothing else);
-- monitor: ``certpin._monitor.run_once`` (the library behind ``certpin monitor``): the same
+- monitor: ``certpin.lifecycle.monitor.check.run_once`` (the library behind ``certpin monitor``): the same
            handshake, plus the verified/served chains, the verdict, parsing each certificate
            for subjects and expiry, and a report per endpoint. Its certificate cache is
            cleared before each run (the cron case: every leaf is seen for the first time).
@@ -120,7 +120,7 @@ async def bare_run(ports: list[int], ctx: ssl.SSLContext, concurrency: int) -> i
 
 
 async def monitor_run(ports: list[int], policy: Any, ctx: ssl.SSLContext, concurrency: int) -> int:
-    from certpin._monitor import Target, _source, run_once
+    from certpin.lifecycle.monitor.check import Target, _source, run_once
 
     _source.cache_clear()
     targets = [Target(HOST, p) for p in ports]
@@ -161,7 +161,7 @@ def _make_endpoints(directory: Path, n: int) -> tuple[Path, Any, Path]:
 
 
 def run(endpoints: int = 1000, runs: int = 7, concurrency: int = 50) -> list[Result]:
-    from certpin._context import verifying_context
+    from certpin.tls.context import verifying_context
 
     raise_fd_limit(endpoints + concurrency + 256)
     with tempfile.TemporaryDirectory(prefix="certpin-bench-monitor-") as tmp:

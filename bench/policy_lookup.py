@@ -29,7 +29,7 @@ from collections.abc import Callable
 from _common import Result, median, print_table
 
 import certpin
-from certpin import _policy
+from certpin.core import policy as _policy
 
 PINS = [str(certpin.Pin.for_spki(b"key A")), str(certpin.Pin.for_spki(b"key B"))]
 QUERIES = 1000

@@ -14,8 +14,7 @@ The same context pins http.client, urllib, urllib3, requests (`certpin.requests`
 import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from ._context import PinFailure, PinningContext, create_default_context
-from ._errors import (
+from certpin._errors import (
     CertificateLoadError,
     CertpinError,
     ConfigurationError,
@@ -24,35 +23,36 @@ from ._errors import (
     PinValidationError,
     PolicyError,
 )
-from ._hosts import normalize_host
-from ._pins import Pin, PinKind
-from ._policy import DomainRule, KillSwitch, Policy, PolicyProvider
-from ._verdict import ChainEntry, Verdict, VerdictStatus, verdict
-from ._version import __version__
+from certpin._version import __version__
+from certpin.core.hosts import normalize_host
+from certpin.core.pins import Pin, PinKind
+from certpin.core.policy import DomainRule, KillSwitch, Policy, PolicyProvider
+from certpin.core.verdict import ChainEntry, Verdict, VerdictStatus, verdict
+from certpin.tls.context import PinFailure, PinningContext, create_default_context
 
 if _TYPE_CHECKING:
-    from ._bundle import Bundle, sign_bundle, verify_bundle
-    from ._dynamic import DynamicPolicy, RefreshResult
-    from ._jws import BundleError, FileSigner, Signer, TrustedKey
-    from ._report import Reporter, ReporterStats, reporting_hook
-    from ._tofu import KnownPins
+    from certpin.dynamic.bundle import Bundle, sign_bundle, verify_bundle
+    from certpin.dynamic.jws import BundleError, FileSigner, Signer, TrustedKey
+    from certpin.dynamic.provider import DynamicPolicy, RefreshResult
+    from certpin.dynamic.tofu import KnownPins
+    from certpin.reporting.reporter import Reporter, ReporterStats, reporting_hook
 
 # Dynamic pinning pulls in urllib.request and JOSE code: import it on first use (PEP 562), so
 # `import certpin` and the CLI stay fast for static policies.
 _LAZY = {
-    "Bundle": "._bundle",
-    "BundleError": "._jws",
-    "DynamicPolicy": "._dynamic",
-    "FileSigner": "._jws",
-    "KnownPins": "._tofu",
-    "RefreshResult": "._dynamic",
-    "Reporter": "._report",
-    "ReporterStats": "._report",
-    "Signer": "._jws",
-    "TrustedKey": "._jws",
-    "sign_bundle": "._bundle",
-    "reporting_hook": "._report",
-    "verify_bundle": "._bundle",
+    "Bundle": "certpin.dynamic.bundle",
+    "BundleError": "certpin.dynamic.jws",
+    "DynamicPolicy": "certpin.dynamic.provider",
+    "FileSigner": "certpin.dynamic.jws",
+    "KnownPins": "certpin.dynamic.tofu",
+    "RefreshResult": "certpin.dynamic.provider",
+    "Reporter": "certpin.reporting.reporter",
+    "ReporterStats": "certpin.reporting.reporter",
+    "Signer": "certpin.dynamic.jws",
+    "TrustedKey": "certpin.dynamic.jws",
+    "sign_bundle": "certpin.dynamic.bundle",
+    "reporting_hook": "certpin.reporting.reporter",
+    "verify_bundle": "certpin.dynamic.bundle",
 }
 
 

@@ -221,7 +221,7 @@ def step_bundle_rotation(d: Demo) -> bool:
     side) served by a bundle host, 127.0.0.1, which the app's static fallback policy pins. Bundle
     v1 adds a new spare key C; the server moves to C; v2 drops key B. No app release, and no
     request fails. A forged or replayed bundle is rejected and the last good one stays."""
-    from certpin._jws import FileSigner, b64url_decode, b64url_encode, generate_private_key
+    from certpin.dynamic.jws import FileSigner, b64url_decode, b64url_encode, generate_private_key
 
     d.log = LogTap()  # certpin logs through `logging`; the demo shows the lines that matter
     signer = FileSigner(generate_private_key("Ed25519"))

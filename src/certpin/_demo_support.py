@@ -141,7 +141,7 @@ class BundleServer:
     """``certpin bundle serve`` over HTTPS on 127.0.0.1, in a thread: publish = write the file."""
 
     def __init__(self, stem: Path, directory: Path) -> None:
-        from ._bundle_serve import make_server, serve_in_thread
+        from certpin.dynamic.serve import make_server, serve_in_thread
 
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory

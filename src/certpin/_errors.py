@@ -22,7 +22,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._verdict import Verdict
+    from certpin.core.verdict import Verdict
 
 __all__ = [
     "CertificateLoadError",

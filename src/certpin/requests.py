@@ -34,10 +34,10 @@ from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 from urllib3.util.proxy import connection_requires_http_tunnel
 
-from ._context import OnFailure, PinningContext, create_default_context
-from ._errors import CertpinError, InsecureContextError
-from ._hosts import HostError
-from ._policy import Policy, PolicyProvider
+from certpin._errors import CertpinError, InsecureContextError
+from certpin.core.hosts import HostError
+from certpin.core.policy import Policy, PolicyProvider
+from certpin.tls.context import OnFailure, PinningContext, create_default_context
 
 __all__ = ["InsecureRequestError", "PinningAdapter", "pinned_session"]
 

@@ -25,7 +25,7 @@ import pytest
 import certpin
 from _support.pki import PKI, PKIFiles
 from _support.servers import TLSServer
-from certpin._report import reporting_hook
+from certpin.reporting.reporter import reporting_hook
 from collector._helpers import CollectorServer
 
 CHROMIUM = os.environ.get("CERTPIN_CHROMIUM", "/usr/bin/chromium")

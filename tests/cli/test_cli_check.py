@@ -14,7 +14,7 @@ import pytest
 from _support.pki import PKI, PKIFiles, new_root, spki_pin
 from _support.servers import TLSServer
 from certpin import Pin
-from certpin._cli import main
+from certpin.cli.main import main
 
 
 def _random_pin() -> str:

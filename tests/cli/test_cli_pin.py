@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 import certpin
 from _support.pki import PKI, PKIFiles, make_key, spki_pin
 from _support.servers import TLSServer
-from certpin._cli import main, parse_target
+from certpin.cli.main import main, parse_target
 
 PASSWORD = b"s3cret passphrase"
 JSON_FIELDS = {
@@ -269,7 +269,7 @@ def test_pin_on_a_terminal_never_breaks_pins(capsys, monkeypatch, pki: PKI, tmp_
 @pytest.mark.slow
 def test_importing_the_cli_stays_light():
     code = (
-        "import sys, certpin._cli; "
+        "import sys, certpin.cli.main; "
         "heavy = {'rich', 'cryptography'} & {m.split('.')[0] for m in sys.modules}; "
         "assert not heavy, heavy"
     )

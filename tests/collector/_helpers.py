@@ -20,7 +20,7 @@ import httpx
 import uvicorn
 
 from _support.pki import PKI
-from certpin._cli_serve import listen_socket
+from certpin.cli.serve import listen_socket
 from certpin.collector.app import Collector
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "reports"

@@ -2,7 +2,7 @@
 ``.lock``), however the path is spelled (``%2e``, ``//``, ``\\``, ``..``), nor a file reached
 through a symlink that leaves the directory or lands on a dotfile. Requests go byte-exact over a
 socket to the real server (an HTTP client would normalise the odd paths away before sending);
-the rule itself, `certpin._bundle_files.bundle_file`, is also checked on its own."""
+the rule itself, `certpin.dynamic.files.bundle_file`, is also checked on its own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from certpin._bundle_files import bundle_file, bundle_file_for_target
+from certpin.dynamic.files import bundle_file, bundle_file_for_target
 from collector._helpers import CollectorServer
 
 SECRET = "not-for-the-network"
@@ -138,7 +138,7 @@ def test_a_bundle_directory_that_is_itself_a_symlink(bundles: Path, tmp_path: Pa
 
 def test_bundle_serve_applies_the_same_rule(bundles: Path) -> None:
     # `certpin bundle serve` (make_server) answers the same targets the same way: one rule.
-    from certpin._bundle_serve import make_server, serve_in_thread
+    from certpin.dynamic.serve import make_server, serve_in_thread
 
     srv = make_server(bundles, quiet=True)
     thread = serve_in_thread(srv)

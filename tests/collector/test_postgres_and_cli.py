@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from _support.pki import PKI
-from certpin._cli import main
-from certpin._cli_serve import http_parser, listen_socket
+from certpin.cli.main import main
+from certpin.cli.serve import http_parser, listen_socket
 from certpin.collector.db import SCHEMA_VERSION, Store, StoreError
 from collector._helpers import (
     TRUSTKIT_SAMPLE,

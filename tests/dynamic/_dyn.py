@@ -9,7 +9,7 @@ from typing import Any
 
 from _support.pki import PKIFiles
 from certpin import Pin
-from certpin._bundle_serve import make_server, serve_in_thread
+from certpin.dynamic.serve import make_server, serve_in_thread
 
 NOW = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
 BACKUP = str(Pin(bytes([7]) * 32))

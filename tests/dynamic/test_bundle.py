@@ -11,7 +11,7 @@ import pytest
 from _dyn import NOW, policy_doc
 
 from certpin import BundleError, ConfigurationError, FileSigner, Pin, sign_bundle, verify_bundle
-from certpin._jws import b64url_encode, canonical_json, generate_private_key, sign_compact
+from certpin.dynamic.jws import b64url_encode, canonical_json, generate_private_key, sign_compact
 
 A, B = str(Pin(bytes([1]) * 32)), str(Pin(bytes([2]) * 32))
 POLICY = policy_doc({"api.example.com": [A, B]})
@@ -196,7 +196,7 @@ def test_sign_bundle_refuses_invalid_input(es256: FileSigner) -> None:
 def test_payload_is_canonical_json(es256: FileSigner) -> None:
     token = sign_bundle(POLICY, es256, version=1, expires="2026-02-01", issued_at=NOW)
     payload = token.split(".")[1]
-    from certpin._jws import b64url_decode
+    from certpin.dynamic.jws import b64url_decode
 
     data = b64url_decode(payload)
     assert data == canonical_json(json.loads(data))

@@ -25,8 +25,8 @@ from certpin import (
     sign_bundle,
     verdict,
 )
-from certpin._dynamic import RefreshResult, union_policy
-from certpin._jws import b64url_encode, canonical_json, sign_compact
+from certpin.dynamic.jws import b64url_encode, canonical_json, sign_compact
+from certpin.dynamic.provider import RefreshResult, union_policy
 
 DAY = dt.timedelta(days=1)
 BACKUP2 = str(Pin(bytes([8]) * 32))
@@ -450,7 +450,7 @@ def test_accept_never_raises(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import certpin._dynamic as dynamic
+    import certpin.dynamic.provider as dynamic
 
     dyn = client(bundle_host, es256, bootstrap, tmp_path)
     token = publish(bundle_host, es256, policy_doc({"localhost": [BACKUP, BACKUP2]}), 1)
@@ -471,7 +471,7 @@ def test_accept_never_raises(
 def test_cli_verify_rejects_hostile_bundles_without_a_traceback(
     es256: FileSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from certpin._cli import main
+    from certpin.cli.main import main
 
     pub = tmp_path / "pub.pem"
     pub.write_bytes(es256.public_pem())

@@ -14,7 +14,7 @@ import pytest
 from _dyn import BACKUP, policy_doc
 
 from _support.pki import PKI, PKIFiles, spki_pin
-from certpin._cli import main
+from certpin.cli.main import main
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from certpin import (
     create_default_context,
     sign_bundle,
 )
-from certpin._dynamic import bucket
+from certpin.dynamic.provider import bucket
 
 DAY = dt.timedelta(days=1)
 OTHER = str(Pin(bytes([9]) * 32))
@@ -218,7 +218,7 @@ def test_expired_and_future_bundles_rejected(env: Env) -> None:
 
 
 def test_bundle_signed_by_untrusted_key_rejected(env: Env) -> None:
-    from certpin._jws import generate_private_key
+    from certpin.dynamic.jws import generate_private_key
 
     env.signer = FileSigner(generate_private_key("ES256"))
     env.publish(1)
@@ -296,7 +296,7 @@ def test_bundle_host_mitm_blocked_by_bootstrap_pins(env: Env, tmp_path: Path) ->
 
 
 def test_redirects_refused(env: Env) -> None:
-    from certpin._bundle_serve import BundleHandler
+    from certpin.dynamic.serve import BundleHandler
 
     class Redirect(BundleHandler):
         def send_head(self) -> None:
@@ -480,7 +480,7 @@ def test_expired_kill_switch_does_not_apply(env: Env, api: TLSServer, cafile: Pa
 
 
 def test_unsigned_kill_switch_rejected(env: Env) -> None:
-    from certpin._jws import b64url_encode
+    from certpin.dynamic.jws import b64url_encode
 
     env.publish(1)
     dyn = env.client()
@@ -612,7 +612,7 @@ def test_full_rotation_through_bundles_clients_never_fail(
 
 
 def test_signing_key_rotation(env: Env, tmp_path: Path) -> None:
-    from certpin._jws import generate_private_key
+    from certpin.dynamic.jws import generate_private_key
 
     old = env.signer
     new = FileSigner(generate_private_key("Ed25519"))

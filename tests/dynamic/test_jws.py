@@ -12,7 +12,7 @@ import pytest
 from _dyn import NOW, policy_doc
 
 from certpin import BundleError, FileSigner, Pin, TrustedKey, sign_bundle, verify_bundle
-from certpin._jws import (
+from certpin.dynamic.jws import (
     b64url_decode,
     b64url_encode,
     es256_raw,

@@ -20,7 +20,7 @@ from certpin import (
     sign_bundle,
     verify_bundle,
 )
-from certpin._jws import (
+from certpin.dynamic.jws import (
     MAX_HEADER_SIZE,
     _json_object,
     b64url_encode,

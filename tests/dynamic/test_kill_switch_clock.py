@@ -225,7 +225,7 @@ def test_the_clock_never_reads_before_the_newest_issued_at_minus_skew(
 )
 def test_bad_time_fields_in_the_state_file_are_refused(state: dict[str, Any]) -> None:
     from certpin import BundleError
-    from certpin._dynamic import parse_state
+    from certpin.dynamic.provider import parse_state
 
     base = {"highest_version": 1, "highest_sha256": None}
     with pytest.raises(BundleError) as err:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from certpin import DynamicPolicy, FileSigner, Pin, Policy, sign_bundle, verify_bundle
-from certpin._jws import b64url_decode, b64url_encode, es256_raw, sign_compact
+from certpin.dynamic.jws import b64url_decode, b64url_encode, es256_raw, sign_compact
 
 DAY = dt.timedelta(days=1)
 #: The order of the P-256 group (FIPS 186-4 D.1.2.3).
@@ -164,7 +164,7 @@ def test_sign_compact_normalises_a_high_s_signer(es256: FileSigner) -> None:
 def test_certpin_bundle_sign_writes_low_s(tmp_path: Path) -> None:
     """The CLI signer (ES256 is keygen's default): 24 signatures, all low-S (a high-S one
     slips through with probability 2^-24 per run if the normalisation is missing)."""
-    from certpin._cli import main
+    from certpin.cli.main import main
 
     key, pub = tmp_path / "k.pem", tmp_path / "k.pub.pem"
     assert main(["bundle", "keygen", "--key", str(key), "--pub", str(pub)]) == 0

@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from _support.growth import assert_near_linear
 from certpin import BundleError, DynamicPolicy, FileSigner, Pin, Policy, sign_bundle
-from certpin._bundle import MAX_BUNDLE_SIZE, verify_bundle
-from certpin._dynamic import MAX_STATE_SIZE, State, parse_state
-from certpin._jws import (
+from certpin.dynamic.bundle import MAX_BUNDLE_SIZE, verify_bundle
+from certpin.dynamic.jws import (
     MAX_JSON_DEPTH,
     b64url_decode,
     b64url_encode,
@@ -30,6 +29,7 @@ from certpin._jws import (
     json_depth,
     verify_compact,
 )
+from certpin.dynamic.provider import MAX_STATE_SIZE, State, parse_state
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None

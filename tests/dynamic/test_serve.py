@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from certpin._bundle_serve import make_server, serve_in_thread
+from certpin.dynamic.serve import make_server, serve_in_thread
 
 
 @pytest.fixture

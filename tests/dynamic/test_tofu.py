@@ -26,9 +26,9 @@ from certpin import (
     Policy,
     VerdictStatus,
 )
-from certpin._cli import main
-from certpin._fetch import fetch_chain
-from certpin._tofu import MAX_STORE_SIZE, parse_store
+from certpin.cli.main import main
+from certpin.dynamic.tofu import MAX_STORE_SIZE, parse_store
+from certpin.tls.fetch import fetch_chain
 from tls._clients import asyncio_get, find_in_chain
 
 
@@ -122,7 +122,7 @@ def test_corrupt_store_fails_closed(files: PKIFiles, tmp_path: Path) -> None:
 _RECORDER = """
 import sys
 from certpin import KnownPins
-from certpin._pins import Pin
+from certpin.core.pins import Pin
 from _support.pki import make_pki
 store = KnownPins(sys.argv[1])
 leaf = make_pki(("h.example",)).leaf
@@ -373,7 +373,7 @@ def test_recording_into_a_full_store_fails_closed(
 ) -> None:
     # The same code with a 64 KiB cap (the real one is 8 MiB: slow to fill in a test).
     cap = 64 * 1024
-    monkeypatch.setattr("certpin._tofu.MAX_STORE_SIZE", cap)
+    monkeypatch.setattr("certpin.dynamic.tofu.MAX_STORE_SIZE", cap)
     path = tmp_path / "known.json"
     pin = spki_pin(pki_a.leaf.cert)
 

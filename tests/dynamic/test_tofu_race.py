@@ -16,7 +16,7 @@ import pytest
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin, write_pki_files
 from _support.servers import TLSServer
 from certpin import KnownPins, VerdictStatus
-from certpin._cli import main
+from certpin.cli.main import main
 
 NOW = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
 

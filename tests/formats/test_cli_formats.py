@@ -12,7 +12,7 @@ import pytest
 
 from _support.pki import make_pki
 from certpin import Pin, Policy
-from certpin._cli import main
+from certpin.cli.main import main
 
 
 def _pin() -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from _support.pki import make_pki
 from certpin import DomainRule, Pin, Policy, PolicyError
-from certpin._cli import main
+from certpin.cli.main import main
 from certpin.formats import FORMATS, ExportOptions, FormatError, ImportOptions
 from certpin.formats._common import comment_safe
 from certpin.formats._structured import parse_xml

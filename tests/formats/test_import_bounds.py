@@ -28,7 +28,7 @@ from _fmt_inputs import (
     xml_plist,
 )
 
-from certpin._cli import main
+from certpin.cli.main import main
 from certpin.formats import FORMATS, FormatError
 
 PLISTS = list(PLIST_DOCS)

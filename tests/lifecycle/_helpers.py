@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from certpin import Pin
-from certpin._cli import main
+from certpin.cli.main import main
 
 
 def random_pin() -> str:

@@ -1,4 +1,4 @@
-"""certpin._chains: what a pin names, for spare keys and CSRs (no certificate, no verdict)."""
+"""certpin.lifecycle.chains: what a pin names, for spare keys and CSRs (no certificate, no verdict)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from _support.pki import PKI
 from certpin import Pin
-from certpin._chains import identify_spare, load_spares, names_key
-from certpin._keygen import generate
+from certpin.lifecycle.chains import identify_spare, load_spares, names_key
+from certpin.lifecycle.keygen import generate
 
 NOW = dt.datetime.now(dt.UTC)
 

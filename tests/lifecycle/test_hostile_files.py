@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from _support.growth import assert_near_linear
 from _support.pki import PKI, make_key, make_pki
 from certpin import CertificateLoadError, CertpinError, ConfigurationError
-from certpin._chain_files import verify_chain_file
-from certpin._der import DERError, spki_from_csr_info
-from certpin._load import MAX_FILE_SIZE, PinSource, load_file, load_sources
-from certpin._pins import spki_of_certificate
+from certpin.core.der import DERError, spki_from_csr_info
+from certpin.core.pins import spki_of_certificate
+from certpin.core.sources import MAX_FILE_SIZE, PinSource, load_file, load_sources
+from certpin.lifecycle.chain_files import verify_chain_file
 
 from ._helpers import run
 

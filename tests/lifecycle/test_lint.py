@@ -340,7 +340,7 @@ def test_missing_and_invalid_policy_exit_2(capsys, tmp_path):
 
 
 def test_docs_list_every_rule_with_its_severity():
-    from certpin._lint import RULES
+    from certpin.lifecycle.lint import RULES
 
     doc = (Path(__file__).parents[2] / "docs" / "lint.md").read_text()
     for rule in RULES.values():

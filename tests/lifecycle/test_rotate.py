@@ -8,7 +8,7 @@ import pytest
 
 from _support.pki import PKI, spki_pin
 from certpin import Pin, Policy
-from certpin._rotate import parse_pin_spec
+from certpin.lifecycle.rotate import parse_pin_spec
 
 from ._helpers import in_days, random_pin, run, write_policy
 

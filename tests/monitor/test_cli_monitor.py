@@ -12,7 +12,7 @@ import pytest
 
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin
 from _support.servers import TLSServer
-from certpin._cli import main
+from certpin.cli.main import main
 from monitor._helpers import WebhookReceiver, random_pin, write_policy
 
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from _support.growth import assert_near_linear
 from _support.servers import TLSServer
-from certpin._cli import main
-from certpin._monitor_state import MAX_STATE_SIZE, Snapshot, StateError, load_state
+from certpin.cli.main import main
+from certpin.lifecycle.monitor.state import MAX_STATE_SIZE, Snapshot, StateError, load_state
 
 PIN = "sha256/" + "A" * 43 + "="
 

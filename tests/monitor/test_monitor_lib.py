@@ -1,4 +1,4 @@
-"""certpin._monitor as a library: concurrency, the watch loop, state files, the webhook."""
+"""certpin.lifecycle.monitor.check as a library: concurrency, the watch loop, state files, the webhook."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import pytest
 from _support.pki import PKI, PKIFiles, spki_pin
 from _support.servers import TLSServer, wait_for
 from certpin import Policy, VerdictStatus
-from certpin._context import verifying_context
-from certpin._monitor import (
+from certpin.lifecycle.monitor.check import (
     EndpointReport,
     Monitor,
     Snapshot,
@@ -31,6 +30,7 @@ from certpin._monitor import (
     run_once,
     save_state,
 )
+from certpin.tls.context import verifying_context
 from monitor._helpers import WebhookReceiver, random_pin
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""certpin._der: lifting the SubjectPublicKeyInfo out of certificates and CSRs byte-for-byte."""
+"""certpin.core.der: lifting the SubjectPublicKeyInfo out of certificates and CSRs byte-for-byte."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support.pki import new_root, spki_der
-from certpin._der import DERError, _read_tlv, spki_from_csr_info, spki_from_tbs_certificate
-from certpin._pins import spki_of_certificate
+from certpin.core.der import DERError, _read_tlv, spki_from_csr_info, spki_from_tbs_certificate
+from certpin.core.pins import spki_of_certificate
 
 VECTORS = Path(__file__).resolve().parent.parent / "data" / "chromium-spki-2016"
 

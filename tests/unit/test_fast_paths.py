@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certpin import DomainRule, Pin, PinFormatError, Policy, PolicyError
-from certpin._hosts import Pattern, PatternKind, _parse_pattern, normalize_host
-from certpin._pins import _parse, _parse_cached
-from certpin._policy import _RuleBuilder
+from certpin.core.hosts import Pattern, PatternKind, _parse_pattern, normalize_host
+from certpin.core.pins import _parse, _parse_cached
+from certpin.core.policy import _RuleBuilder
 
 LABEL = st.from_regex(r"[a-z0-9_][a-z0-9_-]{0,10}[a-z_]|[a-z_]", fullmatch=True)
 
@@ -174,7 +174,7 @@ _KEYS = st.sampled_from(
 
 @given(_KEYS, st.dictionaries(_FIELDS, _VALUES, max_size=4))
 def test_plain_rule_fast_path_equals_the_general_path(key: str, body: dict[str, object]) -> None:
-    from certpin._policy import _parse_rule, _plain_rule
+    from certpin.core.policy import _parse_rule, _plain_rule
 
     fast = _plain_rule(key, body)
     try:
@@ -199,7 +199,7 @@ def test_plain_rules_and_general_rules_mix_in_one_policy() -> None:
             "c.example.com": {"pins": _PINS[:2], "expires": "2030-01-01"},  # general (expires)
         }
     }
-    from certpin._policy import _plain_rule
+    from certpin.core.policy import _plain_rule
 
     assert _plain_rule("a.example.com", doc["domains"]["a.example.com"]) is not None
     policy = Policy.from_dict(doc)
@@ -250,7 +250,7 @@ def test_gc_left_off_by_the_program_stays_off() -> None:
 
 
 def test_nested_loads_re_enable_gc_once_at_the_outermost_end() -> None:
-    from certpin._policy import _no_gc
+    from certpin.core.policy import _no_gc
 
     with _no_gc:
         Policy.from_dict({"domains": {"a.example.com": {"pins": _PINS[:2]}}})
@@ -263,7 +263,7 @@ def test_nested_loads_re_enable_gc_once_at_the_outermost_end() -> None:
 
 def _rule_by_rule(doc: dict[str, object]) -> Policy:
     """The policy `from_dict` must give, built by the rule-by-rule path alone."""
-    from certpin._policy import _load_rules
+    from certpin.core.policy import _load_rules
 
     domains, table = _load_rules(doc["domains"], "<dict>")  # type: ignore[arg-type]
     return Policy._checked(domains, table, None, "allow", "<dict>")
@@ -451,7 +451,7 @@ def test_threads_building_the_same_rules_agree() -> None:
 def test_bulk_pin_check_accepts_exactly_the_canonical_sha256_texts(
     chars: list[str], prefix: str
 ) -> None:
-    from certpin._pins import all_canonical_sha256 as _canonical_pins
+    from certpin.core.pins import all_canonical_sha256 as _canonical_pins
 
     text = prefix + "".join(chars)
     try:
@@ -471,8 +471,8 @@ def test_bulk_pin_check_accepts_exactly_the_canonical_sha256_texts(
     )
 )
 def test_bulk_name_check_equals_is_canonical_name(labels: list[str]) -> None:
-    from certpin._hosts import all_canonical_names as _canonical_names
-    from certpin._hosts import is_canonical_name
+    from certpin.core.hosts import all_canonical_names as _canonical_names
+    from certpin.core.hosts import is_canonical_name
 
     name = ".".join(labels)
     assert _canonical_names([name]) is is_canonical_name(name)
@@ -504,8 +504,8 @@ def test_bulk_name_check_equals_is_canonical_name(labels: list[str]) -> None:
     ],
 )
 def test_bulk_name_check_edges(name: str) -> None:
-    from certpin._hosts import all_canonical_names as _canonical_names
-    from certpin._hosts import is_canonical_name
+    from certpin.core.hosts import all_canonical_names as _canonical_names
+    from certpin.core.hosts import is_canonical_name
 
     assert _canonical_names([name]) is is_canonical_name(name)
     assert _canonical_names(["a.example", name, "b.example"]) is is_canonical_name(name)
@@ -513,7 +513,7 @@ def test_bulk_name_check_edges(name: str) -> None:
 
 @given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=5))
 def test_bulk_pin_check_accepts_canonical_pins(digests: list[bytes]) -> None:
-    from certpin._pins import all_canonical_sha256 as _canonical_pins
+    from certpin.core.pins import all_canonical_sha256 as _canonical_pins
 
     texts = {str(Pin(d)) for d in digests}
     assert _canonical_pins(texts) is True

@@ -20,7 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certpin import Policy, VerdictStatus, normalize_host, verdict
-from certpin._hosts import HostError, Pattern, PatternKind, all_canonical_names, is_canonical_name
+from certpin.core.hosts import (
+    HostError,
+    Pattern,
+    PatternKind,
+    all_canonical_names,
+    is_canonical_name,
+)
 
 try:  # the requests/httpx dependency, used only as the oracle (certpin does not import it)
     import idna

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from _support.growth import assert_near_linear
 from certpin import Pin, PinFormatError, Policy, PolicyError
-from certpin._pins import MAX_PIN_LENGTH
+from certpin.core.pins import MAX_PIN_LENGTH
 
 DIGEST = bytes(range(32))
 B64 = base64.b64encode(DIGEST).decode()

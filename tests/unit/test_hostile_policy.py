@@ -26,9 +26,9 @@ from _support.growth import assert_near_linear
 from _support.pki import PKIFiles
 from _support.servers import TLSServer
 from certpin import Pin, Policy, PolicyError
-from certpin._cli import main
-from certpin._policy import MAX_POLICY_SIZE
-from certpin._toml import MAX_WORD, parse_json, parse_toml
+from certpin.cli.main import main
+from certpin.core.policy import MAX_POLICY_SIZE
+from certpin.core.toml import MAX_WORD, parse_json, parse_toml
 
 P1, P2 = (str(Pin(bytes([n]) * 32)) for n in (1, 2))
 

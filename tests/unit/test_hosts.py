@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certpin import normalize_host
-from certpin._hosts import HostError, Pattern, PatternKind, is_public_suffix
+from certpin.core.hosts import HostError, Pattern, PatternKind, is_public_suffix
 
 # -- normalize_host --------------------------------------------------------------------------------
 

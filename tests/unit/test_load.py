@@ -1,4 +1,4 @@
-"""certpin._load: pins from certificates, public keys, private keys and CSRs, PEM and DER."""
+"""certpin.core.sources: pins from certificates, public keys, private keys and CSRs, PEM and DER."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from _support.pki import KEY_TYPES, KeyType, make_key, new_root, spki_der, spki_pin
 from certpin import CertificateLoadError, Pin, PinKind
-from certpin._load import PinSource, load_file, load_sources
+from certpin.core.sources import PinSource, load_file, load_sources
 
 OPENSSL = "/usr/bin/openssl"
 CHROMIUM = Path(__file__).resolve().parent.parent / "data" / "chromium-spki-2016"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from _support.pki import KEY_TYPES, cert_sha256, make_pki, new_root, spki_der, spki_pin
 from certpin import Pin, PinFormatError, PinKind
-from certpin._pins import DIGEST_SIZES
+from certpin.core.pins import DIGEST_SIZES
 
 VECTORS = Path(__file__).resolve().parent.parent / "data" / "chromium-spki-2016"
 EXPECTED: dict[str, str] = json.loads((VECTORS / "expected.json").read_text())

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certpin import DomainRule, Pin, PinKind, Policy, PolicyError, PolicyProvider
-from certpin._hosts import HostError
-from certpin._pins import DIGEST_SIZES
-from certpin._policy import as_provider
+from certpin.core.hosts import HostError
+from certpin.core.pins import DIGEST_SIZES
+from certpin.core.policy import as_provider
 
 P1, P2, P3 = (str(Pin(bytes([n]) * 32)) for n in (1, 2, 3))
 UTC = dt.UTC
@@ -808,7 +808,7 @@ def test_exact_only_policy_never_walks_parents() -> None:
 
 
 def test_lookup_memo_is_bounded_and_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
-    import certpin._policy as module
+    import certpin.core.policy as module
 
     monkeypatch.setattr(module, "_MEMO_SIZE", 3)
     p = policy({"**.b.example": {"pins": [P1, P2]}})

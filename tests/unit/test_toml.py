@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certpin import Pin, Policy
-from certpin._toml import dump_policy
+from certpin.core.toml import dump_policy
 
 PINS = [str(Pin(bytes([i]) * 32)) for i in range(1, 6)]
 

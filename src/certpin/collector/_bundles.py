@@ -1,5 +1,5 @@
 """``GET /bundles/…``: Starlette's `StaticFiles` (ETag, ``If-None-Match``, ``HEAD``, ranges)
-deciding *which* file by `certpin._bundle_files.bundle_file`, the rule ``certpin bundle serve``
+deciding *which* file by `certpin.dynamic.files.bundle_file`, the rule ``certpin bundle serve``
 uses: only bundle files, never a dotfile (``.git/config``, ``.lock``), a directory, or a file
 reached through a symlink that leaves the directory or lands on a dotfile.
 """
@@ -11,7 +11,7 @@ import os
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from .._bundle_files import bundle_file
+from certpin.dynamic.files import bundle_file
 
 __all__ = ["BundleFiles"]
 

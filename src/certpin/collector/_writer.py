@@ -41,11 +41,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .db import Outcome, Store, is_transient
-from .dialects import Report
+from certpin.collector.db import Outcome, Store, is_transient
+from certpin.collector.dialects import Report
 
 if TYPE_CHECKING:
-    from .alerts import Alerter
+    from certpin.collector.alerts import Alerter
 
 log = logging.getLogger("certpin.collector")
 

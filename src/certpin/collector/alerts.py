@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .db import Outcome, Store, now_us
-from .dialects import Report
+from certpin.collector.db import Outcome, Store, now_us
+from certpin.collector.dialects import Report
 
 __all__ = ["AlertConfig", "Alerter"]
 

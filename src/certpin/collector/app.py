@@ -45,18 +45,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._errors import CertpinError
-from .._hosts import HostError, normalize_host
-from .._pins import Pin
-from ._bundles import BundleFiles
-from ._openapi import openapi_document
-from ._times import micros
-from ._writer import Overloaded, ProcessWriter, ThreadWriter
-from .alerts import AlertConfig, Alerter
-from .dashboard import Dashboard
-from .db import Store
-from .dialects import normalize_report
-from .limits import (
+from certpin._errors import CertpinError
+from certpin.collector._bundles import BundleFiles
+from certpin.collector._openapi import openapi_document
+from certpin.collector._times import micros
+from certpin.collector._writer import Overloaded, ProcessWriter, ThreadWriter
+from certpin.collector.alerts import AlertConfig, Alerter
+from certpin.collector.dashboard import Dashboard
+from certpin.collector.db import Store
+from certpin.collector.dialects import normalize_report
+from certpin.collector.limits import (
     IngestLimits,
     LimitError,
     TokenBucket,
@@ -64,6 +62,8 @@ from .limits import (
     parse_json,
     read_body,
 )
+from certpin.core.hosts import HostError, normalize_host
+from certpin.core.pins import Pin
 
 __all__ = ["Collector", "RateLimit", "create_app"]
 
@@ -125,7 +125,7 @@ class Collector:
             *Dashboard(self).routes,
         ]
         if bundles_dir is not None:
-            # Only bundle files: the rule of `certpin bundle serve` (certpin._bundle_files).
+            # Only bundle files: the rule of `certpin bundle serve` (certpin.dynamic.files).
             static = BundleFiles(directory=Path(bundles_dir), check_dir=True)
             cache = f"public, max-age={bundle_max_age}, must-revalidate"
             routes.append(Mount("/bundles", app=_with_header(static, b"cache-control", cache)))

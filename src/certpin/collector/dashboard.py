@@ -38,14 +38,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from .._errors import CertpinError
-from .._load import load_sources
-from .db import Store
-from .limits import TokenBucket
-from .schema import reports
+from certpin._errors import CertpinError
+from certpin.collector.db import Store
+from certpin.collector.limits import TokenBucket
+from certpin.collector.schema import reports
+from certpin.core.sources import load_sources
 
 if TYPE_CHECKING:
-    from .app import Collector
+    from certpin.collector.app import Collector
 
 __all__ = ["Dashboard"]
 

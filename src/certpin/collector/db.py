@@ -34,9 +34,9 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from ._times import from_micros
-from .dialects import Report
-from .schema import (
+from certpin.collector._times import from_micros
+from certpin.collector.dialects import Report
+from certpin.collector.schema import (
     MIGRATIONS,
     PK,
     SCHEMA_VERSION,

@@ -31,13 +31,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import CertpinError
-from .._hosts import HostError, normalize_host
-from .._pins import Pin, spki_of_certificate
-from .._policy import DomainRule, Policy
-from .._verdict import ChainEntry, VerdictStatus, verdict
-from ._times import TimeError, read_time
-from .limits import IngestLimits, LimitError
+from certpin._errors import CertpinError
+from certpin.collector._times import TimeError, read_time
+from certpin.collector.limits import IngestLimits, LimitError
+from certpin.core.hosts import HostError, normalize_host
+from certpin.core.pins import Pin, spki_of_certificate
+from certpin.core.policy import DomainRule, Policy
+from certpin.core.verdict import ChainEntry, VerdictStatus, verdict
 
 __all__ = [
     "DIALECTS",

@@ -14,9 +14,9 @@ for the mapping tables and the bounds on imported files.
 
 from __future__ import annotations
 
-from . import _ats, _curl, _hpkp, _mobileconfig, _nsc, _okhttp, _trustkit
-from ._ats import export_ats, import_ats
-from ._common import (
+from certpin.formats import _ats, _curl, _hpkp, _mobileconfig, _nsc, _okhttp, _trustkit
+from certpin.formats._ats import export_ats, import_ats
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     Format,
@@ -24,12 +24,12 @@ from ._common import (
     ImportOptions,
     ImportResult,
 )
-from ._curl import export_curl, import_curl
-from ._hpkp import export_hpkp, import_hpkp
-from ._mobileconfig import export_mobileconfig, import_mobileconfig
-from ._nsc import export_nsc, export_trustkit_android, import_nsc
-from ._okhttp import export_java, export_kotlin, import_okhttp
-from ._trustkit import export_trustkit_ios, import_trustkit_ios
+from certpin.formats._curl import export_curl, import_curl
+from certpin.formats._hpkp import export_hpkp, import_hpkp
+from certpin.formats._mobileconfig import export_mobileconfig, import_mobileconfig
+from certpin.formats._nsc import export_nsc, export_trustkit_android, import_nsc
+from certpin.formats._okhttp import export_java, export_kotlin, import_okhttp
+from certpin.formats._trustkit import export_trustkit_ios, import_trustkit_ios
 
 __all__ = [
     "FORMATS",

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._policy import Policy
-from ._common import (
+from certpin.core.policy import Policy
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,
@@ -46,7 +46,7 @@ from ._common import (
     skip_report_only,
     version_from_comment,
 )
-from ._structured import expect, label, load_plist
+from certpin.formats._structured import expect, label, load_plist
 
 FMT = "Apple ATS"
 #: The import size cap: an app's whole Info.plist, where NSAppTransportSecurity lives.

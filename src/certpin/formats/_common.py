@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import ConfigurationError, PinFormatError, PolicyError
-from .._hosts import HostError, Pattern, PatternKind, normalize_host
-from .._pins import Pin, PinKind
-from .._policy import DomainRule, Policy, _is_report_uri
-from .._version import __version__
+from certpin._errors import ConfigurationError, PinFormatError, PolicyError
+from certpin._version import __version__
+from certpin.core.hosts import HostError, Pattern, PatternKind, normalize_host
+from certpin.core.pins import Pin, PinKind
+from certpin.core.policy import DomainRule, Policy, _is_report_uri
 
 __all__ = [
     "ExportOptions",

@@ -20,10 +20,10 @@ import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._hosts import Pattern, PatternKind
-from .._pins import Pin
-from .._policy import Policy
-from ._common import (
+from certpin.core.hosts import Pattern, PatternKind
+from certpin.core.pins import Pin
+from certpin.core.policy import Policy
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,

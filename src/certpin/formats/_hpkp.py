@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .._policy import Policy
-from ._common import (
+from certpin.core.policy import Policy
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,

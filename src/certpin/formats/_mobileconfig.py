@@ -29,11 +29,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from .._errors import CertificateLoadError
-from .._pins import Pin
-from .._policy import Policy
-from .._verdict import VerdictStatus
-from ._common import (
+from certpin._errors import CertificateLoadError
+from certpin.core.pins import Pin
+from certpin.core.policy import Policy
+from certpin.core.verdict import VerdictStatus
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,
@@ -48,7 +48,7 @@ from ._common import (
     dump_plist,
     header_lines,
 )
-from ._structured import describe, expect, load_plist
+from certpin.formats._structured import describe, expect, load_plist
 
 FMT = "mobileconfig"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "mobileconfig.certpin.invalid")
@@ -60,15 +60,15 @@ MAX_BYTES = 8 * 1024 * 1024
 
 def _pinned(der: bytes, pins: Iterable[Pin]) -> bool:
     """Does any of `pins` name this certificate? Decided by `certpin.verdict` (through
-    `certpin._chains.single_pin_verdict`), the one matcher."""
-    from .._chains import single_pin_verdict
+    `certpin.lifecycle.chains.single_pin_verdict`), the one matcher."""
+    from certpin.lifecycle.chains import single_pin_verdict
 
     now = dt.datetime.now(dt.UTC)
     return any(single_pin_verdict(pin, [der], now).status is VerdictStatus.OK for pin in pins)
 
 
 def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
-    from .._load import load_sources
+    from certpin.core.sources import load_sources
 
     if not options.certs:
         raise FormatError(
@@ -150,7 +150,7 @@ def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
 
 
 def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    from .._load import load_sources
+    from certpin.core.sources import load_sources
 
     check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._policy import Policy
-from ._common import (
+from certpin.core.policy import Policy
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,
@@ -46,7 +46,7 @@ from ._common import (
     version_from_comment,
     xml_escape,
 )
-from ._structured import Node, label, parse_xml
+from certpin.formats._structured import Node, label, parse_xml
 
 NSC = "Android Network Security Config"
 #: how deep <domain-config> elements may nest (real files use one or two levels; the limit keeps

@@ -30,10 +30,10 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .._hosts import Pattern, PatternKind
-from .._pins import Pin
-from .._policy import DomainRule, Policy
-from ._common import (
+from certpin.core.hosts import Pattern, PatternKind
+from certpin.core.pins import Pin
+from certpin.core.policy import DomainRule, Policy
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from xml.parsers import expat
 
-from ._common import FormatError, clip_message, one_line
+from certpin.formats._common import FormatError, clip_message, one_line
 
 __all__ = [
     "MAX_PLIST_DEPTH",

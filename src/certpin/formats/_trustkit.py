@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._policy import Policy
-from ._common import (
+from certpin.core.policy import Policy
+from certpin.formats._common import (
     ExportOptions,
     ExportResult,
     FormatError,
@@ -43,7 +43,7 @@ from ._common import (
     policy_notes,
     version_from_comment,
 )
-from ._structured import expect, label, load_plist
+from certpin.formats._structured import expect, label, load_plist
 
 FMT = "TrustKit"
 #: The import size cap: an app's whole Info.plist, where TSKConfiguration usually lives.

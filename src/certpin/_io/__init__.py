@@ -1,0 +1,1 @@
+"""I/O helpers the edges share (atomic writes, file locks)."""

@@ -1,0 +1,1 @@
+"""The ``certpin`` command line: one module per verb group over the library."""

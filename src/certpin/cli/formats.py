@@ -1,0 +1,161 @@
+"""``certpin export`` and ``certpin import``: one policy, many client formats (docs/formats.md).
+
+Exit codes: 0 written (warnings, if any, on stderr); 1 ``--strict`` and there were warnings
+(nothing written); 2 usage or input error (the message names the file and line or key; a
+hostile or oversized FILE is an input error too, see docs/formats.md "Hostile input").
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from certpin.formats import FORMATS, ExportOptions, ImportOptions
+from certpin.formats._common import one_line
+
+__all__ = ["export_command", "import_command"]
+
+_FORMAT_HELP = "Target format (docs/formats.md)."
+
+
+def _report(warnings: tuple[str, ...], strict: bool) -> bool:
+    """Print warnings to stderr; True when --strict makes them fatal."""
+    for line in warnings:
+        click.echo(f"certpin: warning: {line}", err=True)
+    if strict and warnings:
+        click.echo(
+            f"certpin: error: {len(warnings)} warning(s) and --strict: nothing written", err=True
+        )
+        return True
+    return False
+
+
+def _write(text: str, output: str | None) -> None:
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.FileError(output, hint=exc.strerror or str(exc)) from None
+
+
+@click.command("export")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    required=True,
+    type=click.Choice(list(FORMATS)),
+    help=_FORMAT_HELP,
+)
+@click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+@click.option(
+    "--okhttp",
+    type=click.Choice(["3", "4"]),
+    help="OkHttp major version (okhttp-* formats; default 4). OkHttp 3 has no '**.' patterns.",
+)
+@click.option(
+    "--cert",
+    "certs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A pinned CA certificate file (PEM or DER) to carry (mobileconfig; repeatable).",
+)
+@click.option(
+    "--identifier",
+    metavar="ID",
+    help="The profile's PayloadIdentifier (mobileconfig; default org.certpin.anchors).",
+)
+@click.option("--strict", is_flag=True, help="Fail (exit 1) when anything cannot be expressed.")
+def export_command(
+    fmt: str,
+    policy_file: str,
+    output: str | None,
+    okhttp: str | None,
+    certs: tuple[str, ...],
+    identifier: str | None,
+    strict: bool,
+) -> int:
+    """Export POLICY to another format; print what it cannot express on stderr.
+
+    Exit status: 0 written; 1 --strict and something could not be expressed (nothing written);
+    2 usage error or invalid policy/certificate.
+    """
+    from certpin.cli.lifecycle import load_policy
+
+    if okhttp is not None and not fmt.startswith("okhttp-"):
+        raise click.UsageError("--okhttp only applies to the okhttp-kotlin and okhttp-java formats")
+    if (certs or identifier) and fmt != "mobileconfig":
+        raise click.UsageError("--cert and --identifier only apply to --format mobileconfig")
+    policy = load_policy(policy_file)
+    ders: list[bytes] = []
+    if certs:
+        from certpin.core.sources import load_file
+
+        for path in certs:
+            found = [src.der for src in load_file(path) if src.kind == "certificate"]
+            if not found:
+                raise click.BadParameter(f"{path}: no certificate in the file", param_hint="--cert")
+            ders += found
+    options = ExportOptions(
+        okhttp=int(okhttp or 4),
+        certs=tuple(ders),
+        identifier=identifier or ExportOptions.identifier,
+    )
+    result = FORMATS[fmt].export(policy, options)
+    if _report(result.warnings, strict):
+        return 1
+    _write(result.text, output)
+    return 0
+
+
+@click.command("import")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    required=True,
+    type=click.Choice(list(FORMATS)),
+    help="Format of FILE (docs/formats.md).",
+)
+@click.argument("input_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", metavar="OUT.toml", help="Write the policy here instead of stdout.")
+@click.option(
+    "--domain",
+    metavar="HOST",
+    help="The host the pins are for, where FILE does not say (mobileconfig, hpkp).",
+)
+@click.option("--strict", is_flag=True, help="Fail (exit 1) when anything had to be translated.")
+def import_command(
+    fmt: str, input_file: str, output: str | None, domain: str | None, strict: bool
+) -> int:
+    """Read FILE in another format and write the certpin policy (TOML) it amounts to.
+
+    Exit status: 0 written; 1 --strict and something had to be translated or left out
+    (nothing written); 2 usage error or invalid FILE (the message names the line or key).
+    """
+    from certpin.core.toml import dump_policy
+
+    fmt_ = FORMATS[fmt]
+    try:
+        # One byte over the format's cap is enough for its importer to refuse the file (naming
+        # the cap): a huge file, or an endless one such as /dev/zero, is never read whole.
+        with open(input_file, "rb") as stream:
+            data = stream.read(fmt_.max_bytes + 1)
+    except OSError as exc:
+        raise click.FileError(input_file, hint=exc.strerror or str(exc)) from None
+    result = fmt_.import_(data, input_file, ImportOptions(domain=domain))
+    if _report(result.warnings, strict):
+        return 1
+    header = [f"Imported by certpin from {input_file} ({fmt})."]
+    header += [f"warning: {w}" for w in result.warnings]
+    # The file name and the warnings quote the input: one line each, no control characters
+    # (TOML forbids them in comments, and a newline would end the comment).
+    text = dump_policy(result.policy, header="\n".join(one_line(line) for line in header))
+    _write(text, output)
+    return 0

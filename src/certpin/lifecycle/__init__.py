@@ -1,0 +1,1 @@
+"""Managing pins over time: chains, lint, rotation plans, inventory, key generation, monitor."""

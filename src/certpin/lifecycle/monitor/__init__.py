@@ -1,0 +1,1 @@
+"""Endpoint monitoring: concurrent checks and the drift state."""

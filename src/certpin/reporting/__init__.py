@@ -1,0 +1,1 @@
+"""Pin-failure reports (RFC 7469 / TrustKit) sent from clients."""

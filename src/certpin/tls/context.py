@@ -1,0 +1,615 @@
+"""Enforcement: an `ssl.SSLContext` whose sockets check pins right after the handshake.
+
+One mechanism pins every Python TLS client: the context's ``sslsocket_class`` (blocking sockets:
+http.client, urllib, urllib3/requests, httpx sync, websockets sync) and ``sslobject_class``
+(memory BIOs: asyncio, httpx async, aiohttp, websockets async) are subclasses whose
+``do_handshake()`` runs the verdict as soon as OpenSSL has verified the chain and the host name,
+before the caller can write a single application byte.
+
+Fail-closed rules enforced here:
+- the context refuses ``CERT_NONE``/``CERT_OPTIONAL`` and ``check_hostname = False`` (with
+  ``CERT_NONE`` the "verified" chain would be the unverified one);
+- ``VERIFY_X509_PARTIAL_CHAIN`` is cleared unless asked for, so the verified chain ends at a
+  self-signed root on every Python version (3.13 sets it by default);
+- a resumed session has no verified chain: it is re-checked against the chain verified when the
+  session was established, or rejected;
+- an empty chain never passes.
+"""
+
+from __future__ import annotations
+
+import _ssl
+import datetime as dt
+import logging
+import os
+import socket
+import ssl
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from certpin._errors import InsecureContextError, PinValidationError
+from certpin.core.policy import Policy, PolicyProvider, as_provider
+from certpin.core.verdict import Verdict, VerdictStatus, verdict
+
+__all__ = [
+    "PinFailure",
+    "PinningContext",
+    "create_default_context",
+    "served_chain",
+    "verified_chain",
+    "verifying_context",
+]
+
+log = logging.getLogger("certpin.enforce")
+
+_DER = 2  # _ssl.ENCODING_DER; 1 (PEM) would return str
+_SESSION_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class PinFailure:
+    """Everything known about one failed pin check: what an RFC 7469 §3 report needs.
+
+    Attributes:
+        verdict: the verdict (``verdict.report_only`` says whether the connection was allowed).
+        host: the host name the client connected to.
+        port: the peer's port, or None where the transport does not expose it (asyncio).
+        served_chain: the chain the server sent (DER, leaf first). Never used for decisions.
+        verified_chain: the chain OpenSSL verified (DER, leaf first).
+        noted_hostname: the policy key whose rule applied.
+        time: when the handshake was checked (UTC).
+    """
+
+    verdict: Verdict
+    host: str
+    port: int | None
+    served_chain: tuple[bytes, ...]
+    verified_chain: tuple[bytes, ...]
+    noted_hostname: str | None
+    time: dt.datetime
+
+
+OnFailure = Callable[[PinFailure], None]
+
+
+def _original_sslcontext() -> type[ssl.SSLContext]:
+    # truststore.inject_into_ssl() replaces ssl.SSLContext with a wrapper that hands sockets to
+    # an inner context; subclassing the wrapper would bypass our socket classes, so always build
+    # on CPython's own class.
+    for klass in ssl.SSLContext.__mro__:
+        if klass.__module__ == "ssl" and klass.__name__ == "SSLContext":
+            return klass
+    raise ImportError("cannot find ssl.SSLContext")  # pragma: no cover - Defensive
+
+
+_SSLContext: type[ssl.SSLContext] = _original_sslcontext()
+# ssl.py's property setters call super(SSLContext, SSLContext), which recurses once truststore
+# has replaced ssl.SSLContext; certpin sets what it must through the C descriptors instead.
+_C_SSLCONTEXT: Any = _ssl._SSLContext
+
+
+class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
+    """An `ssl.SSLContext` that enforces a pin policy. Build it with `create_default_context`.
+
+    Setting ``verify_mode`` to anything but ``CERT_REQUIRED`` or ``check_hostname`` to False
+    raises `InsecureContextError`.
+    """
+
+    _certpin_policy: Callable[[], Policy]
+    _certpin_on_failure: OnFailure | None
+    _certpin_clock: Callable[[], dt.datetime]
+    _certpin_sessions: OrderedDict[bytes, tuple[str, tuple[bytes, ...]]]
+    _certpin_lock: threading.Lock
+    # A certpin.KnownPins when built by KnownPins.create_default_context (trust on first use).
+    _certpin_tofu: Any = None
+
+    @property
+    def verify_mode(self) -> ssl.VerifyMode:
+        return ssl.VerifyMode(_C_SSLCONTEXT.verify_mode.__get__(self))
+
+    @verify_mode.setter
+    def verify_mode(self, value: ssl.VerifyMode) -> None:
+        if value != ssl.CERT_REQUIRED:
+            raise InsecureContextError(
+                f"a pinning context requires verify_mode=CERT_REQUIRED, not {value!r}: without "
+                "certificate verification there is no verified chain to check pins against"
+            )
+        _C_SSLCONTEXT.verify_mode.__set__(self, value)
+
+    @property
+    def check_hostname(self) -> bool:
+        return _CHECK_HOSTNAME.__get__(self)  # type: ignore[no-any-return]
+
+    @check_hostname.setter
+    def check_hostname(self, value: bool) -> None:
+        if not value:
+            raise InsecureContextError(
+                "a pinning context requires check_hostname=True: pins are looked up by the "
+                "host name the certificate was verified for"
+            )
+        _CHECK_HOSTNAME.__set__(self, value)
+
+    # The socket classes *are* the hook: they may be replaced only by subclasses of certpin's
+    # (which keep the check), never by plain ssl classes that would switch pinning off.
+    @property
+    def sslsocket_class(self) -> type[ssl.SSLSocket]:
+        return self.__dict__.get("_certpin_socket_class", _PinningSSLSocket)  # type: ignore[no-any-return]
+
+    @sslsocket_class.setter
+    def sslsocket_class(self, value: type[ssl.SSLSocket]) -> None:
+        if not (isinstance(value, type) and issubclass(value, _PinningSSLSocket)):
+            raise InsecureContextError(
+                "a pinning context's sslsocket_class runs the pin check; replacing it with "
+                f"{value!r} would switch pinning off (subclass certpin's class instead)"
+            )
+        self.__dict__["_certpin_socket_class"] = value
+
+    @property
+    def sslobject_class(self) -> type[ssl.SSLObject]:
+        return self.__dict__.get("_certpin_object_class", _PinningSSLObject)  # type: ignore[no-any-return]
+
+    @sslobject_class.setter
+    def sslobject_class(self, value: type[ssl.SSLObject]) -> None:
+        if not (isinstance(value, type) and issubclass(value, _PinningSSLObject)):
+            raise InsecureContextError(
+                "a pinning context's sslobject_class runs the pin check; replacing it with "
+                f"{value!r} would switch pinning off (subclass certpin's class instead)"
+            )
+        self.__dict__["_certpin_object_class"] = value
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force now (what the next handshake is checked against)."""
+        return self._certpin_policy()
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: N802
+        # After truststore.inject_into_ssl(), ssl.SSLContext is truststore's class and a
+        # PinningContext (built on CPython's class, see above) is no longer an instance of it.
+        # aiohttp's connector checks isinstance(ssl_arg, ssl.SSLContext) per request and, when
+        # that fails, silently uses an *unverified* context: no CA check, no pins. isinstance()
+        # falls back to obj.__class__, so report a (never instantiated) class that also derives
+        # from the injected one; type(ctx) is unchanged.
+        return _instance_class(type(self))
+
+
+_CHECK_HOSTNAME: Any = _C_SSLCONTEXT.check_hostname
+_VERIFY_MODE: Any = _C_SSLCONTEXT.verify_mode
+_CERT_REQUIRED = int(ssl.CERT_REQUIRED)
+_INSTANCE_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def _instance_class(klass: type) -> type:
+    current = ssl.SSLContext
+    if current is _SSLContext or issubclass(klass, current):
+        return klass
+    key = (klass, current)
+    alias = _INSTANCE_CLASSES.get(key)
+    if alias is None:
+        alias = _INSTANCE_CLASSES.setdefault(
+            key, type(klass.__name__, (klass, current), {"__module__": klass.__module__})
+        )
+    return alias
+
+
+# The plain descriptors, so the overriding properties below can delegate without recursion.
+_SOCKET_SESSION: Any = ssl.SSLSocket.session
+_OBJECT_SESSION: Any = ssl.SSLObject.session
+
+
+_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _dead(conn: ssl.SSLSocket | ssl.SSLObject) -> PinValidationError:
+    return PinValidationError(
+        f"refusing I/O on a TLS connection to {conn.server_hostname!r}: its handshake or pin "
+        f"check failed ({conn._certpin_failed}) and it was shut down; open a new connection"  # type: ignore[union-attr]
+    )
+
+
+class _PinningSSLSocket(ssl.SSLSocket):
+    # Set by the hook once the verdict allowed the connection. I/O before that first runs the
+    # handshake (and so the pin check): with do_handshake_on_connect=False, OpenSSL would
+    # otherwise complete the handshake implicitly inside send()/recv() and skip the hook.
+    _certpin_checked = False
+    # The reason, once the handshake or the pin check failed: the socket is dead from then on.
+    # CPython's SSLSocket._real_connect (ctx.wrap_socket(socket.socket()); connect()) catches a
+    # handshake error, sets _sslobj = None and re-raises, leaving a connected TCP socket whose
+    # send() then writes in *cleartext* to whoever is on the path. So a failure shuts the TCP
+    # connection down (OkHttp closes the socket) and every later I/O method raises.
+    _certpin_failed: str | None = None
+
+    def do_handshake(self, block: bool = False) -> None:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        try:
+            super().do_handshake(block)
+            _enforce(self, self.context)
+        except _WANT:
+            raise  # a non-blocking handshake in progress, not a failure
+        except BaseException as exc:
+            self._certpin_kill(exc)
+            raise
+
+    def _certpin_kill(self, exc: BaseException) -> None:
+        self._certpin_failed = f"{type(exc).__name__}: {exc}"
+        # SHUT_RDWR at the OS level also stops the paths that bypass Python's methods
+        # (os.write on fileno(), sendfile's os.sendfile, socket.socket.send(sock, ...)).
+        try:
+            socket.socket.shutdown(self, socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected (yet) or already reset: nothing can be sent either way
+
+    def _certpin_ensure_checked(self) -> None:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        if not self._certpin_checked and getattr(self, "_sslobj", None) is not None:
+            self.do_handshake()
+
+    def connect(self, addr: Any) -> None:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        super().connect(addr)
+
+    def connect_ex(self, addr: Any) -> int:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        return super().connect_ex(addr)
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        self._certpin_ensure_checked()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        self._certpin_ensure_checked()
+        return super().write(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._certpin_ensure_checked()
+        return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._certpin_ensure_checked()
+        super().sendall(data, flags)
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+        self._certpin_ensure_checked()
+        if addr is None:
+            return super().sendto(data, flags_or_addr)
+        return super().sendto(data, flags_or_addr, addr)
+
+    def sendmsg(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
+        self._certpin_ensure_checked()
+        return super().sendmsg(*args, **kwargs)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        self._certpin_ensure_checked()
+        return super().sendfile(file, offset, count)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._certpin_ensure_checked()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._certpin_ensure_checked()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recvfrom(self, buflen: int = 1024, flags: int = 0) -> tuple[bytes, Any]:
+        self._certpin_ensure_checked()
+        return super().recvfrom(buflen, flags)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> Any:
+        self._certpin_ensure_checked()
+        return super().recvfrom_into(buffer, nbytes, flags)
+
+    def recvmsg(self, *args: Any, **kwargs: Any) -> Any:
+        self._certpin_ensure_checked()
+        return super().recvmsg(*args, **kwargs)
+
+    def recvmsg_into(self, *args: Any, **kwargs: Any) -> Any:
+        self._certpin_ensure_checked()
+        return super().recvmsg_into(*args, **kwargs)
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        sess: ssl.SSLSession | None = _SOCKET_SESSION.__get__(self)
+        _remember_session(self, sess)
+        return sess
+
+    @session.setter
+    def session(self, value: ssl.SSLSession | None) -> None:
+        _SOCKET_SESSION.__set__(self, value)
+
+
+class _PinningSSLObject(ssl.SSLObject):
+    _certpin_checked = False  # see _PinningSSLSocket
+    _certpin_failed: str | None = None  # see _PinningSSLSocket: a failed object stays dead
+
+    def do_handshake(self) -> None:
+        if self._certpin_failed is not None:
+            raise _dead(self)
+        try:
+            super().do_handshake()
+            _enforce(self, self.context)
+        except _WANT:
+            raise
+        except BaseException as exc:
+            self._certpin_failed = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        if not self._certpin_checked or self._certpin_failed is not None:
+            self.do_handshake()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        if not self._certpin_checked or self._certpin_failed is not None:
+            self.do_handshake()
+        return super().write(data)
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        sess: ssl.SSLSession | None = _OBJECT_SESSION.__get__(self)
+        _remember_session(self, sess)
+        return sess
+
+    @session.setter
+    def session(self, value: ssl.SSLSession | None) -> None:
+        _OBJECT_SESSION.__set__(self, value)
+
+
+def create_default_context(
+    policy: Policy | PolicyProvider | Callable[[], Policy],
+    *,
+    cafile: str | os.PathLike[str] | None = None,
+    capath: str | os.PathLike[str] | None = None,
+    cadata: str | bytes | None = None,
+    on_failure: OnFailure | None = None,
+    allow_partial_chain: bool = False,
+    x509_strict: bool = True,
+    trust: Literal["default", "truststore"] = "default",
+    clock: Callable[[], dt.datetime] | None = None,
+) -> PinningContext:
+    """An SSLContext for TLS clients: CA + hostname validation, then the pin check.
+
+    Args:
+        policy: a `Policy`, or anything yielding the current one (an object with
+            ``current_policy()`` or a zero-argument callable). It is asked on every handshake,
+            so a new policy version applies to new connections without rebuilding clients.
+        cafile, capath, cadata: trust anchors, as for `ssl.create_default_context`. If none is
+            given, the system trust store is loaded.
+        on_failure: called once per failed pin check (enforced or report-only) with a
+            `PinFailure`. Exceptions it raises are logged and swallowed.
+        allow_partial_chain: keep OpenSSL's ``VERIFY_X509_PARTIAL_CHAIN`` (chains may then end
+            at an intermediate in the trust store, so a root pin may not be seen). Default off.
+        x509_strict: keep OpenSSL's ``VERIFY_X509_STRICT`` (RFC 5280 conformance checks, the
+            default of Python 3.13's `ssl.create_default_context`) on every Python version.
+            Default True; False accepts the looser chains 3.11/3.12 accept by default.
+        trust: ``"truststore"`` loads the OS trust store the way the `truststore` package does
+            on Linux (OpenSSL verifies, so a verified chain exists). On macOS and Windows
+            truststore verifies through the OS outside OpenSSL and no verified chain exists:
+            certpin refuses with `InsecureContextError` rather than guess.
+        clock: returns the current UTC time; for tests and simulations.
+
+    Returns:
+        A `PinningContext`; use one per client configuration (urllib3 mutates contexts).
+    """
+    getter = as_provider(policy)
+    getter()  # fail now, not at the first handshake, if the provider is broken
+    ctx = PinningContext(ssl.PROTOCOL_TLS_CLIENT)
+    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust, x509_strict)
+    ctx._certpin_policy = getter
+    ctx._certpin_on_failure = on_failure
+    ctx._certpin_clock = clock or _utcnow
+    ctx._certpin_sessions = OrderedDict()
+    ctx._certpin_lock = threading.Lock()
+    return ctx
+
+
+def verifying_context(
+    *,
+    cafile: str | os.PathLike[str] | None = None,
+    capath: str | os.PathLike[str] | None = None,
+    cadata: str | bytes | None = None,
+    allow_partial_chain: bool = False,
+    x509_strict: bool = True,
+    trust: Literal["default", "truststore"] = "default",
+) -> ssl.SSLContext:
+    """A plain client context that verifies exactly like a `PinningContext`, without pins.
+
+    For tools that fetch a server's verified chain to *look* at it (``certpin check``, lint,
+    monitor): the chain they see is the chain a pinning client would see.
+    """
+    ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _configure_verification(ctx, cafile, capath, cadata, allow_partial_chain, trust, x509_strict)
+    return ctx
+
+
+def _configure_verification(
+    ctx: ssl.SSLContext,
+    cafile: str | os.PathLike[str] | None,
+    capath: str | os.PathLike[str] | None,
+    cadata: str | bytes | None,
+    allow_partial_chain: bool,
+    trust: str,
+    x509_strict: bool = True,
+) -> None:
+    # PROTOCOL_TLS_CLIENT starts with CERT_REQUIRED and check_hostname=True; set them anyway
+    # so the guarantee does not rest on a default.
+    _C_SSLCONTEXT.check_hostname.__set__(ctx, True)
+    _C_SSLCONTEXT.verify_mode.__set__(ctx, ssl.CERT_REQUIRED)
+    _C_SSLCONTEXT.minimum_version.__set__(ctx, ssl.TLSVersion.TLSv1_2)
+    if trust == "truststore":
+        _load_truststore(ctx)
+    elif trust != "default":
+        raise ValueError(f"trust must be 'default' or 'truststore', got {trust!r}")
+    if cafile is None and capath is None and cadata is None:
+        if trust == "default":
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        ctx.load_verify_locations(cafile, capath, cadata)
+    # Python 3.13 sets VERIFY_X509_PARTIAL_CHAIN by default: clear it so the verified chain ends
+    # at a self-signed root on every version (a root pin must be able to match).
+    flags = _C_SSLCONTEXT.verify_flags.__get__(ctx) | ssl.VERIFY_X509_STRICT
+    if not x509_strict:
+        flags &= ~ssl.VERIFY_X509_STRICT
+    if allow_partial_chain:
+        flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    else:
+        flags &= ~ssl.VERIFY_X509_PARTIAL_CHAIN
+    _C_SSLCONTEXT.verify_flags.__set__(ctx, flags)
+
+
+def _load_truststore(ctx: ssl.SSLContext) -> None:
+    if sys.platform in ("darwin", "win32", "ios"):
+        raise InsecureContextError(
+            f"trust='truststore' on {sys.platform}: truststore verifies certificates through the "
+            "OS outside OpenSSL, so there is no OpenSSL-verified chain to check pins against; "
+            "certpin refuses rather than guess. Use trust='default' with cafile=... instead."
+        )
+    try:
+        from truststore import _openssl
+    except ImportError as exc:
+        raise InsecureContextError(
+            "trust='truststore' needs the truststore package (pip install truststore)"
+        ) from exc
+    # On Linux truststore's verification *is* OpenSSL's, with the system CA locations; reuse its
+    # location logic so both agree on which anchors the OS trusts.
+    with _openssl._configure_context(ctx):
+        pass
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- the hook -------------------------------------------------------------------------------------
+
+if sys.version_info >= (3, 13):
+
+    def verified_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain OpenSSL verified for this connection, DER, leaf first (may be empty)."""
+        return tuple(conn.get_verified_chain())
+
+    def served_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain the peer sent, DER, leaf first. For reports only, never for decisions."""
+        return tuple(conn.get_unverified_chain())
+
+else:  # 3.11/3.12: only the private _sslobj API exists, returning _ssl.Certificate or None.
+
+    def verified_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain OpenSSL verified for this connection, DER, leaf first (may be empty)."""
+        raw = conn._sslobj  # type: ignore[union-attr]
+        if raw is None:
+            return ()
+        return tuple(c.public_bytes(_DER) for c in raw.get_verified_chain() or ())
+
+    def served_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
+        """The chain the peer sent, DER, leaf first. For reports only, never for decisions."""
+        raw = conn._sslobj  # type: ignore[union-attr]
+        if raw is None:
+            return ()
+        return tuple(c.public_bytes(_DER) for c in raw.get_unverified_chain() or ())
+
+
+def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    return verified_chain(conn), served_chain(conn)
+
+
+def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
+    if not isinstance(ctx, PinningContext):  # Defensive: a foreign context reused our classes.
+        raise PinValidationError("certpin socket class used without a certpin PinningContext")
+    # The C descriptors: the Python properties build a VerifyMode enum on every read (≈ 3 µs).
+    if _VERIFY_MODE.__get__(ctx) != _CERT_REQUIRED or not _CHECK_HOSTNAME.__get__(ctx):
+        raise PinValidationError(
+            "refusing connection: pinning context is not verifying certificates and host names"
+        )
+    host = conn.server_hostname
+    if not host:
+        raise PinValidationError("refusing connection: no server_hostname to look pins up by")
+    verified = verified_chain(conn)
+    if not verified and conn.session_reused:
+        # A resumed session carries no chain (both APIs return empty): re-use the chain that
+        # was verified when the session was established, or fail closed.
+        verified = _recall_session(conn, ctx)
+    conn._certpin_verified = verified  # type: ignore[union-attr]
+    policy = ctx._certpin_policy()
+    now = ctx._certpin_clock()
+    result = verdict(host, verified, policy, now)
+    tofu = ctx._certpin_tofu
+    if tofu is not None and result.allowed:
+        # Records the leaf on first use, else a verdict against the recorded pins.
+        known = tofu.check(host, _peer_port(conn), verified, now)
+        if known is not None and not known.allowed:
+            result = known
+    # Public: lets callers (and the demo) see which pin matched, e.g. sock.certpin_verdict.
+    conn.certpin_verdict = result  # type: ignore[union-attr]
+    if result.allowed:
+        conn._certpin_checked = True  # type: ignore[union-attr]
+    if result.status is VerdictStatus.OK or result.status is VerdictStatus.UNPINNED:
+        return
+    if result.status is VerdictStatus.EXPIRED or result.status is VerdictStatus.KILLED:
+        log.warning(
+            "certpin: %s — connection to %s allowed (CA validation only)", result.reason, host
+        )
+        return
+    failure = PinFailure(
+        verdict=result,
+        host=host,
+        port=_peer_port(conn),
+        served_chain=served_chain(conn),
+        verified_chain=verified,
+        noted_hostname=result.noted_hostname,
+        time=now,
+    )
+    message = result.message()
+    if result.allowed:  # report-only
+        log.warning("%s\n  (report-only: connection allowed)", message)
+    else:
+        log.error("%s", message)
+    if ctx._certpin_on_failure is not None:
+        try:
+            ctx._certpin_on_failure(failure)
+        except Exception:
+            log.exception("certpin: on_failure callback raised; ignoring")
+    if not result.allowed:
+        raise PinValidationError(message, result)
+
+
+def _peer_port(conn: ssl.SSLSocket | ssl.SSLObject) -> int | None:
+    if isinstance(conn, ssl.SSLSocket):
+        try:
+            return int(conn.getpeername()[1])
+        except (OSError, IndexError, TypeError, ValueError):
+            return None
+    return None
+
+
+def _remember_session(conn: ssl.SSLSocket | ssl.SSLObject, sess: ssl.SSLSession | None) -> None:
+    verified = getattr(conn, "_certpin_verified", None)
+    if sess is None or not verified:
+        return
+    ctx = conn.context
+    if not isinstance(ctx, PinningContext):  # Defensive
+        return
+    # Keyed by session id, bound to the host it was verified for: OpenSSL does not re-check the
+    # host name on resumption, so a session offered to another host must not borrow the chain.
+    with ctx._certpin_lock:
+        ctx._certpin_sessions[sess.id] = (conn.server_hostname or "", verified)
+        ctx._certpin_sessions.move_to_end(sess.id)
+        while len(ctx._certpin_sessions) > _SESSION_CACHE_SIZE:
+            ctx._certpin_sessions.popitem(last=False)
+
+
+def _recall_session(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> tuple[bytes, ...]:
+    getter = _SOCKET_SESSION if isinstance(conn, ssl.SSLSocket) else _OBJECT_SESSION
+    sess: ssl.SSLSession | None = getter.__get__(conn)
+    if sess is None:
+        return ()
+    with ctx._certpin_lock:
+        host, chain = ctx._certpin_sessions.get(sess.id, ("", ()))
+    return chain if host and host == conn.server_hostname else ()
