@@ -41,7 +41,7 @@ system-deps:
 	else echo "system-deps: not root or no apt-get; skipping ($(SYSTEM_PACKAGES))"; fi
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/python -m certpin._demo
+	$(VENV)/bin/python examples/demo/demo.py
 
 # The whole suite on the main interpreter (3.11: private chain API), then again on 3.13
 # (public chain API) where that interpreter exists.
@@ -60,9 +60,10 @@ test-313:
 	else echo "test-313: no Python 3.13 interpreter here; skipped"; fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff check src tests bench tools examples
 	$(VENV)/bin/ruff format --check src
 	$(VENV)/bin/mypy --strict src
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/run_all.py

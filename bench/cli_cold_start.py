@@ -30,7 +30,7 @@ def _time(argv: list[str]) -> float:
 
 
 def run(n: int = 15) -> list[Result]:
-    if not (ROOT / "src" / "certpin" / "_cli.py").exists():
+    if not (ROOT / "src" / "certpin" / "cli" / "main.py").exists():
         print("cli_cold_start: src/certpin/cli/main.py does not exist yet; skipped")
         return []
     pki = test_pki()

@@ -7,7 +7,8 @@ interleaved run by run (rotating order) so drift hits both equally:
 
 - bare:    ``asyncio.open_connection(ssl=ctx)`` + close, per endpoint, under a semaphore: the
            ceiling (TCP connect + TLS 1.3 handshake + CA verification, nothing else);
-- monitor: ``certpin.lifecycle.monitor.check.run_once`` (the library behind ``certpin monitor``): the same
+- monitor: ``certpin.lifecycle.monitor.check.run_once`` (the library behind ``certpin monitor``):
+           the same
            handshake, plus the verified/served chains, the verdict, parsing each certificate
            for subjects and expiry, and a report per endpoint. Its certificate cache is
            cleared before each run (the cron case: every leaf is seen for the first time).

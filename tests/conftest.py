@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Make ``tests/_support`` importable as ``_support`` whatever pytest's import mode is.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from _support.pki import PKI, PKIFiles, make_pki, write_pki_files  # noqa: E402
-from _support.servers import TLSServer  # noqa: E402
+from _support.pki import PKI, PKIFiles, make_pki, write_pki_files
+from _support.servers import TLSServer
 
 _ENV_VARS = (
     "SSL_CERT_FILE",

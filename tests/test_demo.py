@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "demo.py"
 
 
 def test_demo_runs_every_step() -> None:
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "certpin._demo"],
+        [sys.executable, "-W", "error", str(DEMO)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -43,7 +46,7 @@ def test_demo_runs_every_step() -> None:
 def test_demo_exits_1_when_a_step_misbehaves(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from certpin import _demo
+    import demo as _demo
 
     def step_broken(d: _demo.Demo) -> bool:
         """A step that does not behave.

@@ -1,4 +1,5 @@
-"""certpin.lifecycle.chains: what a pin names, for spare keys and CSRs (no certificate, no verdict)."""
+"""certpin.lifecycle.chains: what a pin names, for spare keys and CSRs (no certificate, no
+verdict)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""certpin.lifecycle.monitor.check as a library: concurrency, the watch loop, state files, the webhook."""
+"""certpin.lifecycle.monitor.check as a library: concurrency, the watch loop, state files, the
+webhook."""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 docs/lint.md), and the options and helpers the lifecycle, rotate (`certpin.cli.rotate`),
 monitor and export CLIs share (``--now``, the chain options, `load_policy`).
 
-Thin functions over `certpin.lifecycle.keygen`, `certpin.lifecycle.lint`, `certpin.lifecycle.inventory` and
-`certpin.lifecycle.chains`; exit codes follow docs/cli.md (0 ok, 1 findings/breakage/lock-out,
-2 usage or input error, 3 connection failure where a single connection decides).
+Thin functions over `certpin.lifecycle.keygen`, `certpin.lifecycle.lint`,
+`certpin.lifecycle.inventory` and `certpin.lifecycle.chains`; exit codes follow docs/cli.md
+(0 ok, 1 findings/breakage/lock-out, 2 usage or input error, 3 connection failure where a
+single connection decides).
 """
 
 from __future__ import annotations

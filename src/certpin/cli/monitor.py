@@ -1,6 +1,7 @@
 """``certpin monitor``: check many TLS endpoints against a policy, once or on a schedule.
 
-A thin layer over `certpin.lifecycle.monitor.check` (reference: docs/monitor.md). Exit codes: 0 all ok,
+A thin layer over `certpin.lifecycle.monitor.check` (reference: docs/monitor.md).
+Exit codes: 0 all ok,
 1 any pin mismatch or denied host, 2 usage/input error, 3 any endpoint unreachable or failing
 TLS/CA verification (and no mismatch), 4 expiry warnings only.
 """

@@ -1,7 +1,8 @@
 """``certpin rotate plan`` and ``certpin rotate next``: rotate keys without locking anyone out
 (docs/rotation.md).
 
-Thin functions over `certpin.lifecycle.rotate`, `certpin.lifecycle.lint` and `certpin.lifecycle.chains`; the shared options
+Thin functions over `certpin.lifecycle.rotate`, `certpin.lifecycle.lint` and
+`certpin.lifecycle.chains`; the shared options
 come from `certpin.cli.lifecycle`. Exit codes: 0 safe/written, 1 a deployed version breaks or
 the next version is refused, 2 usage or input error.
 """

@@ -23,7 +23,6 @@ Import reads the certificate payloads and needs ``--domain HOST``: the pins beco
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Iterable
@@ -32,7 +31,6 @@ from typing import Any
 from certpin._errors import CertificateLoadError
 from certpin.core.pins import Pin
 from certpin.core.policy import Policy
-from certpin.core.verdict import VerdictStatus
 from certpin.formats._common import (
     ExportOptions,
     ExportResult,
@@ -59,12 +57,9 @@ MAX_BYTES = 8 * 1024 * 1024
 
 
 def _pinned(der: bytes, pins: Iterable[Pin]) -> bool:
-    """Does any of `pins` name this certificate? Decided by `certpin.verdict` (through
-    `certpin.lifecycle.chains.single_pin_verdict`), the one matcher."""
-    from certpin.lifecycle.chains import single_pin_verdict
-
-    now = dt.datetime.now(dt.UTC)
-    return any(single_pin_verdict(pin, [der], now).status is VerdictStatus.OK for pin in pins)
+    """Does any of `pins` name this certificate? `Pin.matches` is the one comparison (the
+    verdict uses it too); exporting a file needs no clock."""
+    return any(pin.matches(der) for pin in pins)
 
 
 def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:

@@ -248,7 +248,7 @@ def _covers(policy: Policy, rule_key: str, host: str) -> bool:
     return found is not None and found.pattern == rule_key
 
 
-# -- --chain DOMAIN=FILE (verification itself: certpin.lifecycle.chain_files) --------------------------
+# -- --chain DOMAIN=FILE (verification itself: certpin.lifecycle.chain_files) ---------------
 
 
 def chain_for_file(

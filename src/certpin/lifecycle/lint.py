@@ -5,8 +5,8 @@ domain (``--chain``/``--connect``) or the spare keys given with ``--key``. Every
 severity (``error`` fails the run, ``warning`` fails it with ``--strict``, ``info`` never), a
 one-line why and a fix. docs/lint.md has the table; `RULES` is its source.
 
-Whether a pin names a certificate is decided by `certpin.verdict` (via `certpin.lifecycle.chains`), never
-here.
+Whether a pin names a certificate is decided by `certpin.verdict` (via
+`certpin.lifecycle.chains`), never here.
 """
 
 from __future__ import annotations

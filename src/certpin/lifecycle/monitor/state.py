@@ -171,7 +171,8 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Snapshot]:
 def save_state(
     path: str | os.PathLike[str], state: Mapping[str, Snapshot], now: dt.datetime | None = None
 ) -> None:
-    """Write the state atomically (`certpin._io.atomic.atomic_write`: temporary file, fsync, rename).
+    """Write the state atomically (`certpin._io.atomic.atomic_write`: temporary file, fsync,
+    rename).
 
     A crash or Ctrl-C leaves either the old file or the new one, never half of one.
     """

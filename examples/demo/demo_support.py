@@ -1,6 +1,6 @@
-"""Helpers for ``python -m certpin._demo``: output, a compact PKI, small loopback servers.
+"""Helpers for ``python examples/demo/demo.py``: output, a compact PKI, small loopback servers.
 
-Nothing here is public API; it keeps `certpin._demo` down to the story its steps tell.
+Nothing here is public API; it keeps `demo.py` down to the story its steps tell.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m certpin._demo`` (``make demo``): pinning, a MITM and a key rotation, end to end.
+"""``python examples/demo/demo.py`` (``make demo``): pinning, a MITM and a key rotation, end to end.
 
 Everything runs on loopback with a throwaway PKI, never the network or the system trust store.
 Each step is a function in `STEPS` returning True when certpin behaved as expected; the exit
@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-
-import certpin
-from certpin._demo_support import (
+from demo_support import (
     CA,
     BundleServer,
     CollectorServer,
@@ -33,6 +31,8 @@ from certpin._demo_support import (
     say,
     spki_pin,
 )
+
+import certpin
 
 # -- the steps ------------------------------------------------------------------------------------
 
@@ -347,7 +347,7 @@ STEPS = [
 ]
 
 
-#: `python -m certpin._demo --keep`: leave the collector (and its dashboard) up at the end.
+#: `python examples/demo/demo.py --keep`: leave the collector (and its dashboard) up at the end.
 KEEP = "--keep" in sys.argv[1:]
 
 
