@@ -1,15 +1,30 @@
-"""certpin's exceptions.
+"""certpin's exceptions: one tree, rooted at `CertpinError`.
 
-The tree::
+The tree (where a class is defined outside this module, its module is named)::
 
     CertpinError
     ├── ConfigurationError (also ValueError)      bad input the caller gave us
     │   ├── PinFormatError                         a pin string that does not parse
     │   ├── PolicyError                            a policy file/dict that does not validate
     │   ├── CertificateLoadError                   a certificate/key/CSR file that does not parse
-    │   └── InsecureContextError                   CERT_NONE / no hostname check on a context
-    └── PinValidationError (also ssl.SSLCertVerificationError)
-                                                   a handshake rejected by the pin check
+    │   │   └── DERError              core.der     malformed DER in a certificate or CSR
+    │   ├── InsecureContextError                   CERT_NONE / no hostname check on a context
+    │   ├── HostError                 core.hosts   a host name or pattern certpin refuses
+    │   ├── FormatError               formats      a foreign-format file that does not import
+    │   ├── StateError, WebhookError  lifecycle.monitor.state
+    │   └── …                                      (every other invalid-input error)
+    ├── PinValidationError (also ssl.SSLCertVerificationError)
+    │                                              a handshake rejected by the pin check
+    ├── ConnectError                  tls.fetch    a chain could not be fetched (CLI exit 3)
+    ├── BundleError                   dynamic.jws  a signed bundle or its JWS was rejected
+    ├── InsecureRequestError          requests     a request that would bypass the pins
+    ├── LimitError (also ValueError)  collector.limits   a request broke an ingest limit
+    │   └── ReportError               collector.dialects a report that does not validate
+    ├── StoreError (also RuntimeError) collector.db      the database cannot be used
+    ├── Overloaded, StoreFailure      collector._writer  the writer refused or failed a report
+
+`tests/unit/test_errors.py` walks every module and fails if an exception class certpin defines
+is not a `CertpinError`.
 
 `PinValidationError` subclasses `ssl.SSLCertVerificationError` so every HTTP client's existing
 ``except ssl.SSLError`` / certificate-error handling keeps working (requests and urllib3 wrap it in

@@ -105,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE
+    except ConnectError as exc:  # before CertpinError: it is one, with its own exit code
+        _error(str(exc))
+        return EXIT_CONNECTION
     except CertpinError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    except ConnectError as exc:
-        _error(str(exc))
-        return EXIT_CONNECTION
     except BrokenPipeError:  # `certpin pin … | head`: the reader went away; not an error.
         # Point stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

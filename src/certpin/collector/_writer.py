@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from certpin._errors import CertpinError
 from certpin.collector.db import Outcome, Store, is_transient
 from certpin.collector.dialects import Report
 
@@ -52,11 +53,11 @@ log = logging.getLogger("certpin.collector")
 __all__ = ["Overloaded", "ProcessWriter", "StoreFailure", "ThreadWriter", "store_batch"]
 
 
-class Overloaded(Exception):
+class Overloaded(CertpinError):
     """Too many reports wait for a commit (``max_queue``), or the writer is stopping."""
 
 
-class StoreFailure(Exception):
+class StoreFailure(CertpinError):
     """A report could not be stored (the message says why)."""
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from certpin._errors import CertpinError
 from certpin.collector._times import from_micros
 from certpin.collector.dialects import Report
 from certpin.collector.schema import (
@@ -62,7 +63,7 @@ DEFAULT_DB_DIR = "certpin-data"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class StoreError(RuntimeError):
+class StoreError(CertpinError, RuntimeError):
     """The database cannot be used (bad URL, newer schema, unreachable server)."""
 
 

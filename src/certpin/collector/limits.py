@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from certpin._errors import CertpinError
+
 __all__ = [
     "IngestLimits",
     "LimitError",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class LimitError(ValueError):
+class LimitError(CertpinError, ValueError):
     """A request broke an ingest limit; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 400) -> None:

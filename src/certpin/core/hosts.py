@@ -39,6 +39,8 @@ from enum import StrEnum
 from functools import lru_cache
 from operator import itemgetter
 
+from certpin._errors import ConfigurationError
+
 __all__ = ["HostError", "Pattern", "PatternKind", "is_public_suffix", "normalize_host"]
 
 # Used with fullmatch: "$" would also match before a final newline ("abc\n").
@@ -52,7 +54,7 @@ _CANONICAL = re.compile(
 )
 
 
-class HostError(ValueError):
+class HostError(ConfigurationError):
     """A host name or pattern that certpin refuses."""
 
 

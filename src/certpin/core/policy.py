@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from certpin._errors import PinFormatError, PolicyError
+from certpin._errors import CertpinError, PinFormatError, PolicyError
 from certpin.core.hosts import (
     _EXACT,
     _ONE_LABEL,
@@ -546,7 +546,7 @@ def _deferred_rule(key: str, pins: _Deferred) -> DomainRule:
     ).done()
 
 
-class _RuleByRule(Exception):
+class _RuleByRule(CertpinError):
     """The document needs `_load_rules` (a case `_load_deferring` does not decide)."""
 
 

@@ -16,6 +16,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from certpin._errors import CertpinError
 from certpin.core.hosts import HostError, normalize_host
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 DEFAULT_TIMEOUT = 10.0
 
 
-class ConnectError(Exception):
+class ConnectError(CertpinError):
     """The TLS connection could not be made or verified (the CLI's exit code 3)."""
 
 
