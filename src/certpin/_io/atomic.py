@@ -1,10 +1,14 @@
-"""Crash-safe file writes and cross-process locks for certpin's small state files."""
+"""Crash-safe file writes and cross-process locks for certpin's small state files.
+
+Portable: nothing POSIX-only is imported at module level (``fcntl`` does not exist on Windows,
+where ``msvcrt`` locks instead), so `KnownPins` and `DynamicPolicy` import everywhere.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,24 +35,46 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if sys.platform != "win32":  # Windows cannot open a directory; its rename is journaled
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``fcntl.flock`` on `path` (created if missing), for read-modify-write.
+    """An exclusive lock on `path` (created if missing) across processes, for read-modify-write.
 
-    The lock file is separate from the data file: the data file is replaced by rename, and a
-    lock held on a replaced inode would protect nothing.
+    POSIX: ``fcntl.flock``; Windows: ``msvcrt.locking`` on the file's first byte. The lock file is
+    separate from the data file: the data file is replaced by rename, and a lock held on a
+    replaced inode would protect nothing.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+if sys.platform == "win32":  # pragma: no cover - Defensive: CI runs on Linux
+
+    def _lock(fd: int) -> None:
+        import msvcrt
+
+        while True:
+            try:  # LK_LOCK retries for ~10 s, then raises: keep waiting like flock does
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+                return
+            except OSError:
+                continue
+
+else:
+
+    def _lock(fd: int) -> None:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
