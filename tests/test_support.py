@@ -340,7 +340,7 @@ def test_ipv6_loopback(tmp_pki_files: PKIFiles, tmp_path: Path, pki: PKI) -> Non
 
 
 def test_websocket_echo(tmp_pki_files: PKIFiles) -> None:
-    from websockets.sync.client import connect
+    connect = pytest.importorskip("websockets.sync.client").connect
 
     with WebSocketTLSServer(tmp_pki_files.certfile, tmp_pki_files.keyfile) as wss:
         assert wss.url() == f"wss://localhost:{wss.port}/"
@@ -357,7 +357,7 @@ def test_websocket_echo(tmp_pki_files: PKIFiles) -> None:
 def test_websocket_untrusted_root_fails_quietly(
     tmp_pki_files: PKIFiles, rogue_pki_files: PKIFiles
 ) -> None:
-    from websockets.sync.client import connect
+    connect = pytest.importorskip("websockets.sync.client").connect
 
     with WebSocketTLSServer(tmp_pki_files.certfile, tmp_pki_files.keyfile) as wss:
         with pytest.raises(ssl.SSLCertVerificationError):

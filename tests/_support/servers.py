@@ -551,6 +551,9 @@ class WebSocketTLSServer:
         host: str = "127.0.0.1",
         logger: logging.Logger | None = None,
     ) -> None:
+        import pytest
+
+        pytest.importorskip("websockets", reason="the wss:// server needs websockets")
         from websockets.sync.server import serve
 
         self.host = host

@@ -77,7 +77,7 @@ def via_httpx_async(url: str, p: Pinning, proxy: ConnectProxy, port: int) -> byt
 
 
 def via_aiohttp(url: str, p: Pinning, proxy: ConnectProxy, port: int) -> bytes:
-    import aiohttp
+    aiohttp = pytest.importorskip("aiohttp")
 
     async def main() -> bytes:
         async with aiohttp.ClientSession() as session:

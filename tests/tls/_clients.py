@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import pytest
+
 import certpin
 
 WS_MESSAGE = "certpin says hi"
@@ -70,11 +72,18 @@ class Handle:
 class Client:
     name: str
     kind: Literal["http", "ws"]
-    open: Callable[[Pinning], Handle]
+    opener: Callable[[Pinning], Handle]
+    #: the optional packages the client needs: its tests skip, saying which, where one is absent.
+    requires: tuple[str, ...] = ()
     #: True when the TLS object is an SSLObject (memory BIO): PinFailure.port may be None.
     asyncio_based: bool = False
     #: how many handshakes one failed fetch makes with the client's default retry settings.
     retries_handshakes: int = 1
+
+    def open(self, pinning: Pinning) -> Handle:
+        for module in self.requires:
+            pytest.importorskip(module, reason=f"{self.name} needs {module}")
+        return self.opener(pinning)
 
     def __str__(self) -> str:
         return self.name
@@ -326,14 +335,14 @@ class _AsyncioStreams(_Async):
 CLIENTS: tuple[Client, ...] = (
     Client("http.client", "http", _open_http_client),
     Client("urllib.request", "http", _open_urllib),
-    Client("urllib3", "http", _open_urllib3, retries_handshakes=4),
-    Client("requests-adapter", "http", _open_requests_adapter),
-    Client("requests-pinned_session", "http", _open_pinned_session),
-    Client("httpx-sync", "http", _open_httpx),
-    Client("httpx-async", "http", _HttpxAsync, asyncio_based=True),
-    Client("aiohttp", "http", _Aiohttp, asyncio_based=True),
-    Client("websockets-sync", "ws", _open_websockets_sync),
-    Client("websockets-async", "ws", _WebsocketsAsync, asyncio_based=True),
+    Client("urllib3", "http", _open_urllib3, ("urllib3",), retries_handshakes=4),
+    Client("requests-adapter", "http", _open_requests_adapter, ("requests",)),
+    Client("requests-pinned_session", "http", _open_pinned_session, ("requests",)),
+    Client("httpx-sync", "http", _open_httpx, ("httpx",)),
+    Client("httpx-async", "http", _HttpxAsync, ("httpx",), asyncio_based=True),
+    Client("aiohttp", "http", _Aiohttp, ("aiohttp",), asyncio_based=True),
+    Client("websockets-sync", "ws", _open_websockets_sync, ("websockets",)),
+    Client("websockets-async", "ws", _WebsocketsAsync, ("websockets",), asyncio_based=True),
     Client("asyncio-streams", "http", _AsyncioStreams, asyncio_based=True),
 )
 CLIENT_NAMES = tuple(c.name for c in CLIENTS)

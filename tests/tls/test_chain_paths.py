@@ -83,7 +83,7 @@ def injected_truststore() -> Iterator[None]:
     # aiohttp captures ssl.SSLContext at import time (client_reqrep.SSL_ALLOWED_TYPES): first
     # imported while injected, it would reject every plain SSLContext once the injection is
     # undone below and poison later tests. Import the clients before injecting.
-    import aiohttp  # noqa: F401
+    pytest.importorskip("aiohttp")
     import httpx  # noqa: F401
     import requests  # noqa: F401
 
