@@ -7,7 +7,7 @@ VENV := .venv
 VENV313 := .venv313
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: all demo test test-main test-313 lint bench clean venv system-deps
+.PHONY: all demo test test-main test-313 lint bench clean venv system-deps dist-check
 
 all: test
 
@@ -65,8 +65,21 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict src
 	$(VENV)/bin/lint-imports
 
+# What a release holds, checked from outside: build the sdist and the wheel, `twine check` them,
+# install the wheel (not the source tree) into a clean virtualenv and run the suite against it,
+# so package data (templates, py.typed) can never go missing from a release unnoticed.
+WHEEL_VENV := .venv-wheel
+dist-check: $(VENV)/.installed
+	rm -rf dist $(WHEEL_VENV)
+	$(VENV)/bin/python -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install $(PIP_FLAGS) -U pip
+	$(WHEEL_VENV)/bin/pip install $(PIP_FLAGS) "$$(ls dist/*.whl)[dev]"
+	CERTPIN_TEST_INSTALLED=1 $(WHEEL_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(VENV313) .pytest_cache .mypy_cache .ruff_cache build dist artifacts .demo
+	rm -rf $(VENV) $(VENV313) $(WHEEL_VENV) dist .pytest_cache .mypy_cache .ruff_cache build dist artifacts .demo
