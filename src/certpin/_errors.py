@@ -6,6 +6,7 @@ The tree (where a class is defined outside this module, its module is named)::
     ├── ConfigurationError (also ValueError)      bad input the caller gave us
     │   ├── PinFormatError                         a pin string that does not parse
     │   ├── PolicyError                            a policy file/dict that does not validate
+    │   ├── DocumentError             core.toml    a policy/state document over a limit or unparsable
     │   ├── CertificateLoadError                   a certificate/key/CSR file that does not parse
     │   │   └── DERError              core.der     malformed DER in a certificate or CSR
     │   ├── InsecureContextError                   CERT_NONE / no hostname check on a context
@@ -20,6 +21,7 @@ The tree (where a class is defined outside this module, its module is named)::
     ├── InsecureRequestError          requests     a request that would bypass the pins
     ├── LimitError (also ValueError)  collector.limits   a request broke an ingest limit
     │   └── ReportError               collector.dialects a report that does not validate
+    ├── TimeError (also ValueError)   collector._times   a report time outside the stored range
     ├── StoreError (also RuntimeError) collector.db      the database cannot be used
     ├── Overloaded, StoreFailure      collector._writer  the writer refused or failed a report
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from certpin._errors import CertpinError
+
 __all__ = ["EARLIEST", "LATEST", "TimeError", "from_micros", "micros", "read_time"]
 
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -31,7 +33,7 @@ _EPOCH = dt.datetime(1970, 1, 1)  # naive: wall times are counted from it before
 _MICRO = dt.timedelta(microseconds=1)
 
 
-class TimeError(ValueError):
+class TimeError(CertpinError, ValueError):
     """A time outside [`EARLIEST`, `LATEST`] (the message says which bound)."""
 
 

@@ -310,27 +310,28 @@ def _parse(where: str, what: str, loader: Callable[[bytes], _T], der: bytes) -> 
 
 def _certificate(der: bytes, source: str, position: int, line: int | None, where: str) -> PinSource:
     cert = _parse(where, "X.509 certificate", x509.load_der_x509_certificate, der)
+    # cryptography parses a certificate's fields lazily: a malformed subject, validity or
+    # extension only raises when read, so every read is inside the one conversion to our error.
     try:
-        spki = spki_of_certificate(der)
-    except ValueError as exc:
+        return PinSource(
+            kind="certificate",
+            source=source,
+            position=position,
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            # RFC 7469 §2.4: the SPKI exactly as encoded in the certificate.
+            pin=Pin.for_certificate(der),
+            cert_sha256=Pin.certificate_fingerprint(der),
+            key_type=_key_type_of(cert.public_key),
+            is_ca=_is_ca(cert),
+            der=der,
+            spki=spki_of_certificate(der),
+            line=line,
+        )
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
         raise CertificateLoadError(f"{where}: not a valid X.509 certificate ({exc})") from None
-    return PinSource(
-        kind="certificate",
-        source=source,
-        position=position,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        # RFC 7469 §2.4: the SPKI exactly as encoded in the certificate.
-        pin=Pin.for_certificate(der),
-        cert_sha256=Pin.certificate_fingerprint(der),
-        key_type=_key_type_of(cert.public_key),
-        is_ca=_is_ca(cert),
-        der=der,
-        spki=spki,
-        line=line,
-    )
 
 
 def _public_key(der: bytes, source: str, position: int, line: int | None, where: str) -> PinSource:
