@@ -28,8 +28,9 @@ venv: $(VENV)/.installed
 # Real consumers used by the format tests: a JDK and Debian's OkHttp 3 (the exported Java snippet
 # is compiled and run against a loopback server) and curl (--pinnedpubkey). Needs root; the
 # tests that use them skip, saying why, where they are absent. Chromium: the dashboard's
-# real-browser test (tests/browser/, driven by Playwright with executable_path).
-SYSTEM_PACKAGES := libokhttp-java curl chromium
+# real-browser test (tests/browser/, driven by Playwright with executable_path). certspotter:
+# an independent Certificate Transparency client run against the project's test log (tests/ct/).
+SYSTEM_PACKAGES := libokhttp-java curl chromium certspotter
 system-deps:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		missing=""; for p in $(SYSTEM_PACKAGES); do \
