@@ -3,7 +3,7 @@ cost of a `DynamicPolicy` against a static `Policy`, measured in one run.
 
 The bundle: 1 000 domains, two pins each (one unique per domain, one shared backup), signed
 with ES256 and with Ed25519. Baseline everywhere: ``json.loads`` of the same payload, measured
-alongside. Goal: <= 5 ms.
+alongside. Goals (issue 13): <= 10 ms in a new process, <= 5 ms in a running one.
 
 1. New processes (one cold sample each, the way a program starts): ``verify_bundle``, and a
    `DynamicPolicy` start from its cache, each with the young-generation collection it leaves
@@ -37,7 +37,10 @@ import handshake_overhead as ho
 from _common import BENCH, Result, median, print_table, test_pki
 
 import certpin
-from certpin import _hosts, _pins, _policy
+import certpin.dynamic
+from certpin.core import hosts as _hosts
+from certpin.core import pins as _pins
+from certpin.core import policy as _policy
 from certpin.dynamic.jws import FileSigner, b64url_decode, generate_private_key
 
 DOMAINS = 1000
@@ -70,8 +73,6 @@ def clear_caches() -> None:
         (_hosts, "_parse_pattern"),
         (_pins, "_parse_cached"),
         (_policy, "_canonical"),
-        (_policy, "_normalize_cached"),
-        (_policy, "_is_ip_cached"),
     ):
         cache = getattr(module, name, None)
         if hasattr(cache, "cache_clear"):
@@ -103,14 +104,14 @@ def load_times(repeats: int) -> list[Result]:
     results = []
     for alg in ("ES256", "Ed25519"):
         signer = FileSigner(generate_private_key(alg))
-        token = certpin.sign_bundle(
+        token = certpin.dynamic.sign_bundle(
             big_policy(), signer, version=1, expires=now + dt.timedelta(days=30)
         )
         payload = b64url_decode(token.split(".")[1])
         keys = [signer.trusted_key]
         for cold in (True, False):
             ms, json_ms = _interleaved(
-                lambda: certpin.verify_bundle(token, keys, now=now),  # noqa: B023
+                lambda: certpin.dynamic.verify_bundle(token, keys, now=now),  # noqa: B023
                 lambda: json.loads(payload),  # noqa: B023
                 repeats,
                 cold,
@@ -134,14 +135,14 @@ def load_times(repeats: int) -> list[Result]:
             fallback = bundle_host_fallback()
 
             def start() -> None:
-                certpin.DynamicPolicy(
+                certpin.dynamic.DynamicPolicy(
                     "https://pins.invalid/b.jws",
                     trusted_keys=keys,  # noqa: B023
                     cache_dir=tmp,  # noqa: B023
                     fallback=fallback,  # noqa: B023
                 )
 
-            certpin.DynamicPolicy(
+            certpin.dynamic.DynamicPolicy(
                 "https://pins.invalid/b.jws", trusted_keys=keys, cache_dir=tmp, fallback=fallback
             ).accept(token)
             cms, base_ms = _interleaved(
@@ -178,16 +179,15 @@ def child(what: str, workdir: str) -> None:
     import gc
 
     work = Path(workdir)
-    certpin.DynamicPolicy, certpin.verify_bundle  # noqa: B018 - import (lazy attributes) now
     token = (work / "cache" / "bundle.jws").read_bytes()
     payload = b64url_decode(token.split(b".")[1].decode())
-    keys = [certpin.TrustedKey.from_pem((work / "pub.pem").read_bytes())]
+    keys = [certpin.dynamic.TrustedKey.from_pem((work / "pub.pem").read_bytes())]
     fallback = bundle_host_fallback()
     now = dt.datetime.now(dt.UTC)
     if what == "start":
 
         def measured() -> None:
-            certpin.DynamicPolicy(
+            certpin.dynamic.DynamicPolicy(
                 "https://pins.invalid/b.jws",
                 trusted_keys=keys,
                 cache_dir=work / "cache",
@@ -196,12 +196,11 @@ def child(what: str, workdir: str) -> None:
     else:
 
         def measured() -> None:
-            certpin.verify_bundle(token, keys, now=now)
+            certpin.dynamic.verify_bundle(token, keys, now=now)
 
     t0 = time.perf_counter_ns()
     measured()
-    # The collection certpin's load left pending (it pauses the cyclic GC while it builds the
-    # policy) runs here, on the clock.
+    # A young-generation collection the load left pending runs here, on the clock.
     gc.collect(0)
     ours = time.perf_counter_ns() - t0
     t0 = time.perf_counter_ns()
@@ -218,14 +217,14 @@ def fresh_starts(samples: int, alg: str) -> list[Result]:
     process."""
     now = dt.datetime.now(dt.UTC)
     signer = FileSigner(generate_private_key(alg))
-    token = certpin.sign_bundle(
+    token = certpin.dynamic.sign_bundle(
         big_policy(), signer, version=1, expires=now + dt.timedelta(days=30)
     )
     results = []
     with tempfile.TemporaryDirectory(prefix="certpin-bench-") as tmp:
         work = Path(tmp)
         (work / "pub.pem").write_bytes(signer.public_pem())
-        certpin.DynamicPolicy(
+        certpin.dynamic.DynamicPolicy(
             "https://pins.invalid/b.jws",
             trusted_keys=[signer.trusted_key],
             cache_dir=work / "cache",
@@ -254,7 +253,7 @@ def fresh_starts(samples: int, alg: str) -> list[Result]:
                 f"bundle_load: {labels[what]}: {ms:.3f} ms median of {len(samples_)}"
                 f" (json.loads of the payload in the same processes: {base:.3f} ms)"
             )
-            results.append(Result("bundle", labels[what], ms, base, "ms", goal_value=5.0))
+            results.append(Result("bundle", labels[what], ms, base, "ms", goal_value=10.0))
     return results
 
 
@@ -268,14 +267,14 @@ def handshakes(rounds: int, per_round: int) -> list[Result]:
         doc = big_policy({ho.HOST: [str(pin), str(backup)]})
         static = certpin.Policy.from_dict(doc)
         signer = FileSigner(generate_private_key("ES256"))
-        dyn = certpin.DynamicPolicy(
+        dyn = certpin.dynamic.DynamicPolicy(
             "https://pins.invalid/b.jws",
             trusted_keys=[signer.trusted_key],
             cache_dir=Path(tmp) / "cache",
             fallback=bundle_host_fallback(),
         )
         assert dyn.accept(
-            certpin.sign_bundle(doc, signer, version=1, expires=now + dt.timedelta(days=30))
+            certpin.dynamic.sign_bundle(doc, signer, version=1, expires=now + dt.timedelta(days=30))
         ).ok
         contexts = {
             "plain": ho.plain_context(files.root_ca),

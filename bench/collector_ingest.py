@@ -362,7 +362,7 @@ def database(case: str, sqlite_file: Path, pg: str | None) -> tuple[str | None, 
 
 
 def stored(db: str, schema: str | None) -> int:
-    from certpin.collector.db import Store
+    from certpin.collector.store import Store
 
     store = Store(db, schema=schema)
     try:

@@ -33,6 +33,8 @@ from demo_support import (
 )
 
 import certpin
+import certpin.dynamic
+import certpin.reporting
 
 # -- the steps ------------------------------------------------------------------------------------
 
@@ -51,7 +53,7 @@ class Demo:
     policy: certpin.Policy
     names: dict[certpin.Pin, str]  # pin -> "key A", for the output
     bundles: BundleServer
-    dynamic: certpin.DynamicPolicy
+    dynamic: certpin.dynamic.DynamicPolicy
     publish: Any  # (version, pins, **extra) -> signed token, published on the bundle host
     log: LogTap
     rogue_url: str
@@ -162,7 +164,7 @@ def step_report(d: Demo) -> bool:
         d.intermediate.issue_leaf(new_key(), d.tmp, "collector"), d.tmp / "reports.db", token
     )
     d.cleanup.callback(collector.close)
-    reporter = certpin.reporting_hook(
+    reporter = certpin.reporting.reporting_hook(
         d.policy, report_uris=[f"{collector.url}/reports"], cafile=d.root_file, app="demo-app"
     )
     d.cleanup.callback(reporter.close)
@@ -236,7 +238,7 @@ def step_bundle_rotation(d: Demo) -> bool:
 
     def publish(version: int, pins: list[certpin.Pin], **extra: Any) -> str:
         doc = {"domains": {"localhost": {"pins": [str(p) for p in pins]}, **host_rule}}
-        token = certpin.sign_bundle(doc, signer, version=version, expires=expires, **extra)
+        token = certpin.dynamic.sign_bundle(doc, signer, version=version, expires=expires, **extra)
         d.bundles.publish(token)
         return token
 
@@ -245,7 +247,7 @@ def step_bundle_rotation(d: Demo) -> bool:
         {"domains": {"localhost": {"pins": [str(d.pin_a), str(d.pin_b)]}, **host_rule}},
         source="the app's fallback",
     )
-    d.dynamic = certpin.DynamicPolicy(
+    d.dynamic = certpin.dynamic.DynamicPolicy(
         d.bundles.url,
         trusted_keys=[signer.trusted_key],
         cache_dir=d.tmp / "pin-cache",
@@ -285,7 +287,7 @@ def step_bundle_rotation(d: Demo) -> bool:
     return ok and forged.status == replayed.status == "rejected" and d.dynamic.version == 2
 
 
-def _why(result: certpin.RefreshResult) -> str:
+def _why(result: certpin.dynamic.RefreshResult) -> str:
     """The reason code of a rejection: "bundle rejected (rollback): …" -> "rollback"."""
     return result.reason.partition("(")[2].partition(")")[0]
 

@@ -9,6 +9,11 @@ Quick start::
 
 The same context pins http.client, urllib, urllib3, requests (`certpin.requests`), httpx
 (``verify=ctx``), aiohttp (``ssl=ctx``), websockets and asyncio streams.
+
+This module holds the core (pins, host patterns, policies, the verdict) and enforcement (the
+pinning context). Dynamic pinning, trust on first use and bundle signing are in
+`certpin.dynamic`, failure reports in `certpin.reporting`, the requests adapter in
+`certpin.requests`.
 """
 
 import logging as _logging
@@ -24,62 +29,73 @@ from certpin._errors import (
     PolicyError,
 )
 from certpin._version import __version__
-from certpin.core.hosts import normalize_host
+from certpin.core.hosts import HostPattern, normalize_host
 from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import DomainRule, KillSwitch, Policy, PolicyProvider
 from certpin.core.verdict import ChainEntry, Verdict, VerdictStatus, verdict
 from certpin.tls.context import PinFailure, PinningContext, create_default_context
 
-if _TYPE_CHECKING:
-    from certpin.dynamic.bundle import Bundle, sign_bundle, verify_bundle
-    from certpin.dynamic.jws import BundleError, FileSigner, Signer, TrustedKey
-    from certpin.dynamic.provider import DynamicPolicy, RefreshResult
-    from certpin.dynamic.tofu import KnownPins
-    from certpin.reporting.reporter import Reporter, ReporterStats, reporting_hook
+if _TYPE_CHECKING:  # the deprecated spellings below, for type checkers during their last release
+    from certpin.dynamic import Bundle as Bundle
+    from certpin.dynamic import BundleError as BundleError
+    from certpin.dynamic import DynamicPolicy as DynamicPolicy
+    from certpin.dynamic import FileSigner as FileSigner
+    from certpin.dynamic import KnownPins as KnownPins
+    from certpin.dynamic import RefreshResult as RefreshResult
+    from certpin.dynamic import Signer as Signer
+    from certpin.dynamic import TrustedKey as TrustedKey
+    from certpin.dynamic import sign_bundle as sign_bundle
+    from certpin.dynamic import verify_bundle as verify_bundle
+    from certpin.reporting import Reporter as Reporter
+    from certpin.reporting import ReporterStats as ReporterStats
+    from certpin.reporting import reporting_hook as reporting_hook
 
-# Dynamic pinning pulls in urllib.request and JOSE code: import it on first use (PEP 562), so
-# `import certpin` and the CLI stay fast for static policies.
-_LAZY = {
-    "Bundle": "certpin.dynamic.bundle",
-    "BundleError": "certpin.dynamic.jws",
-    "DynamicPolicy": "certpin.dynamic.provider",
-    "FileSigner": "certpin.dynamic.jws",
-    "KnownPins": "certpin.dynamic.tofu",
-    "RefreshResult": "certpin.dynamic.provider",
-    "Reporter": "certpin.reporting.reporter",
-    "ReporterStats": "certpin.reporting.reporter",
-    "Signer": "certpin.dynamic.jws",
-    "TrustedKey": "certpin.dynamic.jws",
-    "sign_bundle": "certpin.dynamic.bundle",
-    "reporting_hook": "certpin.reporting.reporter",
-    "verify_bundle": "certpin.dynamic.bundle",
+# Dynamic pinning and reporting moved to their subpackages (`certpin.dynamic`,
+# `certpin.reporting`). Their old top-level names keep working for one release, with a
+# DeprecationWarning naming the new spelling. Importing them here on first use (PEP 562) also
+# keeps `import certpin` from loading urllib and the JOSE code.
+_MOVED = {
+    "Bundle": "certpin.dynamic",
+    "BundleError": "certpin.dynamic",
+    "DynamicPolicy": "certpin.dynamic",
+    "FileSigner": "certpin.dynamic",
+    "KnownPins": "certpin.dynamic",
+    "RefreshResult": "certpin.dynamic",
+    "Signer": "certpin.dynamic",
+    "TrustedKey": "certpin.dynamic",
+    "sign_bundle": "certpin.dynamic",
+    "verify_bundle": "certpin.dynamic",
+    "Reporter": "certpin.reporting",
+    "ReporterStats": "certpin.reporting",
+    "reporting_hook": "certpin.reporting",
 }
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
+    module = _MOVED.get(name)
     if module is None:
         raise AttributeError(f"module 'certpin' has no attribute {name!r}")
     import importlib
+    import warnings
 
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    warnings.warn(
+        f"certpin.{name} is deprecated and will be removed in the next release; "
+        f"use {module}.{name}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [
-    "Bundle",
-    "BundleError",
     "CertificateLoadError",
     "CertpinError",
     "ChainEntry",
     "ConfigurationError",
     "DomainRule",
-    "DynamicPolicy",
-    "FileSigner",
+    "HostPattern",
     "InsecureContextError",
     "KillSwitch",
-    "KnownPins",
     "Pin",
     "PinFailure",
     "PinFormatError",
@@ -89,20 +105,12 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyProvider",
-    "RefreshResult",
-    "Reporter",
-    "ReporterStats",
-    "Signer",
-    "TrustedKey",
     "Verdict",
     "VerdictStatus",
     "__version__",
     "create_default_context",
     "normalize_host",
-    "reporting_hook",
-    "sign_bundle",
     "verdict",
-    "verify_bundle",
 ]
 
 # A library logs, the application decides where it goes (stdlib logging convention).

@@ -6,23 +6,26 @@ The tree (where a class is defined outside this module, its module is named)::
     ├── ConfigurationError (also ValueError)      bad input the caller gave us
     │   ├── PinFormatError                         a pin string that does not parse
     │   ├── PolicyError                            a policy file/dict that does not validate
-    │   ├── DocumentError             core.toml    a policy/state document over a limit or unparsable
+    │   ├── DocumentError             core.toml    a policy/state document: over a limit, unparsable
     │   ├── CertificateLoadError                   a certificate/key/CSR file that does not parse
     │   │   └── DERError              core.der     malformed DER in a certificate or CSR
     │   ├── InsecureContextError                   CERT_NONE / no hostname check on a context
     │   ├── HostError                 core.hosts   a host name or pattern certpin refuses
     │   ├── FormatError               formats      a foreign-format file that does not import
     │   ├── StateError, WebhookError  lifecycle.monitor.state
+    │   ├── LogListError, WatchStateError, HookError   lifecycle.ct.errors: CT input
     │   └── …                                      (every other invalid-input error)
     ├── PinValidationError (also ssl.SSLCertVerificationError)
     │                                              a handshake rejected by the pin check
     ├── ConnectError                  tls.fetch    a chain could not be fetched (CLI exit 3)
     ├── BundleError                   dynamic.jws  a signed bundle or its JWS was rejected
+    ├── LogError                      lifecycle.ct.errors  a CT log misbehaved (ct exit 3)
+    │   └── EntryError                lifecycle.ct.errors  a log entry that does not parse
     ├── InsecureRequestError          requests     a request that would bypass the pins
     ├── LimitError (also ValueError)  collector.limits   a request broke an ingest limit
     │   └── ReportError               collector.dialects a report that does not validate
-    ├── TimeError (also ValueError)   collector._times   a report time outside the stored range
-    ├── StoreError (also RuntimeError) collector.db      the database cannot be used
+    ├── TimeError (also ValueError)   core.times         a report time outside the stored range
+    ├── StoreError (also RuntimeError) collector.store   the database cannot be used
     ├── Overloaded, StoreFailure      collector._writer  the writer refused or failed a report
 
 `tests/unit/test_errors.py` walks every module and fails if an exception class certpin defines

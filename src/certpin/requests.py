@@ -23,21 +23,20 @@ pinned as usual.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 from requests import PreparedRequest, Response
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRIES, HTTPAdapter
 from urllib3.util.proxy import connection_requires_http_tunnel
 
 from certpin._errors import CertpinError, InsecureContextError
 from certpin.core.hosts import HostError
 from certpin.core.policy import Policy, PolicyProvider
-from certpin.tls.context import OnFailure, PinningContext, create_default_context
+from certpin.tls.context import ContextOptions, PinningContext, create_default_context
 
 __all__ = ["InsecureRequestError", "PinningAdapter", "pinned_session"]
 
@@ -54,38 +53,27 @@ class PinningAdapter(HTTPAdapter):
 
     Args:
         policy: a `Policy` or a provider of the current one.
-        cafile, capath, cadata: trust anchors (default: the system store).
-        on_failure: called once per failed pin check.
         client_cert: a client certificate for mTLS (``certfile`` with the key in it, or
             ``(certfile, keyfile)``). Per-request ``cert=`` is refused.
-        allow_partial_chain, trust, clock: as for `certpin.create_default_context`.
-        **kwargs: passed to `HTTPAdapter` (pool sizes, ``max_retries``…).
+        pool_connections, pool_maxsize, max_retries, pool_block: as for `HTTPAdapter`.
+        **options: the context's options, as for `certpin.create_default_context`: trust
+            anchors (``cafile``, ``capath``, ``cadata``; default: the system store),
+            ``on_failure`` (called once per failed pin check), ``allow_partial_chain``,
+            ``x509_strict``, ``trust``, ``clock``.
     """
 
     def __init__(
         self,
         policy: Policy | PolicyProvider | Callable[[], Policy],
         *,
-        cafile: str | os.PathLike[str] | None = None,
-        capath: str | os.PathLike[str] | None = None,
-        cadata: str | bytes | None = None,
-        on_failure: OnFailure | None = None,
-        allow_partial_chain: bool = False,
-        trust: Literal["default", "truststore"] = "default",
-        clock: Callable[[], dt.datetime] | None = None,
         client_cert: str | tuple[str, str] | None = None,
-        **kwargs: Any,
+        pool_connections: int = DEFAULT_POOLSIZE,
+        pool_maxsize: int = DEFAULT_POOLSIZE,
+        max_retries: Any = DEFAULT_RETRIES,
+        pool_block: bool = DEFAULT_POOLBLOCK,
+        **options: Unpack[ContextOptions],
     ) -> None:
-        self.ssl_context: PinningContext = create_default_context(
-            policy,
-            cafile=cafile,
-            capath=capath,
-            cadata=cadata,
-            on_failure=on_failure,
-            allow_partial_chain=allow_partial_chain,
-            trust=trust,
-            clock=clock,
-        )
+        self.ssl_context: PinningContext = create_default_context(policy, **options)
         if client_cert is not None:
             # mTLS belongs to the adapter: urllib3 would load a per-request cert= into the shared
             # context, and every later connection, to any host, would present it.
@@ -94,7 +82,7 @@ class PinningAdapter(HTTPAdapter):
             )
             self.ssl_context.load_cert_chain(certfile, keyfile)
         self._env_bundle_noted = False
-        super().__init__(**kwargs)
+        super().__init__(pool_connections, pool_maxsize, max_retries, pool_block)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -88,7 +90,19 @@ def via_aiohttp(url: str, p: Pinning, proxy: ConnectProxy, port: int) -> bytes:
     return asyncio.run(main())
 
 
+def via_certpin_http(url: str, p: Pinning, proxy: ConnectProxy, port: int) -> bytes:
+    # certpin's own HTTP client (bundle fetches, report uploads, webhooks) takes its proxy
+    # from the environment, as urllib does.
+    from certpin._io import http
+
+    with mock.patch.dict(os.environ, {"HTTPS_PROXY": proxy.url}):
+        response = http.request(url, context=p.context(), timeout=10, max_body=1 << 20)
+    assert response.ok, response.status
+    return response.body
+
+
 VIA: dict[str, Callable[[str, Pinning, ConnectProxy, int], bytes]] = {
+    "certpin._io.http": via_certpin_http,
     "http.client": via_http_client,
     "urllib.request": via_urllib,
     "urllib3": via_urllib3,

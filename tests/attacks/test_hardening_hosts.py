@@ -19,6 +19,7 @@ import pytest
 import requests
 
 import certpin
+import certpin.dynamic
 from _support.pki import PKI, make_key, make_pki, spki_pin
 from _support.servers import DEFAULT_BODY, TLSServer
 from certpin.requests import InsecureRequestError, pinned_session
@@ -166,7 +167,7 @@ def test_tofu_knows_an_address_by_every_spelling(
 ) -> None:
     # A new spelling used to be a new store key: a first use, and the rogue key was recorded.
     good, bad, cafile = servers
-    store = certpin.KnownPins(tmp_path / "known.json")
+    store = certpin.dynamic.KnownPins(tmp_path / "known.json")
     ctx = store.create_default_context(cafile=cafile)
     assert _get(ctx, "127.0.0.1", good.port) == 200  # first use
     host = spelling.strip("[]")

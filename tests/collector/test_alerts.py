@@ -114,9 +114,9 @@ def test_spike_checks_are_throttled_per_host_and_a_trailing_check_catches_up(
     # below min_reports), then exactly one trailing check, which sees all 12 and alerts; it
     # runs when the interval ends, or at once on drain (shutdown).
     from certpin.collector.alerts import Alerter
-    from certpin.collector.db import Store
     from certpin.collector.dialects import normalize_report
     from certpin.collector.limits import IngestLimits, parse_json
+    from certpin.collector.store import Store
 
     store = Store(str(tmp_path / "spike.sqlite3"))
     store.migrate()

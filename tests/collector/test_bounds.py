@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from _support.pki import PKI
-from certpin.collector._times import LATEST, micros
-from certpin.collector._writer import ProcessWriter, StoreFailure, _frame
+from certpin.collector._writer import ProcessWriter, StoreFailure
 from certpin.collector.alerts import AlertConfig, Alerter
-from certpin.collector.db import Store
 from certpin.collector.dialects import ReportError, normalize_report
 from certpin.collector.limits import IngestLimits
+from certpin.collector.store import Store
+from certpin.core.times import LATEST, micros
 from collector._helpers import (
     CollectorServer,
     certpin_report,
@@ -153,7 +153,7 @@ def test_the_year_10000_report_is_refused_and_the_writer_lives_on(
             response = client.post("/reports", json=body)
             assert response.status_code == 201, response.text
             keys.append(response.json()["report_key"])
-        assert child.poll() is None and writer.process is child and writer.restarts == 0
+        assert child.exitcode is None and writer.process is child and writer.restarts == 0
     assert _stored(database) == dict(
         zip(
             keys,
@@ -193,7 +193,7 @@ def test_a_report_the_database_refuses_fails_alone_in_the_writer_process(
         with ThreadPoolExecutor(len(bodies)) as pool:  # in one batch where they meet
             responses = list(pool.map(post, bodies))
         later = post({**certpin_report(report_pki), "app-version": "later"})
-        assert child.poll() is None and writer.process is child and writer.restarts == 0
+        assert child.exitcode is None and writer.process is child and writer.restarts == 0
     assert [r.status_code for r in responses] == [201, 503, 201, 201]
     assert responses[1].json()["error"] == "storage unavailable; retry later"
     assert later.status_code == 201
@@ -212,18 +212,18 @@ def test_a_message_the_writer_process_cannot_read_fails_alone(
 
     async def run() -> tuple[Any, Any, Any]:
         await writer.start()
-        assert writer._transport is not None and writer.process is not None
+        assert writer._link is not None and writer.process is not None
         child = writer.process
         bad: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         writer._waiting[-1] = (good[0], bad)
-        writer._transport.write(_frame((-1, "127.0.0.1", ("too", "few", "fields"))))
+        writer._link.outgoing.put([(-1, "127.0.0.1", ("too", "few", "fields"))])
         first = await writer.submit(good[0], "127.0.0.1")
         with pytest.raises(StoreFailure, match="the writer cannot read this report"):
             await bad
         second = await writer.submit(good[1], "127.0.0.1")
-        assert child.poll() is None and writer.process is child and writer.restarts == 0
+        assert child.exitcode is None and writer.process is child and writer.restarts == 0
         await writer.stop()
-        return first, second, child.returncode
+        return first, second, child.exitcode
 
     try:
         first, second, code = asyncio.run(run())

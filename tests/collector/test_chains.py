@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from _support.pki import PKI, make_pki
-from certpin.collector.db import Store
 from certpin.collector.dialects import Report, normalize_report
 from certpin.collector.limits import IngestLimits, parse_json
-from certpin.collector.schema import MIGRATIONS, PK, SCHEMA_VERSION, chain_sha256
+from certpin.collector.store import Store, schema
+from certpin.collector.store.schema import MIGRATIONS, PK, SCHEMA_VERSION, chain_sha256
 from collector._helpers import certpin_report, dumps, pem
 
 
@@ -48,6 +48,20 @@ def _pems(pki: PKI, *, include_root: bool) -> list[str]:
     """The chain as the read API shows it (the test reports serve leaf + intermediate)."""
     chain = pki.leaf.chain_der(include_root=True)
     return [pem(der) + "\n" for der in (chain if include_root else chain[:2])]
+
+
+def test_the_query_tables_describe_the_migrated_schema(store: Store) -> None:
+    # The DDL of the migrations creates the tables; the Core tables only describe them.
+    store.migrate()
+    inspector = sa.inspect(store.engine)
+    tables = (schema.reports, schema.chains, schema.seen_pins, schema.alerts)
+    assert set(inspector.get_table_names()) == {t.name for t in tables} | {"schema_version"}
+    for table in (*tables, schema.schema_version):
+        columns = sorted(c["name"] for c in inspector.get_columns(table.name))
+        assert columns == sorted(table.c.keys()), table.name
+        assert set(inspector.get_pk_constraint(table.name)["constrained_columns"]) == {
+            c.name for c in table.primary_key
+        }
 
 
 def test_each_distinct_chain_is_stored_once(store: Store, report_pki: PKI) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from _support.pki import PKI
-from certpin.collector.db import Store
+from certpin.collector.store import Store
 from collector._helpers import CollectorProcess, certpin_report, dumps
 
 pytestmark = pytest.mark.slow

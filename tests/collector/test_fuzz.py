@@ -8,7 +8,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import marshal
+import pickle
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from _support.growth import assert_near_linear
 from _support.pki import make_pki
-from certpin.collector._times import EARLIEST, LATEST, micros
 from certpin.collector._writer import _pack, _unpack
 from certpin.collector.dialects import (
     _STRING_FIELDS,
@@ -34,6 +33,7 @@ from certpin.collector.dialects import (
     normalize_report,
 )
 from certpin.collector.limits import IngestLimits, LimitError, parse_json
+from certpin.core.times import EARLIEST, LATEST, micros
 from collector._helpers import TRUSTKIT_SAMPLE, CollectorServer, pem, rfc7469_report
 
 SETTINGS = settings(
@@ -277,7 +277,7 @@ def _check_accepted(report: Report, limits: IngestLimits) -> None:
     assert len(report.known_pins) <= limits.max_pins
     values = _pack(report)
     assert not any(isinstance(v, float) for v in values)
-    assert _unpack(marshal.loads(marshal.dumps(values))) == report
+    assert _unpack(pickle.loads(pickle.dumps(values))) == report
     for value in values:
         for text in value if isinstance(value, tuple) else (value,):
             if isinstance(text, str):

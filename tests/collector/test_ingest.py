@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from _support.pki import PKI, make_pki
-from certpin.collector.schema import SCHEMA_VERSION
+from certpin.collector.store import SCHEMA_VERSION
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
     CollectorServer,
@@ -277,11 +277,11 @@ def _answer(response: httpx.Response) -> tuple[int, str, str, str, set[str] | st
     )
 
 
-def test_direct_and_routed_ingest_answer_alike(tmp_path: Path, report_pki: PKI) -> None:
-    # Plain POST /reports is answered without Starlette's router and middleware; under a
-    # root_path the routed handler answers. Same statuses, headers, bodies and errors.
+def test_ingest_under_a_root_path_answers_alike(tmp_path: Path, report_pki: PKI) -> None:
+    # Mounted at / or under a root_path (a reverse proxy's prefix), Starlette's router answers
+    # POST /reports the same: statuses, headers, bodies and errors.
     answers = []
-    for name, root in (("direct", ""), ("routed", "/collector")):
+    for name, root in (("plain", ""), ("prefixed", "/collector")):
         with CollectorServer(
             str(tmp_path / name / "db.sqlite3"), rate_limit=None, root_path=root
         ) as srv:
@@ -299,14 +299,14 @@ def test_direct_and_routed_ingest_answer_alike(tmp_path: Path, report_pki: PKI) 
                 )
                 rows = client.get("/api/reports", headers=srv.auth).json()["reports"]
             assert len(rows) == 1 and rows[0]["hostname"] == body["hostname"]
-    direct, routed = answers
-    assert direct == routed
-    assert [a[0] for a in direct] == [201, 200, 400, 400, 400, 413]
-    assert direct[0][1:4] == ("application/json", "nosniff", "no-store")
-    assert direct[0][4] == {"id", "report_key", "duplicate"}
+    plain, prefixed = answers
+    assert plain == prefixed
+    assert [a[0] for a in plain] == [201, 200, 400, 400, 400, 413]
+    assert plain[0][1:4] == ("application/json", "nosniff", "no-store")
+    assert plain[0][4] == {"id", "report_key", "duplicate"}
 
 
-@pytest.mark.parametrize("root_path", ["", "/collector"], ids=["direct", "routed"])
+@pytest.mark.parametrize("root_path", ["", "/collector"], ids=["plain", "prefixed"])
 def test_an_unexpected_error_is_a_500_and_the_server_keeps_serving(
     tmp_path: Path, report_pki: PKI, monkeypatch: pytest.MonkeyPatch, root_path: str
 ) -> None:
@@ -338,7 +338,7 @@ def test_storage_is_sqlite_wal_with_synchronous_full(sqlite_server: CollectorSer
 
 
 def test_schema_newer_than_the_tool_is_refused(tmp_path: Path) -> None:
-    from certpin.collector.db import Store, StoreError
+    from certpin.collector.store import Store, StoreError
 
     path = tmp_path / "future.db"
     store = Store(str(path))
@@ -532,7 +532,7 @@ def test_a_full_write_queue_is_a_503_with_retry_after(
     # (max_queue=1); the next is refused at once. Released, the two held ones are stored.
     import threading
 
-    from certpin.collector.db import Store
+    from certpin.collector.store import Store
 
     real = Store.insert_batch
     entered, release = threading.Event(), threading.Event()
@@ -580,7 +580,7 @@ def test_a_report_the_database_cannot_reach_fails_with_its_batch(
     # once: no report-by-report retries while clients wait.
     import sqlalchemy as sa
 
-    from certpin.collector.db import Store
+    from certpin.collector.store import Store
 
     attempts: list[int] = []
 
@@ -600,7 +600,7 @@ def test_a_report_the_database_refuses_fails_alone(
 ) -> None:
     # A fault that follows one report (a value the database refuses): not retried (it would
     # fail the same way), its batch is split; the others are stored and acknowledged, it 503s.
-    from certpin.collector.db import Store
+    from certpin.collector.store import Store
 
     real = Store.insert_batch
     attempts: list[tuple[int, bool]] = []  # (batch size, holds the poisoned report)
@@ -662,7 +662,7 @@ def test_a_report_submitted_while_the_writer_stops_is_refused(tmp_path: Path) ->
     # Between stop() and the end of the thread, nothing may be queued that no one will take.
     from certpin.collector._writer import Overloaded, ThreadWriter
     from certpin.collector.alerts import AlertConfig, Alerter
-    from certpin.collector.db import Store
+    from certpin.collector.store import Store
 
     store = Store(str(tmp_path / "s.sqlite3"))
     store.migrate()
@@ -689,7 +689,7 @@ def test_a_report_submitted_while_the_writer_stops_is_refused(tmp_path: Path) ->
 
 
 def test_middleware_added_by_the_user_sees_post_reports(tmp_path: Path, report_pki: PKI) -> None:
-    # The direct POST /reports path must not bypass middleware someone adds (auth, metrics…).
+    # Middleware someone adds (auth, metrics…) sees every request, POST /reports too.
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     seen: list[str] = []

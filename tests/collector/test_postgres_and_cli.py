@@ -15,7 +15,7 @@ import pytest
 from _support.pki import PKI
 from certpin.cli.main import main
 from certpin.cli.serve import http_parser, listen_socket
-from certpin.collector.db import SCHEMA_VERSION, Store, StoreError
+from certpin.collector.store import SCHEMA_VERSION, Store, StoreError
 from collector._helpers import (
     TRUSTKIT_SAMPLE,
     CollectorProcess,

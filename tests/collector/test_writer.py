@@ -4,10 +4,13 @@ its parent, stopped with reports in flight. The thread writer's own cases are in
 from __future__ import annotations
 
 import asyncio
-import marshal
 import os
+import pickle
 import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,9 +22,9 @@ import pytest
 from _support.pki import PKI
 from certpin.collector._writer import ProcessWriter, _pack, _unpack
 from certpin.collector.alerts import AlertConfig, Alerter
-from certpin.collector.db import Store
 from certpin.collector.dialects import normalize_report
 from certpin.collector.limits import IngestLimits
+from certpin.collector.store import Store
 from collector._helpers import (
     CollectorProcess,
     CollectorServer,
@@ -56,14 +59,14 @@ def _total(srv: CollectorServer) -> dict[str, int]:
 )
 def test_a_report_crosses_to_the_writer_unchanged(make: Any, report_pki: PKI) -> None:
     report = normalize_report(make(report_pki), IngestLimits())
-    assert _unpack(marshal.loads(marshal.dumps(_pack(report)))) == report
+    assert _unpack(pickle.loads(pickle.dumps(_pack(report)))) == report
     timed = normalize_report(
         {**make(report_pki), "date-time": "2025-06-07T08:09:10.123456+02:00"}, IngestLimits()
     )
     # Exact values only: a float time once crossed here, and year 10000 killed the child.
     assert not any(isinstance(value, float) for value in _pack(timed))
     if timed.client_time_us is not None:  # Android's date-time is device local time: dropped
-        back = _unpack(marshal.loads(marshal.dumps(_pack(timed))))
+        back = _unpack(pickle.loads(pickle.dumps(_pack(timed))))
         assert back.client_time_us == timed.client_time_us == 1749276550123456 and back == timed
 
 
@@ -123,8 +126,8 @@ def test_a_killed_writer_fails_its_reports_and_is_replaced(tmp_path: Path, repor
         assert (
             lost.status_code == 503 and lost.json()["error"] == "storage unavailable; retry later"
         )
-        _wait(lambda: writer.process is not first and writer._transport is not None, "a new writer")
-        assert writer.restarts == 1 and first.poll() == -signal.SIGKILL
+        _wait(lambda: writer.process is not first and writer._link is not None, "a new writer")
+        assert writer.restarts == 1 and first.exitcode == -signal.SIGKILL
         retried = _post(srv, certpin_report(report_pki))
         assert retried.status_code == 201
         assert _total(srv) == {"reports": 2, "duplicates": 0}
@@ -139,7 +142,7 @@ def test_ctrl_c_reaches_the_server_not_the_writer(tmp_path: Path, report_pki: PK
         os.kill(writer.process.pid, signal.SIGINT)  # a service manager's signals: ignored
         os.kill(writer.process.pid, signal.SIGTERM)
         assert _post(srv, certpin_report(report_pki)).status_code == 201
-        assert writer.process.poll() is None and writer.restarts == 0
+        assert writer.process.exitcode is None and writer.restarts == 0
 
 
 def test_stop_commits_every_report_sent(tmp_path: Path, report_pki: PKI) -> None:
@@ -160,32 +163,65 @@ def test_stop_commits_every_report_sent(tmp_path: Path, report_pki: PKI) -> None
         outcomes = asyncio.run(run())
         assert all(o.new for o in outcomes) and len({o.id for o in outcomes}) == 60
         assert store.totals()[0] == 60
-        assert writer.process is not None and writer.process.returncode == 0
+        assert writer.process is not None and writer.process.exitcode == 0
         assert writer.batches >= 60 // 8  # max_batch holds
     finally:
         store.close()
 
 
+def test_an_interpreter_that_exits_without_stop_ends_its_writer(tmp_path: Path) -> None:
+    # multiprocessing joins a process's children when it exits: without the end message the
+    # writer would wait for more reports, and the exit for the writer, forever.
+    code = textwrap.dedent(
+        f"""
+        import asyncio
+        from certpin.collector._writer import ProcessWriter
+        from certpin.collector.alerts import AlertConfig, Alerter
+        from certpin.collector.store import Store
+
+        store = Store({str(tmp_path / "exit.sqlite3")!r})
+        store.migrate()
+        writer = ProcessWriter(store, Alerter(store, AlertConfig()), 8, 100)
+
+        async def run():
+            await writer.start()
+            print(writer.process.pid, flush=True)
+
+        asyncio.run(run())  # and no writer.stop()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout)
+    _wait(lambda: not Path(f"/proc/{child}").exists(), "the writer to end", 10)
+
+
 def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()]
+    """The child processes of `pid`, whichever of its threads started them."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(p) for task in tasks for p in (task / "children").read_text().split()]
 
 
 def test_the_writer_ends_with_a_killed_parent(tmp_path: Path, report_pki: PKI) -> None:
     proc = CollectorProcess("--db", str(tmp_path / "orphan.sqlite3"))
     try:
-        (child,) = _children(proc.proc.pid)
+        # The writer, and multiprocessing's resource tracker (it ends with the last process
+        # holding its pipe: the server and the writer).
+        children = _children(proc.proc.pid)
+        assert 1 <= len(children) <= 2
         response = httpx.post(proc.url + "/reports", json=certpin_report(report_pki), timeout=10)
         assert response.status_code == 201
     finally:
         proc.kill()
 
-    def gone() -> bool:
+    def gone(pid: int) -> bool:
         try:
-            os.kill(child, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return True
         # A zombie until init reaps it: ended all the same.
-        return Path(f"/proc/{child}/stat").read_text().split(") ")[1].startswith("Z")
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
-    _wait(gone, "the orphaned writer to end", 10)
+    _wait(lambda: all(gone(pid) for pid in children), "the orphaned writer to end", 10)

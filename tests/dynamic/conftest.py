@@ -10,7 +10,8 @@ from _dyn import BACKUP, BundleHost, policy_doc
 
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin, write_pki_files
 from certpin import Policy
-from certpin.dynamic.jws import FileSigner, generate_private_key
+from certpin.dynamic import FileSigner
+from certpin.dynamic.jws import generate_private_key
 
 
 @pytest.fixture(params=["ES256", "Ed25519"])

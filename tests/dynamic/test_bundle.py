@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from _dyn import NOW, policy_doc
 
-from certpin import BundleError, ConfigurationError, FileSigner, Pin, sign_bundle, verify_bundle
+from certpin import ConfigurationError, Pin
+from certpin.dynamic import BundleError, FileSigner, sign_bundle, verify_bundle
 from certpin.dynamic.jws import b64url_encode, canonical_json, generate_private_key, sign_compact
 
 A, B = str(Pin(bytes([1]) * 32)), str(Pin(bytes([2]) * 32))

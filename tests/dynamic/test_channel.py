@@ -15,18 +15,10 @@ import pytest
 from _dyn import BACKUP, BundleHost, policy_doc
 
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin
-from certpin import (
-    ConfigurationError,
-    DynamicPolicy,
-    FileSigner,
-    Pin,
-    Policy,
-    VerdictStatus,
-    sign_bundle,
-    verdict,
-)
+from certpin import ConfigurationError, Pin, Policy, VerdictStatus, verdict
+from certpin.dynamic import DynamicPolicy, FileSigner, RefreshResult, sign_bundle
+from certpin.dynamic.compose import union_policy
 from certpin.dynamic.jws import b64url_encode, canonical_json, sign_compact
-from certpin.dynamic.provider import RefreshResult, union_policy
 
 DAY = dt.timedelta(days=1)
 BACKUP2 = str(Pin(bytes([8]) * 32))
@@ -257,6 +249,73 @@ def test_union_covers_one_label_subdomain_and_include_subdomains_classes() -> No
     assert pins("example.com") == set(p[2:4]) | {p[0], BACKUP}
     assert pins("10.0.0.1") == {p[4], p[5], BACKUP2}
     assert union.lookup("other.org") is None
+
+
+_UNION_KEYS = [
+    "example.com",
+    "*.example.com",
+    "**.example.com",
+    "api.example.com",
+    "*.api.example.com",
+    "**.api.example.com",
+    "v1.api.example.com",
+    "**.other.org",
+    "other.org",
+    "10.0.0.1",
+]
+_UNION_HOSTS = [
+    "example.com",
+    "api.example.com",
+    "www.example.com",
+    "v1.api.example.com",
+    "v2.api.example.com",
+    "a.b.example.com",
+    "x.v1.api.example.com",
+    "a.b.api.example.com",
+    "a.b.c.example.com",
+    "shop.com",
+    "other.org",
+    "www.other.org",
+    "10.0.0.1",
+]
+
+
+def _rules(keys: list[str], first: int, subdomains: bool) -> Policy:
+    domains: dict[str, Any] = {}
+    for n, key in enumerate(keys):
+        rule: dict[str, Any] = {"pins": [str(Pin(bytes([first + n]) * 32)), BACKUP]}
+        if subdomains and not key.startswith("*") and key.count(".") > 1:
+            rule["include_subdomains"] = True
+        domains[key] = rule
+    return Policy.from_dict({"domains": domains})
+
+
+_SPLITS = [(_UNION_KEYS[n::2], _UNION_KEYS[(n + 1) % 3 :: 3], n % 2 == 1) for n in range(6)] + [
+    # A "*." key of one policy beside a "**." key of the other on the same base: the hosts two
+    # labels down get the "**." key, and the first policy's rule above it.
+    (["*.api.example.com", "**.example.com"], ["**.api.example.com", "api.example.com"], True),
+    (["*.api.example.com", "example.com"], ["api.example.com", "www.example.com"], True),
+]
+
+
+@pytest.mark.parametrize(("a_keys", "b_keys", "subdomains"), _SPLITS)
+def test_union_accepts_for_every_host_what_either_policy_accepts_and_no_more(
+    a_keys: list[str], b_keys: list[str], subdomains: bool
+) -> None:
+    # The definition, host by host, over overlapping key sets of every kind: the union's rule
+    # for a host holds every pin either policy's rule for it holds (so the union never locks out
+    # what one of them lets in), and no pin that neither policy applies anywhere near it.
+    a = _rules(a_keys, 40, subdomains=subdomains)
+    b = _rules(b_keys, 80, subdomains=not subdomains)
+    union = union_policy(a, b)
+    for host in _UNION_HOSTS:
+        expected = {p for policy in (a, b) if (rule := policy.lookup(host)) for p in rule.all_pins}
+        rule = union.lookup(host)
+        got = set() if rule is None else set(rule.all_pins)
+        assert expected <= got, host
+        every = {p for r in (*a.domains.values(), *b.domains.values()) for p in r.all_pins}
+        assert got <= every, host
+        assert (rule is None) == (not expected), host
 
 
 def test_hard_expiry_keeps_fallback_wildcard_pins_for_a_bundle_host_rule(

@@ -52,7 +52,7 @@ def test_keygen_sign_verify(
                 "3",
                 "--expires",
                 "30d",
-                "--out",
+                "-o",
                 str(out),
             ]
         )
@@ -88,7 +88,7 @@ def test_kill_switch_verb(
         "30d",
         "--reason",
         "INC-1",
-        "--out",
+        "-o",
         str(out),
     ]
     assert main([*args, "--domain", "api.example.com", "--until", "7d"]) == 0
@@ -125,9 +125,9 @@ def test_sign_preflight_refuses_lockout(
             "--cafile",
             str(tmp_pki_files.root_ca),
         ]
-        assert main([*base, "--out", str(tmp_path / "x.jws")]) == 1
+        assert main([*base, "-o", str(tmp_path / "x.jws")]) == 1
         assert not (tmp_path / "x.jws").exists()
-        assert main([*base, "--force", "--out", str(tmp_path / "x.jws")]) == 0
+        assert main([*base, "--force", "-o", str(tmp_path / "x.jws")]) == 0
 
 
 def _sign_args(policy: Path, key: Path, out: Path, *extra: str) -> list[str]:
@@ -141,7 +141,7 @@ def _sign_args(policy: Path, key: Path, out: Path, *extra: str) -> list[str]:
         "1",
         "--expires",
         "30d",
-        "--out",
+        "-o",
         str(out),
         *extra,
     ]
@@ -285,7 +285,7 @@ def test_serve_subprocess_etag_and_verify_subprocess(
                 "1",
                 "--expires",
                 "2d",
-                "--out",
+                "-o",
                 str(www / "b.jws"),
             ]
         )

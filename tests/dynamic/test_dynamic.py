@@ -20,17 +20,9 @@ from _dyn import BACKUP, BundleHost, policy_doc
 
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin, write_pki_files
 from _support.servers import TLSServer
-from certpin import (
-    DynamicPolicy,
-    FileSigner,
-    Pin,
-    PinValidationError,
-    Policy,
-    VerdictStatus,
-    create_default_context,
-    sign_bundle,
-)
-from certpin.dynamic.provider import bucket
+from certpin import Pin, PinValidationError, Policy, VerdictStatus, create_default_context
+from certpin.dynamic import DynamicPolicy, FileSigner, sign_bundle
+from certpin.dynamic.compose import bucket
 
 DAY = dt.timedelta(days=1)
 OTHER = str(Pin(bytes([9]) * 32))
@@ -329,7 +321,7 @@ def test_corrupt_cache_falls_back_to_static_never_unpinned(env: Env, damage: str
     else:
         state.write_text("{not json")
     dyn = env.client()
-    assert gc.isenabled()  # the load pauses the cyclic GC, and restores it on every outcome
+    assert gc.isenabled()  # a library never switches the process-wide cyclic GC
     if damage == "state":
         assert dyn.version == 2  # the bundle itself is fine and verified
     else:

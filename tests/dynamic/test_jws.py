@@ -11,7 +11,8 @@ import json
 import pytest
 from _dyn import NOW, policy_doc
 
-from certpin import BundleError, FileSigner, Pin, TrustedKey, sign_bundle, verify_bundle
+from certpin import Pin
+from certpin.dynamic import BundleError, FileSigner, TrustedKey, sign_bundle, verify_bundle
 from certpin.dynamic.jws import (
     b64url_decode,
     b64url_encode,

@@ -11,15 +11,8 @@ from _dyn import NOW, policy_doc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from certpin import (
-    BundleError,
-    ConfigurationError,
-    FileSigner,
-    Pin,
-    TrustedKey,
-    sign_bundle,
-    verify_bundle,
-)
+from certpin import ConfigurationError, Pin
+from certpin.dynamic import BundleError, FileSigner, TrustedKey, sign_bundle, verify_bundle
 from certpin.dynamic.jws import (
     MAX_HEADER_SIZE,
     _json_object,

@@ -19,16 +19,8 @@ from _dyn import BACKUP, BundleHost, policy_doc
 
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin, write_pki_files
 from _support.servers import TLSServer
-from certpin import (
-    DynamicPolicy,
-    FileSigner,
-    PinValidationError,
-    Policy,
-    VerdictStatus,
-    create_default_context,
-    sign_bundle,
-    verdict,
-)
+from certpin import PinValidationError, Policy, VerdictStatus, create_default_context, verdict
+from certpin.dynamic import DynamicPolicy, FileSigner, sign_bundle
 
 DAY = dt.timedelta(days=1)
 T = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -224,8 +216,8 @@ def test_the_clock_never_reads_before_the_newest_issued_at_minus_skew(
     ],
 )
 def test_bad_time_fields_in_the_state_file_are_refused(state: dict[str, Any]) -> None:
-    from certpin import BundleError
-    from certpin.dynamic.provider import parse_state
+    from certpin.dynamic import BundleError
+    from certpin.dynamic.state import parse_state
 
     base = {"highest_version": 1, "highest_sha256": None}
     with pytest.raises(BundleError) as err:

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from certpin import DynamicPolicy, FileSigner, Pin, Policy, sign_bundle, verify_bundle
+from certpin import Pin, Policy
+from certpin.dynamic import DynamicPolicy, FileSigner, sign_bundle, verify_bundle
 from certpin.dynamic.jws import b64url_decode, b64url_encode, es256_raw, sign_compact
 
 DAY = dt.timedelta(days=1)

@@ -18,15 +18,9 @@ from hypothesis import strategies as st
 from _support.growth import assert_near_linear
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin, write_pki_files
 from _support.servers import DEFAULT_BODY, ConnectProxy, TLSServer
-from certpin import (
-    ConfigurationError,
-    KnownPins,
-    Pin,
-    PinValidationError,
-    Policy,
-    VerdictStatus,
-)
+from certpin import ConfigurationError, Pin, PinValidationError, Policy, VerdictStatus
 from certpin.cli.main import main
+from certpin.dynamic import KnownPins
 from certpin.dynamic.tofu import MAX_STORE_SIZE, parse_store
 from certpin.tls.fetch import fetch_chain
 from tls._clients import asyncio_get, find_in_chain
@@ -121,8 +115,8 @@ def test_corrupt_store_fails_closed(files: PKIFiles, tmp_path: Path) -> None:
 
 _RECORDER = """
 import sys
-from certpin import KnownPins
-from certpin.core.pins import Pin
+from certpin.dynamic import KnownPins
+from certpin import Pin
 from _support.pki import make_pki
 store = KnownPins(sys.argv[1])
 leaf = make_pki(("h.example",)).leaf
@@ -406,7 +400,7 @@ _GOOD_PIN = "sha256/" + "A" * 43 + "="
         (b'{"format": "certpin-known-pins/3", "hosts": {}}', "format is not"),
         (b'{"format": "certpin-known-pins/2"}', "'hosts' object"),
         (b'{"format": "certpin-known-pins/2", "hosts": {}, "x": 1}', "'hosts' object"),
-        (b'{"format": "certpin-known-pins/2", "hosts": [], "format": 1}', "duplicate member"),
+        (b'{"format": "certpin-known-pins/2", "hosts": [], "format": 1}', "duplicate key"),
         (b'{"format": "certpin-known-pins/2", "hosts": {"a.example": 1}}', "must be an object"),
         (b'{"format": "certpin-known-pins/2", "hosts": {"a.example": {}}}', "non-empty list"),
         (

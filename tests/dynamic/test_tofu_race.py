@@ -15,8 +15,9 @@ import pytest
 
 from _support.pki import PKI, PKIFiles, make_pki, spki_pin, write_pki_files
 from _support.servers import TLSServer
-from certpin import KnownPins, VerdictStatus
+from certpin import VerdictStatus
 from certpin.cli.main import main
+from certpin.dynamic import KnownPins
 
 NOW = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
 
@@ -93,7 +94,7 @@ def spki_pin_der(der: bytes) -> str:
 _CHILD = """
 import datetime as dt, sys, time
 from pathlib import Path
-from certpin import KnownPins
+from certpin.dynamic import KnownPins
 store, leaf, go = KnownPins(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 chain = tuple(Path(p).read_bytes() for p in sys.argv[4:])
 while not go.exists():

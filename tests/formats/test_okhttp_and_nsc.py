@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from _support.pki import make_pki
 from certpin import Pin, Policy, VerdictStatus, verdict
+from certpin.core.hosts import HostPattern
 from certpin.formats import FORMATS, ExportOptions, FormatError, ImportOptions
-from certpin.formats._okhttp import _Patterns, okhttp_matches
+from certpin.formats._okhttp import _Patterns
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -44,7 +45,8 @@ def _kotlin(*adds: tuple[str, str, str]) -> bytes:
     ],
 )
 def test_okhttp_pattern_rule(pattern: str, host: str, expected: bool) -> None:
-    assert okhttp_matches(pattern, host) is expected
+    # OkHttp's pattern rule is certpin's own (`HostPattern.matches`).
+    assert HostPattern.parse(pattern).matches(host) is expected
 
 
 def test_import_gives_the_narrower_rule_the_wildcards_pins() -> None:
@@ -337,7 +339,7 @@ def test_the_pattern_index_gives_the_union_okhttp_matches_gives(
     plain_pins: list[Pin] = []
     plain_patterns: list[str] = []
     for pattern, items in typed:
-        if okhttp_matches(pattern, host):
+        if HostPattern.parse(pattern).matches(host):
             plain_patterns.append(pattern)
             plain_pins += [p for p in items if p not in plain_pins]
     assert _Patterns(typed).union(host) == (plain_pins, plain_patterns)

@@ -15,7 +15,7 @@ from ._helpers import in_days, random_pin, run, write_policy
 
 @pytest.fixture
 def setup(capsys, tmp_path, pki: PKI, chain_args):
-    code, out, err = run(capsys, "keygen", "--out", tmp_path / "spare", "--type", "rsa2048")
+    code, out, err = run(capsys, "keygen", "-o", tmp_path / "spare", "--type", "rsa2048")
     assert code == 0, err
     spare = out.strip()
     unknown = random_pin()
@@ -36,7 +36,7 @@ def setup(capsys, tmp_path, pki: PKI, chain_args):
 
 def test_json(capsys, pki, setup):
     args, spare, unknown = setup
-    code, out, err = run(capsys, "inventory", *args, "--format", "json")
+    code, out, err = run(capsys, "inventory", *args, "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["version"] == 7
@@ -66,7 +66,7 @@ def test_next_rotation_is_expiry_when_earlier(capsys, tmp_path, pki, chain_args)
         tmp_path / "p.json",
         {"localhost": {"pins": [spki_pin(pki.leaf), random_pin()], "expires": in_days(10)}},
     )
-    code, out, err = run(capsys, "inventory", policy, *chain_args, "--format", "json")
+    code, out, err = run(capsys, "inventory", policy, *chain_args, "--json")
     assert code == 0, err
     (domain,) = json.loads(out)["domains"]
     assert domain["next_rotation"]["date"].startswith(in_days(10))
@@ -75,7 +75,7 @@ def test_next_rotation_is_expiry_when_earlier(capsys, tmp_path, pki, chain_args)
 
 def test_markdown(capsys, pki, setup):
     args, spare, _unknown = setup
-    code, out, err = run(capsys, "inventory", *args, "--format", "md")
+    code, out, err = run(capsys, "inventory", *args)
     assert code == 0, err
     assert out.startswith("# Pin inventory: ") and "(version 7)" in out
     assert "## localhost" in out and "## api.example.com" in out
@@ -113,7 +113,7 @@ def test_html_is_escaped_and_self_contained(capsys, tmp_path, pki):
     root.write_bytes(pki.root.pem())
     code, out, err = run(
         capsys, "inventory", policy, "--chain", f"localhost={certfile}", "--cafile", root,
-        "--format", "html", "-o", tmp_path / "inv.html",
+        "--html", "-o", tmp_path / "inv.html",
     )  # fmt: skip
     assert code == 0, err
     assert out == ""
@@ -143,7 +143,7 @@ def test_connect_reads_the_live_chain(capsys, tmp_path, pki: PKI, root_ca, serve
     pins = [spki_pin(pki.intermediate), random_pin()]
     policy = write_policy(tmp_path / "pins.json", {"localhost": {"pins": pins}}, version=3)
     address = ["--address", f"localhost=127.0.0.1:{server.port}", "--cafile", str(root_ca)]
-    code, out, err = run(capsys, "inventory", policy, *address, "--format", "json")
+    code, out, err = run(capsys, "inventory", policy, *address, "--json")
     assert code == 0, err
     (local,) = json.loads(out)["domains"]
     by_pin = {p["pin"]: p for p in local["pins"]}
@@ -157,7 +157,7 @@ def test_connect_failure_is_reported_not_hidden(capsys, tmp_path, pki: PKI, root
     policy = write_policy(tmp_path / "pins.json", {"localhost": {"pins": pins}})
     address = ["--address", f"localhost=127.0.0.1:{unused_port}", "--cafile", str(root_ca)]
     code, out, err = run(
-        capsys, "inventory", policy, *address, "--format", "json", "--timeout", "2"
+        capsys, "inventory", policy, *address, "--json", "--timeout", "2"
     )
     assert code == 0, err  # the document is still written: every domain, with what is known
     (local,) = json.loads(out)["domains"]

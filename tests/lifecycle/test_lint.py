@@ -206,7 +206,7 @@ def test_cp203_root_only_counts_a_root_the_server_does_not_send(capsys, tmp_path
 
 
 def _spare_csr(capsys, directory: Path, key_type: str = "p256") -> tuple[Path, str]:
-    code, out, err = run(capsys, "keygen", "--out", directory, "--type", key_type)
+    code, out, err = run(capsys, "keygen", "-o", directory, "--type", key_type)
     assert code == 0, err
     return directory / "csr.pem", out.strip()
 
@@ -290,7 +290,7 @@ def test_cp208_unreachable_endpoint_is_a_finding(capsys, tmp_path, pki, root_ca,
 
 def test_connect_skips_one_label_wildcards_with_a_note(capsys, tmp_path, pki):
     domains = {"*.example.com": _good(pki)}
-    code, findings, doc = _lint(capsys, tmp_path, domains, "--connect")
+    code, findings, doc = _lint(capsys, tmp_path, domains, "--live")
     assert ("CP208", "info", "*.example.com") in findings and code == 0
 
 

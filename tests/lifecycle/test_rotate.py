@@ -168,7 +168,7 @@ def test_next_bad_input_exits_2(capsys, pki, live, args, expected):
 def test_next_needs_a_chain_source(capsys, live):
     policy, _spare, _chain_args = live
     code, _out, err = run(capsys, "rotate", "next", policy, "--add-pin", random_pin())
-    assert code == 2 and "--connect, --address or --chain" in err
+    assert code == 2 and "--live, --address or --chain" in err
 
 
 def test_pin_spec_accepts_hex_fingerprints_with_and_without_domain():

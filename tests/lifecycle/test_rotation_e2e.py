@@ -43,7 +43,7 @@ def test_rotation_with_and_without_backup(
     old_pin = spki_pin(pki.leaf)
 
     # 1. A spare key, generated before any certificate exists for it.
-    code, out, err = run(capsys, "keygen", "--out", tmp_path / "spare", "--san", "localhost")
+    code, out, err = run(capsys, "keygen", "-o", tmp_path / "spare", "--san", "localhost")
     assert code == 0, err
     spare_pin = out.strip()
     assert (tmp_path / "spare" / "pin.txt").read_text().strip() == spare_pin
@@ -55,7 +55,7 @@ def test_rotation_with_and_without_backup(
         {"localhost": {"pins": [old_pin, spare_pin], "expires": in_days(300)}},
         version=1,
     )
-    code, out, err = run(capsys, "keygen", "--out", tmp_path / "spare2", "--type", "rsa2048")
+    code, out, err = run(capsys, "keygen", "-o", tmp_path / "spare2", "--type", "rsa2048")
     assert code == 0, err
     rsa_pin = out.strip()
     code, out, err = run(

@@ -22,7 +22,8 @@ import certpin
 from _support.pki import PKI, PKIFiles
 from _support.servers import TLSServer
 from certpin import PinFailure, Policy
-from certpin.reporting.reporter import Reporter, build_report, reporting_hook
+from certpin.reporting import Reporter, reporting_hook
+from certpin.reporting.reporter import build_report
 from collector._helpers import CollectorServer
 
 
@@ -274,7 +275,7 @@ def test_exit_is_bounded_and_the_report_in_flight_survives(
         import datetime as dt, json
         import certpin
         from certpin import PinFailure, Policy
-        from certpin.reporting.reporter import Reporter
+        from certpin.reporting import Reporter
         *chain, doc = json.load(open({str(tmp_path / "chain.json")!r}))
         chain = [bytes.fromhex(c) for c in chain]
         policy = Policy.from_dict(json.loads(doc))

@@ -3,6 +3,7 @@ a client library tries to switch them off."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import httpx
@@ -90,9 +91,49 @@ def test_sockets_refuse_a_context_made_insecure_behind_our_back(
     # Even if the C-level attribute is flipped directly, the hook re-checks at handshake time.
     ssl_ctx_type = ssl.SSLContext.__mro__[-2]  # _ssl._SSLContext
     ssl_ctx_type.check_hostname.__set__(ctx, False)
-    import socket
 
     with socket.create_connection(server.address) as raw:
         with pytest.raises(certpin.PinValidationError, match="not verifying"):
             ctx.wrap_socket(raw, server_hostname="localhost")
     assert server.wait_idle() and server.total_received() == b""
+
+
+@pytest.mark.parametrize("which", ["sslsocket_class", "sslobject_class"])
+def test_certpin_socket_classes_fail_closed_on_a_foreign_context(
+    ctx: certpin.PinningContext, server: TLSServer, tmp_pki_files: PKIFiles, which: str
+) -> None:
+    # A plain context that borrows certpin's socket classes has no pin check to run: refused,
+    # never a silently unpinned connection.
+    foreign = ssl.create_default_context(cafile=str(tmp_pki_files.root_ca))
+    setattr(foreign, which, getattr(ctx, which))
+    with socket.create_connection(server.address) as raw:
+        with pytest.raises(certpin.PinValidationError, match="without a certpin PinningContext"):
+            if which == "sslsocket_class":
+                foreign.wrap_socket(raw, server_hostname="localhost")
+            else:
+                _bio_handshake(foreign, raw)
+    assert server.wait_idle() and server.total_received() == b""
+    # Twin: the same classes on their own context run the check (and allow this connection).
+    with socket.create_connection(server.address) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.certpin_verdict.allowed  # type: ignore[attr-defined]
+    with socket.create_connection(server.address) as raw:
+        assert _bio_handshake(ctx, raw).certpin_verdict.allowed  # type: ignore[attr-defined]
+
+
+def _bio_handshake(context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLObject:
+    """A memory-BIO handshake (what asyncio does) over a connected socket."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection") from None
+            incoming.write(data)
+        else:
+            sock.sendall(outgoing.read())
+            return tls

@@ -11,23 +11,16 @@ import pytest
 
 import certpin
 
-# Adding or removing a public name is an API change: update this set, the docs and CHANGELOG.md.
+# Adding or removing a public name is an API change: update these sets, the docs and CHANGELOG.md.
 EXPECTED_PUBLIC_NAMES = {
-    "Reporter",
-    "ReporterStats",
-    "reporting_hook",
-    "Bundle",
-    "BundleError",
     "CertificateLoadError",
     "CertpinError",
     "ChainEntry",
     "ConfigurationError",
     "DomainRule",
-    "DynamicPolicy",
-    "FileSigner",
+    "HostPattern",
     "InsecureContextError",
     "KillSwitch",
-    "KnownPins",
     "Pin",
     "PinFailure",
     "PinFormatError",
@@ -37,18 +30,30 @@ EXPECTED_PUBLIC_NAMES = {
     "Policy",
     "PolicyError",
     "PolicyProvider",
-    "RefreshResult",
-    "Signer",
-    "TrustedKey",
     "Verdict",
     "VerdictStatus",
     "__version__",
     "create_default_context",
     "normalize_host",
-    "sign_bundle",
     "verdict",
-    "verify_bundle",
 }
+SUBPACKAGE_NAMES = {
+    "certpin.dynamic": {
+        "Bundle",
+        "BundleError",
+        "DynamicPolicy",
+        "FileSigner",
+        "KnownPins",
+        "RefreshResult",
+        "Signer",
+        "TrustedKey",
+        "sign_bundle",
+        "verify_bundle",
+    },
+    "certpin.reporting": {"Reporter", "ReporterStats", "reporting_hook"},
+}
+#: The names that left the top level for a subpackage: they keep working for one release.
+MOVED = {name: module for module, names in SUBPACKAGE_NAMES.items() for name in names}
 
 
 def test_all_is_sorted() -> None:
@@ -79,6 +84,47 @@ def test_every_name_importable(name: str) -> None:
     namespace: dict[str, object] = {}
     exec(f"from certpin import {name}", namespace)
     assert namespace[name] is getattr(certpin, name)
+
+
+@pytest.mark.parametrize("module", sorted(SUBPACKAGE_NAMES))
+def test_subpackage_all_is_sorted_and_exact(module: str) -> None:
+    package = importlib.import_module(module)
+    assert package.__all__ == sorted(package.__all__)
+    assert set(package.__all__) == SUBPACKAGE_NAMES[module]
+    namespace: dict[str, object] = {}
+    exec(f"from {module} import *", namespace)
+    assert set(namespace) - {"__builtins__"} == SUBPACKAGE_NAMES[module]
+
+
+@pytest.mark.parametrize("name", sorted(MOVED))
+def test_moved_name_still_works_and_warns(name: str) -> None:
+    new = getattr(importlib.import_module(MOVED[name]), name)
+    with pytest.warns(DeprecationWarning, match=rf"use {MOVED[name]}\.{name}\b"):
+        old = getattr(certpin, name)
+    assert old is new
+    namespace: dict[str, object] = {}
+    with pytest.warns(DeprecationWarning, match=rf"certpin\.{name} is deprecated"):
+        exec(f"from certpin import {name}", namespace)
+    assert namespace[name] is new
+
+
+def test_moved_names_are_not_public_at_the_top_level() -> None:
+    assert not set(MOVED) & set(certpin.__all__)
+    assert not set(MOVED) & set(vars(certpin))  # never cached: every use warns
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'DynamicPolicies'"):
+        certpin.DynamicPolicies  # noqa: B018
+
+
+def test_import_certpin_loads_neither_dynamic_pinning_nor_reporting() -> None:
+    # `import certpin` stays fast for static policies (bench/cli_cold_start.py): the bundle
+    # machinery, the reporter and their HTTP client load only when used. A fresh interpreter.
+    heavy = ("certpin.dynamic", "certpin.reporting", "certpin._io.http", "urllib.request")
+    code = f"import sys, certpin; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_version_is_a_string() -> None:

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support.pki import new_root, spki_der
-from certpin.core.der import DERError, _read_tlv, spki_from_csr_info, spki_from_tbs_certificate
+from certpin.core.der import DERError, read_tlv, spki_from_csr_info, spki_from_tbs_certificate
 from certpin.core.pins import spki_of_certificate
 
 VECTORS = Path(__file__).resolve().parent.parent / "data" / "chromium-spki-2016"
@@ -31,10 +31,10 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 def elements(data: bytes) -> list[bytes]:
     """The encoded child elements of a DER SEQUENCE."""
-    _tag, pos, end = _read_tlv(data, 0)
+    _tag, pos, end = read_tlv(data, 0)
     out = []
     while pos < end:
-        _t, _c, nxt = _read_tlv(data, pos)
+        _t, _c, nxt = read_tlv(data, pos)
         out.append(data[pos:nxt])
         pos = nxt
     return out
@@ -87,7 +87,7 @@ def test_long_form_lengths(cert: x509.Certificate) -> None:
     # Re-encode the SPKI with a deliberately long (two-byte) length field: still found, as given.
     fields = elements(tbs)
     spki = fields[6]
-    _t, content, _e = _read_tlv(spki, 0)
+    _t, content, _e = read_tlv(spki, 0)
     body = spki[content:]
     long_spki = bytes([0x30, 0x82]) + len(body).to_bytes(2, "big") + body
     tbs2 = tlv(0x30, b"".join(fields[:6]) + long_spki + b"".join(fields[7:]))
@@ -95,10 +95,10 @@ def test_long_form_lengths(cert: x509.Certificate) -> None:
 
 
 def test_read_tlv_short_and_long_forms() -> None:
-    assert _read_tlv(b"\x04\x02ab", 0) == (0x04, 2, 4)
-    assert _read_tlv(b"\x04\x81\x02ab", 0) == (0x04, 3, 5)
+    assert read_tlv(b"\x04\x02ab", 0) == (0x04, 2, 4)
+    assert read_tlv(b"\x04\x81\x02ab", 0) == (0x04, 3, 5)
     big = b"x" * 300
-    assert _read_tlv(tlv(0x04, big), 0) == (0x04, 4, 304)
+    assert read_tlv(tlv(0x04, big), 0) == (0x04, 4, 304)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_read_tlv_short_and_long_forms() -> None:
 )
 def test_read_tlv_rejects(data: bytes, problem: str) -> None:
     with pytest.raises(DERError, match=problem):
-        _read_tlv(data, 0)
+        read_tlv(data, 0)
 
 
 def test_der_error_is_value_error() -> None:

@@ -53,7 +53,7 @@ def test_the_walk_sees_every_layer() -> None:
         "certpin.tls.fetch.ConnectError",
         "certpin.dynamic.jws.BundleError",
         "certpin.formats._common.FormatError",
-        "certpin.collector.db.StoreError",
+        "certpin.collector.store.database.StoreError",
         "certpin.collector._writer.Overloaded",
     ):
         assert name in found

@@ -20,13 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certpin import Policy, VerdictStatus, normalize_host, verdict
-from certpin.core.hosts import (
-    HostError,
-    Pattern,
-    PatternKind,
-    all_canonical_names,
-    is_canonical_name,
-)
+from certpin.core.hosts import HostError, HostPattern, PatternKind
 
 try:  # the requests/httpx dependency, used only as the oracle (certpin does not import it)
     import idna
@@ -75,7 +69,8 @@ def test_a_rule_for_the_address_covers_every_spelling(spelling: str) -> None:
     rule = policy.lookup(spelling)
     assert rule is not None and rule.pattern == "127.0.0.1"
     # and a key written in that spelling is the same rule
-    assert Pattern.parse(spelling.strip()) == Pattern("127.0.0.1", PatternKind.EXACT, "127.0.0.1")
+    expected = HostPattern("127.0.0.1", PatternKind.EXACT, "127.0.0.1")
+    assert HostPattern.parse(spelling.strip()) == expected
 
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -126,16 +121,19 @@ def test_refused_spelling_fails_the_verdict_closed() -> None:
     assert plain.rule is not None and plain.rule.pattern == "127.0.0.10"
 
 
-@pytest.mark.parametrize("name", ["a.0xa", "0x7f.0xab", "0xface"])
-def test_fast_paths_leave_hex_last_labels_to_the_address_parser(name: str) -> None:
-    assert not is_canonical_name(name)
-    assert not all_canonical_names([name, "example.com"])
-    assert all_canonical_names(["box0x.example", "example.com"])  # "0x" inside a name is fine
+@pytest.mark.parametrize(
+    ("name", "address"), [("0x7f.0xab", "127.0.0.171"), ("0xface", "0.0.250.206")]
+)
+def test_a_hex_last_label_makes_an_address(name: str, address: str) -> None:
+    assert normalize_host(name) == address
+    assert normalize_host("box0x.example") == "box0x.example"  # "0x" inside a name is fine
+    with pytest.raises(HostError, match="IPv4"):
+        normalize_host("a.0xa")  # ends in a number, and no address
 
 
 def test_wildcard_on_a_spelled_address_is_refused() -> None:
     with pytest.raises(HostError, match="wildcards do not apply to IP addresses"):
-        Pattern.parse("*.127.1")
+        HostPattern.parse("*.127.1")
 
 
 NUMERIC_TEXT = st.text(alphabet=st.sampled_from("0123456789xXabcdefABCDEF."), max_size=24)

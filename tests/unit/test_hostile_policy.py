@@ -27,7 +27,7 @@ from _support.pki import PKIFiles
 from _support.servers import TLSServer
 from certpin import Pin, Policy, PolicyError
 from certpin.cli.main import main
-from certpin.core.policy import MAX_POLICY_SIZE
+from certpin.core.schema import MAX_POLICY_SIZE
 from certpin.core.toml import MAX_WORD, parse_json, parse_toml
 
 P1, P2 = (str(Pin(bytes([n]) * 32)) for n in (1, 2))

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certpin import normalize_host
-from certpin.core.hosts import HostError, Pattern, PatternKind, is_public_suffix
+from certpin.core.hosts import HostError, HostPattern, PatternKind, is_public_suffix
 
 # -- normalize_host --------------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ def test_normalize_raises_only_host_error(host: str) -> None:
     assert isinstance(result, str) and result
 
 
-# -- Pattern ---------------------------------------------------------------------------------------
+# -- HostPattern ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_normalize_raises_only_host_error(host: str) -> None:
     ],
 )
 def test_pattern_parse(key: str, text: str, kind: PatternKind, base: str) -> None:
-    assert Pattern.parse(key) == Pattern(text, kind, base)
+    assert HostPattern.parse(key) == HostPattern(text, kind, base)
 
 
 @pytest.mark.parametrize(
@@ -163,12 +163,12 @@ def test_pattern_parse(key: str, text: str, kind: PatternKind, base: str) -> Non
 )
 def test_pattern_rejects(key: str, problem: str) -> None:
     with pytest.raises(HostError, match=problem):
-        Pattern.parse(key)
+        HostPattern.parse(key)
 
 
 def test_pattern_rejects_non_string() -> None:
     with pytest.raises(HostError, match="domain key must be a string"):
-        Pattern.parse(5)  # type: ignore[arg-type]
+        HostPattern.parse(5)  # type: ignore[arg-type]
 
 
 # -- public suffixes -------------------------------------------------------------------------------

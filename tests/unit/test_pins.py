@@ -342,3 +342,12 @@ def test_spki_pin_of_reencoded_key_equals_certificate_spki() -> None:
     assert Pin.for_spki(key_der) == Pin.for_certificate(root.der())
     loaded = x509.load_der_x509_certificate(root.der())
     assert Pin.for_certificate(loaded.public_bytes(serialization.Encoding.DER)).matches(root.der())
+
+
+def test_a_plain_kind_string_becomes_the_enum() -> None:
+    pin = Pin(b"\x01" * 32, "sha256", "certificate")  # type: ignore[arg-type]
+    assert pin.kind is PinKind.CERTIFICATE and pin == Pin(
+        b"\x01" * 32, "sha256", PinKind.CERTIFICATE
+    )
+    with pytest.raises(ValueError):
+        Pin(b"\x01" * 32, "sha256", "spkey")  # type: ignore[arg-type]

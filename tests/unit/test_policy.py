@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -12,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certpin import DomainRule, Pin, PinKind, Policy, PolicyError, PolicyProvider
-from certpin.core.hosts import HostError
 from certpin.core.pins import DIGEST_SIZES
 from certpin.core.policy import as_provider
 
@@ -575,8 +575,40 @@ def test_direct_construction_checks_pattern() -> None:
     assert Policy({"a.example": r}).lookup("a.example") is r
     with pytest.raises(PolicyError, match="does not match its key"):
         Policy({"b.example": r})
-    with pytest.raises(HostError):
+    with pytest.raises(PolicyError, match="does not match its key"):
         Policy({"a..b": r})
+
+
+def test_two_keys_can_never_name_one_rule() -> None:
+    r = DomainRule("a.example.com", pins=(Pin.parse(P1), Pin.parse(P2)))
+    # Another spelling of the pattern is a key that is not the rule's pattern: refused...
+    with pytest.raises(PolicyError, match=r'domains\."A\.example\.com": rule pattern'):
+        Policy(domains={"A.example.com": r, "a.example.com": r})
+    with pytest.raises(PolicyError, match="does not match its key"):
+        Policy(domains={"a.example.com": r, "A.EXAMPLE.COM.": r})
+    # ...and from rules, the keys are the patterns: two rules for one pattern are refused.
+    with pytest.raises(PolicyError, match="two rules for this pattern"):
+        Policy.from_rules([r, dataclasses.replace(r, enforce=False)])
+    # The twins: one key per rule, given or derived, is a policy.
+    assert Policy(domains={"a.example.com": r}).domains == {"a.example.com": r}
+    built = Policy.from_rules([r], version=3, unpinned_hosts="deny")
+    assert dict(built.domains) == {"a.example.com": r}
+    assert (built.version, built.unpinned_hosts) == (3, "deny")
+
+
+def test_domains_is_a_read_only_mapping_of_its_own() -> None:
+    r = DomainRule("a.example.com", pins=(Pin.parse(P1), Pin.parse(P2)))
+    given = {"a.example.com": r}
+    p = Policy(domains=given)
+    given.clear()  # the caller's dict is not the policy's
+    assert p.lookup("a.example.com") is r and list(p.domains) == ["a.example.com"]
+    with pytest.raises(TypeError):
+        p.domains["b.example.com"] = r  # type: ignore[index]
+    copy = p.domains.copy()  # type: ignore[attr-defined]
+    copy.clear()
+    assert len(p.domains) == 1
+    with pytest.raises(TypeError, match="must be a DomainRule"):
+        Policy(domains={"a.example.com": {"pins": [P1, P2]}})  # type: ignore[dict-item]
 
 
 def test_replace_rules() -> None:
@@ -801,12 +833,6 @@ def test_parent_with_only_an_exact_rule_does_not_cover_subdomains() -> None:
     assert p.lookup("x.y.zzz.test") is None  # "zzz.test" is probed (two labels) and absent
 
 
-def test_exact_only_policy_never_walks_parents() -> None:
-    p = policy({"b.example": {"pins": [P1, P2]}})
-    assert p._tails == frozenset()
-    assert p.lookup("a.b.example") is None and p.lookup("b.example") is not None
-
-
 def test_lookup_memo_is_bounded_and_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
     import certpin.core.policy as module
 
@@ -832,3 +858,63 @@ def test_parent_walk_under_a_pinned_site() -> None:
     assert p.lookup("m.n.k.b.example") is None  # "k.b.example" probed and absent
     assert p.lookup("m.n.z.b.example") is p.domains["**.z.b.example"]
     assert p.lookup("unrelated.example.net") is None  # another site: no parent probed at all
+
+
+# -- one rule-acceptance path ----------------------------------------------------------------------
+
+
+def test_from_dict_builds_the_rule_code_would_build() -> None:
+    policy = Policy.from_dict(
+        {"domains": {"API.example.com": {"pins": [P1, P2], "report_uris": ["https://r.example/"]}}}
+    )
+    built = DomainRule(
+        "api.example.com",
+        pins=(Pin.parse(P1), Pin.parse(P2)),
+        report_uris=("https://r.example/",),
+    )
+    assert policy.domains["api.example.com"] == built
+    assert policy == Policy.from_rules([built])
+    # Its twin: what the rule refuses in code, the document is refused for, located in the file.
+    with pytest.raises(PolicyError, match="backup pin") as in_code:
+        DomainRule("api.example.com", pins=(Pin.parse(P1),))
+    assert in_code.value.field == "pins"
+    with pytest.raises(PolicyError, match=r'f\.toml: domains\."API\.example\.com"\.pins: .*backup'):
+        Policy.from_dict({"domains": {"API.example.com": {"pins": [P1]}}}, source="f.toml")
+
+
+def test_the_first_bad_rule_in_document_order_is_named() -> None:
+    doc = {
+        "domains": {
+            "a.example.com": {"pins": ["sha256/bad", P1]},
+            "b.example.com": {"pins": [P1, P2], "expires": "0001-01-01T00:00:00+01:00"},
+        }
+    }
+    with pytest.raises(PolicyError, match=r'"a\.example\.com"\.pins\[0\]'):
+        Policy.from_dict(doc)
+    del doc["domains"]["a.example.com"]
+    with pytest.raises(PolicyError, match=r'"b\.example\.com"\.expires.*out of range'):
+        Policy.from_dict(doc)
+
+
+def test_a_value_no_parser_makes_is_named_before_any_rule_error() -> None:
+    doc = {
+        "domains": {
+            "a.example.com": {"pins": ["sha256/bad", P1]},
+            "b.example.com": {"pins": [P1, P2], "expires": 2**70},
+        }
+    }
+    with pytest.raises(PolicyError, match=r'"b\.example\.com"\.expires: integer out of range'):
+        Policy.from_dict(doc)
+    # Its twin: within 64 bits, the rule's own error (first in document order) is named.
+    doc["domains"]["b.example.com"]["expires"] = 2**40
+    with pytest.raises(PolicyError, match=r'"a\.example\.com"\.pins\[0\]'):
+        Policy.from_dict(doc)
+
+
+def test_a_str_subclass_key_becomes_a_plain_str() -> None:
+    class Name(str):
+        pass
+
+    policy = Policy.from_dict({"domains": {Name("a.example.com"): {"pins": [P1, P2]}}})
+    (key,) = policy.domains
+    assert type(key) is str and type(policy.domains[key].pattern) is str

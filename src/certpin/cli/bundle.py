@@ -1,24 +1,40 @@
-"""``certpin bundle …`` (signed pin bundles) and ``certpin tofu …`` (trust-on-first-use store).
+"""``certpin bundle …``: signed pin bundles and the signed kill switch (docs/dynamic.md).
 
-Exit codes: 0 success; 1 ``bundle verify`` rejected the bundle, or ``bundle sign`` refused a
-policy that would lock out a live host (without ``--force``), or ``tofu forget`` found nothing;
-2 usage or input error; 3 connection/TLS failure. Reference: docs/dynamic.md.
+Thin functions over `certpin.dynamic.bundle` and `certpin.dynamic.jws`. Exit codes (`ExitCode`):
+0 success; 1 ``bundle verify`` rejected the bundle, or ``bundle sign`` refused a policy that would
+lock out a live host (without ``--force``); 2 usage or input error; 3 connection/TLS failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-import os
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpin.cli.main import EXIT_MISMATCH, EXIT_OK, _error, parse_target
+from certpin.cli.exitcode import ExitCode
+from certpin.cli.options import (
+    Verb,
+    apply_options,
+    cafile_option,
+    chain_option,
+    connect_option,
+    json_option,
+    output_option,
+    tls_server_options,
+)
+from certpin.cli.output import error
 
-__all__ = ["bundle_group", "tofu_group"]
+if TYPE_CHECKING:
+    from certpin.core.policy import Policy
+
+__all__ = ["bundle_group"]
 
 _ALGS = click.Choice(["ES256", "Ed25519"])
 
@@ -42,22 +58,12 @@ def _when(value: str, what: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _write_out(token: str, out: str | None) -> None:
-    if out is None:
-        click.echo(token)
-        return
-    from certpin._io.atomic import atomic_write
-
-    atomic_write(Path(out), token.encode("ascii") + b"\n")
-    click.echo(f"wrote {out}", err=True)
-
-
 @click.group("bundle")
 def bundle_group() -> None:
     """Signed pin bundles: keys, signing, kill switch, verification, static serving."""
 
 
-@bundle_group.command("keygen")
+@bundle_group.command("keygen", cls=Verb)
 @click.option(
     "--key",
     "key_path",
@@ -77,7 +83,8 @@ def bundle_group() -> None:
 def keygen(key_path: str, pub_path: str, alg: str, force: bool) -> None:
     """Create a bundle signing key pair; prints its kid (RFC 7638 thumbprint)."""
     from certpin._io.atomic import atomic_write
-    from certpin.dynamic.jws import FileSigner, generate_private_key
+    from certpin.dynamic import FileSigner
+    from certpin.dynamic.jws import generate_private_key
 
     for path in (key_path, pub_path):
         if Path(path).exists() and not force:
@@ -88,20 +95,72 @@ def keygen(key_path: str, pub_path: str, alg: str, force: bool) -> None:
     click.echo(f"{signer.alg} kid {signer.kid}")
 
 
-def _sign_options(func: Any) -> Any:
-    for decorator in reversed(
+# -- sign and kill-switch -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """What ``bundle sign`` and ``bundle kill-switch`` both take: the policy, the key, the
+    bundle's version and expiry, where to write, and the signing keys to announce or retire."""
+
+    policy_file: str
+    key_path: str
+    version: int
+    expires: str
+    output: str | None
+    add_keys: tuple[str, ...]
+    retire_kids: tuple[str, ...]
+
+    def sign(self, policy: Policy, **extra: Any) -> ExitCode:
+        """Sign `policy` into a bundle (compact JWS) and write it."""
+        from certpin._io.atomic import atomic_write
+        from certpin.dynamic import FileSigner, TrustedKey, sign_bundle
+
+        token = sign_bundle(
+            policy,
+            FileSigner.from_file(self.key_path),
+            version=self.version,
+            expires=_when(self.expires, "--expires"),
+            add_keys=[TrustedKey.from_file(p) for p in self.add_keys],
+            retire_keys=self.retire_kids,
+            **extra,
+        )
+        if self.output is None or self.output == "-":
+            click.echo(token)
+        else:
+            atomic_write(Path(self.output), token.encode("ascii") + b"\n")
+            click.echo(f"wrote {self.output}", err=True)
+        return ExitCode.OK
+
+
+def _signing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of `_Signing` -> ``signing: _Signing``."""
+
+    @functools.wraps(func)
+    def collect(
+        *,
+        policy_file: str,
+        key_path: str,
+        version: int,
+        expires: str,
+        output: str | None,
+        add_keys: tuple[str, ...],
+        retire_kids: tuple[str, ...],
+        **rest: Any,
+    ) -> Any:
+        signing = _Signing(policy_file, key_path, version, expires, output, add_keys, retire_kids)
+        return func(signing=signing, **rest)
+
+    existing = click.Path(exists=True, dir_okay=False)
+    return apply_options(
+        collect,
         [
-            click.argument("policy_file", type=click.Path(exists=True, dir_okay=False)),
+            click.argument("policy_file", type=existing),
             click.option(
-                "--key",
-                "key_path",
-                required=True,
-                type=click.Path(exists=True, dir_okay=False),
-                help="Signing key (PEM).",
+                "--key", "key_path", required=True, type=existing, help="Signing key (PEM)."
             ),
             click.option(
                 "--version",
-                "version",
                 required=True,
                 type=click.IntRange(min=0),
                 help="Bundle version (monotonic).",
@@ -109,33 +168,25 @@ def _sign_options(func: Any) -> Any:
             click.option(
                 "--expires", required=True, help="Bundle expiry: date, ISO time, or duration (30d)."
             ),
-            click.option(
-                "--out", type=click.Path(dir_okay=False), help="Write here (default: stdout)."
+            output_option(
+                "Write here (default: stdout).", type=click.Path(dir_okay=False), old_out=True
             ),
             click.option(
                 "--add-key",
                 "add_keys",
                 multiple=True,
-                type=click.Path(exists=True, dir_okay=False),
+                type=existing,
                 help="Public key to announce as trusted (repeatable).",
             ),
             click.option(
                 "--retire-kid", "retire_kids", multiple=True, help="kid to retire (repeatable)."
             ),
-        ]
-    ):
-        func = decorator(func)
-    return func
+        ],
+    )
 
 
-def _load_policy(path: str) -> Any:
-    from certpin.core.policy import Policy
-
-    return Policy.from_file(path)
-
-
-@bundle_group.command("sign")
-@_sign_options
+@bundle_group.command("sign", cls=Verb)
+@_signing_options
 @click.option(
     "--rollout",
     "rollout_file",
@@ -144,45 +195,30 @@ def _load_policy(path: str) -> Any:
 )
 @click.option("--rollout-id", help="Cohort id of the rollout (stable across bundles).")
 @click.option("--rollout-percent", type=click.FloatRange(0, 100), help="Share of clients, 0-100.")
-@click.option(
-    "--connect",
-    "targets",
+@connect_option(
     multiple=True,
-    metavar="HOST[:PORT]",
     help="Pre-flight: check the policy against this host's live verified chain (repeatable).",
 )
-@click.option(
-    "--chain",
-    "chain_specs",
-    multiple=True,
-    metavar="DOMAIN=FILE",
-    help="Pre-flight: check the policy against DOMAIN's chain in FILE (PEM, leaf first), "
-    "verified against --cafile (repeatable).",
+@chain_option(
+    "Pre-flight: check the policy against DOMAIN's chain in FILE (PEM, leaf first), verified "
+    "against --cafile (repeatable)."
 )
-@click.option(
-    "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA file for --connect and --chain (default: the system CA file).",
-)
+@cafile_option("CA file for --connect and --chain (default: the system CA file).")
 @click.option("--force", is_flag=True, help="Sign even if pre-flight finds a lock-out.")
 def sign(
-    policy_file: str,
-    key_path: str,
-    version: int,
-    expires: str,
-    out: str | None,
-    add_keys: tuple[str, ...],
-    retire_kids: tuple[str, ...],
+    signing: _Signing,
     rollout_file: str | None,
     rollout_id: str | None,
     rollout_percent: float | None,
-    targets: tuple[str, ...],
-    chain_specs: tuple[str, ...],
+    connect: tuple[tuple[str, int], ...],
+    chains: tuple[str, ...],
     cafile: str | None,
     force: bool,
 ) -> int:
     """Sign POLICY_FILE into a bundle (compact JWS)."""
-    policy = _load_policy(policy_file)
+    from certpin.core.policy import Policy
+
+    policy = Policy.from_file(signing.policy_file)
     rollout = None
     if rollout_file is not None:
         if rollout_id is None or rollout_percent is None:
@@ -190,26 +226,28 @@ def sign(
         rollout = {
             "id": rollout_id,
             "percent": rollout_percent,
-            "policy": _load_policy(rollout_file),
+            "policy": Policy.from_file(rollout_file),
         }
     policies = [policy] + ([rollout["policy"]] if rollout else [])
-    if (targets or chain_specs) and not _preflight(policies, targets, chain_specs, cafile):
+    if (connect or chains) and not _preflight(policies, connect, chains, cafile):
         if not force:
-            _error("refusing to sign a bundle that would lock out a live host (use --force)")
-            return EXIT_MISMATCH
+            error("refusing to sign a bundle that would lock out a live host (use --force)")
+            return ExitCode.FAILED
         click.echo("pre-flight found a lock-out; signing anyway (--force)", err=True)
-    return _sign(policy, key_path, version, expires, out, add_keys, retire_kids, rollout=rollout)
+    return signing.sign(policy, rollout=rollout)
 
 
 def _preflight(
-    policies: list[Any], targets: tuple[str, ...], chain_specs: tuple[str, ...], cafile: str | None
+    policies: Sequence[Any],
+    targets: Sequence[tuple[str, int]],
+    chain_specs: Sequence[str],
+    cafile: str | None,
 ) -> bool:
     """Run every policy (the bundle's and the rollout's) against every verified chain: the
     live ones (``--connect``) and the files (``--chain DOMAIN=FILE``, verified by
     `certpin.lifecycle.chains` as lint and rotate do). True when no policy blocks any chain."""
     from certpin._errors import ConfigurationError
-    from certpin.core.verdict import verdict
-    from certpin.lifecycle.chains import chain_for_file, parse_chain_specs
+    from certpin.lifecycle.chains import chain_for_file, parse_chain_specs, verdict_for_name
     from certpin.tls.fetch import fetch_chain
 
     now = dt.datetime.now(dt.UTC)
@@ -223,15 +261,15 @@ def _preflight(
             raise ConfigurationError(f"--chain {key}={path}: {path}: no such file")
         found = chain_for_file(key, path, cafile, owner, now)
         checks.append((found.host, found.origin, found.chain))
-    for target in targets:
-        host, port = parse_target(target)
+    for host, port in targets:
         checks.append(
             (host, f"connect {host}:{port}", fetch_chain(host, port, cafile=cafile).verified)
         )
     ok = True
     for host, origin, chain in checks:
         for policy in policies:
-            result = verdict(host, chain, policy, now)
+            # A wildcard key's chain file names "*.base": the verdict for any host under base.
+            result = verdict_for_name(host, chain, policy, now)
             click.echo(
                 f"pre-flight {host} ({origin}) against {policy.source}: {result.status.value}",
                 err=True,
@@ -242,35 +280,8 @@ def _preflight(
     return ok
 
 
-def _sign(
-    policy: Any,
-    key_path: str,
-    version: int,
-    expires: str,
-    out: str | None,
-    add_keys: tuple[str, ...],
-    retire_kids: tuple[str, ...],
-    **extra: Any,
-) -> int:
-    from certpin.dynamic.bundle import sign_bundle
-    from certpin.dynamic.jws import FileSigner, TrustedKey
-
-    signer = FileSigner.from_file(key_path)
-    token = sign_bundle(
-        policy,
-        signer,
-        version=version,
-        expires=_when(expires, "--expires"),
-        add_keys=[TrustedKey.from_file(p) for p in add_keys],
-        retire_keys=retire_kids,
-        **extra,
-    )
-    _write_out(token, out)
-    return EXIT_OK
-
-
-@bundle_group.command("kill-switch")
-@_sign_options
+@bundle_group.command("kill-switch", cls=Verb)
+@_signing_options
 @click.option(
     "--domain", "domains", multiple=True, help="Policy key or host to stop pinning (repeatable)."
 )
@@ -283,19 +294,11 @@ def _sign(
 )
 @click.option("--reason", required=True, help="Why (logged by every affected client).")
 def kill_switch(
-    policy_file: str,
-    key_path: str,
-    version: int,
-    expires: str,
-    out: str | None,
-    add_keys: tuple[str, ...],
-    retire_kids: tuple[str, ...],
-    domains: tuple[str, ...],
-    all_domains: bool,
-    until: str,
-    reason: str,
+    signing: _Signing, domains: tuple[str, ...], all_domains: bool, until: str, reason: str
 ) -> int:
     """Sign POLICY_FILE into a bundle that suspends pinning for some domains, until a time."""
+    from certpin.core.policy import Policy
+
     if bool(domains) == all_domains:
         raise click.BadParameter("give --domain (repeatable) or --all, not both")
     switch = {
@@ -303,11 +306,13 @@ def kill_switch(
         "until": _when(until, "--until"),
         "reason": reason,
     }
-    policy = _load_policy(policy_file)
-    return _sign(policy, key_path, version, expires, out, add_keys, retire_kids, kill_switch=switch)
+    return signing.sign(Policy.from_file(signing.policy_file), kill_switch=switch)
 
 
-@bundle_group.command("verify")
+# -- verify and serve -----------------------------------------------------------------------------
+
+
+@bundle_group.command("verify", cls=Verb)
 @click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--trust",
@@ -318,11 +323,10 @@ def kill_switch(
     help="Trusted public key PEM (repeatable).",
 )
 @click.option("--min-version", type=click.IntRange(min=0), default=0)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def verify(bundle_file: str, trust: tuple[str, ...], min_version: int, as_json: bool) -> int:
     """Verify BUNDLE_FILE: exit 0 valid, 1 rejected (with the reason), 2 usage."""
-    from certpin.dynamic.bundle import verify_bundle
-    from certpin.dynamic.jws import BundleError, TrustedKey
+    from certpin.dynamic import BundleError, TrustedKey, verify_bundle
 
     keys = [TrustedKey.from_file(p) for p in trust]
     data = Path(bundle_file).read_bytes()
@@ -333,7 +337,7 @@ def verify(bundle_file: str, trust: tuple[str, ...], min_version: int, as_json: 
             click.echo(json.dumps({"valid": False, "reason": exc.reason, "detail": exc.detail}))
         else:
             click.echo(f"REJECTED: {exc.detail} [{exc.reason}]")
-        return EXIT_MISMATCH
+        return ExitCode.FAILED
     info: dict[str, Any] = {
         "valid": True,
         "kid": b.kid,
@@ -364,21 +368,16 @@ def verify(bundle_file: str, trust: tuple[str, ...], min_version: int, as_json: 
         if info["kill_switch"]:
             ks = info["kill_switch"]
             click.echo(f"  KILL SWITCH for {ks['domains']} until {ks['until']}: {ks['reason']}")
-        if info["rollout"]:
-            click.echo(f"  rollout {b.rollout.id!r} to {b.rollout.percent}% of clients")  # type: ignore[union-attr]
-    return EXIT_OK
+        if b.rollout is not None:
+            click.echo(f"  rollout {b.rollout.id!r} to {b.rollout.percent}% of clients")
+    return ExitCode.OK
 
 
-@bundle_group.command("serve")
+@bundle_group.command("serve", cls=Verb)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--bind", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8443, show_default=True)
-@click.option(
-    "--certfile",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Serve HTTPS with this certificate chain.",
-)
-@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False))
+@tls_server_options
 def serve(directory: str, bind: str, port: int, certfile: str | None, keyfile: str | None) -> None:
     """Serve DIRECTORY's files with ETag / If-None-Match (for tests and small deployments)."""
     from certpin.dynamic.serve import make_server
@@ -390,101 +389,3 @@ def serve(directory: str, bind: str, port: int, certfile: str | None, keyfile: s
         server.serve_forever()
     finally:
         server.server_close()
-
-
-# -- tofu -----------------------------------------------------------------------------------------
-
-
-def _default_store() -> str:
-    return os.environ.get("CERTPIN_KNOWN_PINS") or str(
-        Path("~/.config/certpin/known_pins.json").expanduser()
-    )
-
-
-_file_option = click.option(
-    "--file",
-    "store",
-    default=None,
-    help="Known-pins file (default: $CERTPIN_KNOWN_PINS or ~/.config/certpin/known_pins.json).",
-)
-
-
-def _store(path: str | None) -> Any:
-    from certpin.dynamic.tofu import KnownPins
-
-    return KnownPins(path or _default_store())
-
-
-def _target(text: str) -> tuple[str, int | None]:
-    if text.endswith(":*"):
-        return text[:-2], None
-    return parse_target(text)
-
-
-@click.group("tofu")
-def tofu_group() -> None:
-    """The trust-on-first-use store: list, accept a new key, forget a host."""
-
-
-@tofu_group.command("list")
-@_file_option
-@click.option("--json", "as_json", is_flag=True)
-def tofu_list(store: str | None, as_json: bool) -> None:
-    """List recorded hosts and their pins."""
-    entries = _store(store).entries()
-    if as_json:
-        click.echo(json.dumps({e.key: e.to_json() for e in entries}, indent=2))
-        return
-    for e in entries:
-        pins = " ".join(str(p) for p in e.pins + e.issuer_pins)
-        click.echo(f"{e.key}\t{e.first_seen}\t{pins}")
-
-
-@tofu_group.command("accept")
-@click.argument("target", metavar="HOST[:PORT]")
-@_file_option
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False))
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0)
-@click.option("--match-issuer", is_flag=True, help="Also record the issuing CA's pin.")
-@click.option(
-    "--connect-port",
-    type=click.IntRange(1, 65535),
-    default=443,
-    show_default=True,
-    help="Port to connect to for a HOST:* record (the asyncio key).",
-)
-def tofu_accept(
-    target: str,
-    store: str | None,
-    cafile: str | None,
-    timeout: float,
-    match_issuer: bool,
-    connect_port: int,
-) -> None:
-    """Connect to HOST (CA-verified) and record its current key, replacing the old record.
-
-    HOST:* replaces the port-less record asyncio clients use (connecting to --connect-port).
-    """
-    from certpin.dynamic.tofu import KnownPins
-    from certpin.tls.fetch import fetch_chain
-
-    host, port = _target(target)
-    chain = fetch_chain(host, port or connect_port, cafile=cafile, timeout=timeout).verified
-    known = KnownPins(store or _default_store(), match_issuer=match_issuer)
-    entry = known.record(host, port, tuple(chain), replace=True)
-    click.echo(
-        f"{entry.key}: now trusting {' '.join(str(p) for p in entry.pins + entry.issuer_pins)}"
-    )
-
-
-@tofu_group.command("forget")
-@click.argument("target", metavar="HOST[:PORT]")
-@_file_option
-def tofu_forget(target: str, store: str | None) -> int:
-    """Forget HOST's record: the next connection is a first use again."""
-    host, port = _target(target)
-    if not _store(store).forget(host, port):
-        _error(f"{target}: not in the known-pins file")
-        return EXIT_MISMATCH
-    click.echo(f"forgot {target}")
-    return EXIT_OK

@@ -1,59 +1,49 @@
 """``certpin export`` and ``certpin import``: one policy, many client formats (docs/formats.md).
 
-Exit codes: 0 written (warnings, if any, on stderr); 1 ``--strict`` and there were warnings
-(nothing written); 2 usage or input error (the message names the file and line or key; a
-hostile or oversized FILE is an input error too, see docs/formats.md "Hostile input").
+``--format`` names a platform format (`certpin.formats.FORMATS`): the one written by ``export``,
+the one FILE is in for ``import``. Exit codes (`ExitCode`): 0 written (warnings, if any, on
+stderr); 1 ``--strict`` and there were warnings (nothing written); 2 usage or input error (the
+message names the file and line or key; a hostile or oversized FILE is an input error too, see
+docs/formats.md "Hostile input").
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import click
 
+from certpin.cli.exitcode import ExitCode
+from certpin.cli.options import Verb, output_option
+from certpin.cli.output import error, warn, write_output
 from certpin.formats import FORMATS, ExportOptions, ImportOptions
 from certpin.formats._common import one_line
 
 __all__ = ["export_command", "import_command"]
 
-_FORMAT_HELP = "Target format (docs/formats.md)."
+
+def _format_option(help: str) -> Callable[[Any], Any]:
+    """``-f/--format NAME`` -> ``fmt``: a platform format of docs/formats.md."""
+    return click.option(
+        "--format", "-f", "fmt", required=True, type=click.Choice(list(FORMATS)), help=help
+    )
 
 
-def _report(warnings: tuple[str, ...], strict: bool) -> bool:
+def _refused(warnings: tuple[str, ...], strict: bool) -> bool:
     """Print warnings to stderr; True when --strict makes them fatal."""
     for line in warnings:
-        click.echo(f"certpin: warning: {line}", err=True)
+        warn(line)
     if strict and warnings:
-        click.echo(
-            f"certpin: error: {len(warnings)} warning(s) and --strict: nothing written", err=True
-        )
+        error(f"{len(warnings)} warning(s) and --strict: nothing written")
         return True
     return False
 
 
-def _write(text: str, output: str | None) -> None:
-    if output is None or output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise click.FileError(output, hint=exc.strerror or str(exc)) from None
-
-
-@click.command("export")
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    required=True,
-    type=click.Choice(list(FORMATS)),
-    help=_FORMAT_HELP,
-)
+@click.command("export", cls=Verb)
+@_format_option("The format to write (docs/formats.md).")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+@output_option()
 @click.option(
     "--okhttp",
     type=click.Choice(["3", "4"]),
@@ -86,13 +76,13 @@ def export_command(
     Exit status: 0 written; 1 --strict and something could not be expressed (nothing written);
     2 usage error or invalid policy/certificate.
     """
-    from certpin.cli.lifecycle import load_policy
+    from certpin.core.policy import Policy
 
     if okhttp is not None and not fmt.startswith("okhttp-"):
         raise click.UsageError("--okhttp only applies to the okhttp-kotlin and okhttp-java formats")
     if (certs or identifier) and fmt != "mobileconfig":
         raise click.UsageError("--cert and --identifier only apply to --format mobileconfig")
-    policy = load_policy(policy_file)
+    policy = Policy.from_file(policy_file)
     ders: list[bytes] = []
     if certs:
         from certpin.core.sources import load_file
@@ -108,23 +98,16 @@ def export_command(
         identifier=identifier or ExportOptions.identifier,
     )
     result = FORMATS[fmt].export(policy, options)
-    if _report(result.warnings, strict):
-        return 1
-    _write(result.text, output)
-    return 0
+    if _refused(result.warnings, strict):
+        return ExitCode.FAILED
+    write_output(result.text, output)
+    return ExitCode.OK
 
 
-@click.command("import")
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    required=True,
-    type=click.Choice(list(FORMATS)),
-    help="Format of FILE (docs/formats.md).",
-)
+@click.command("import", cls=Verb)
+@_format_option("The format FILE is in (docs/formats.md).")
 @click.argument("input_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", metavar="OUT.toml", help="Write the policy here instead of stdout.")
+@output_option("Write the policy here instead of stdout.", metavar="OUT.toml")
 @click.option(
     "--domain",
     metavar="HOST",
@@ -150,12 +133,12 @@ def import_command(
     except OSError as exc:
         raise click.FileError(input_file, hint=exc.strerror or str(exc)) from None
     result = fmt_.import_(data, input_file, ImportOptions(domain=domain))
-    if _report(result.warnings, strict):
-        return 1
+    if _refused(result.warnings, strict):
+        return ExitCode.FAILED
     header = [f"Imported by certpin from {input_file} ({fmt})."]
     header += [f"warning: {w}" for w in result.warnings]
     # The file name and the warnings quote the input: one line each, no control characters
     # (TOML forbids them in comments, and a newline would end the comment).
     text = dump_policy(result.policy, header="\n".join(one_line(line) for line in header))
-    _write(text, output)
-    return 0
+    write_output(text, output)
+    return ExitCode.OK

@@ -1,9 +1,8 @@
 """``certpin monitor``: check many TLS endpoints against a policy, once or on a schedule.
 
-A thin layer over `certpin.lifecycle.monitor.check` (reference: docs/monitor.md).
-Exit codes: 0 all ok,
-1 any pin mismatch or denied host, 2 usage/input error, 3 any endpoint unreachable or failing
-TLS/CA verification (and no mismatch), 4 expiry warnings only.
+A thin layer over `certpin.lifecycle.monitor.check` (reference: docs/monitor.md). Exit codes
+(`ExitCode`): 0 all ok, 1 any pin mismatch or denied host, 2 usage/input error, 3 any endpoint
+unreachable or failing TLS/CA verification (and no mismatch), 4 expiry warnings only.
 """
 
 from __future__ import annotations
@@ -21,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from certpin.cli.exitcode import ExitCode
+from certpin.cli.messages import explain
+from certpin.cli.options import Verb, cafile_option, json_option, policy_option, timeout_option
+from certpin.cli.output import note, print_json
 from certpin.core.times import iso
 from certpin.lifecycle.monitor.check import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_WARN_DAYS
 
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from certpin.core.policy import Policy
     from certpin.lifecycle.monitor.check import EndpointReport, Monitor, Target
 
-__all__ = ["command"]
+__all__ = ["monitor_command"]
 
 _STYLES = {
     "ok": "green",
@@ -39,20 +42,16 @@ _STYLES = {
 }
 
 
-@click.command("monitor")
+@click.command("monitor", cls=Verb)
 @click.argument("targets", nargs=-1, metavar="[HOST[:PORT]]...")
 @click.option(
     "--targets-file",
     type=click.Path(exists=True, dir_okay=False),
     help="File of HOST[:PORT] targets, one per line ('#' starts a comment).",
 )
-@click.option("--policy", "policy_file", metavar="FILE", help="Pin policy (TOML or JSON).")
-@click.option(
-    "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
-    help="PEM file of trusted CA certificates (default: the system trust store).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@policy_option(required=False)
+@cafile_option()
+@json_option
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -60,12 +59,8 @@ _STYLES = {
     show_default=True,
     help="Endpoints checked at the same time.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds allowed per endpoint for the TCP connection and the TLS handshake.",
+@timeout_option(
+    DEFAULT_TIMEOUT, "Seconds allowed per endpoint for the TCP connection and the TLS handshake."
 )
 @click.option(
     "--warn-days",
@@ -92,7 +87,7 @@ _STYLES = {
     help="POST a JSON event here when an endpoint changes (https; http for loopback only).",
 )
 @click.option("--max-runs", type=click.IntRange(min=1), hidden=True, help="Stop after N rounds.")
-def command(
+def monitor_command(
     targets: tuple[str, ...],
     targets_file: str | None,
     policy_file: str | None,
@@ -113,11 +108,12 @@ def command(
     denied host; 2 usage or input error; 3 an endpoint unreachable or failing TLS/CA
     verification; 4 only expiry warnings (within --warn-days).
     """
-    from certpin.cli.lifecycle import load_policy
+    from certpin.core.policy import Policy
     from certpin.lifecycle.monitor.check import Monitor, Webhook
     from certpin.tls.context import verifying_context
 
-    policy = load_policy(policy_file)
+    # Without --policy every endpoint is checked as unpinned: CA validation and expiry only.
+    policy = Policy.from_file(policy_file) if policy_file else Policy.from_dict({})
     endpoints = _targets(targets, targets_file, policy if policy_file else None)
     if webhook is not None and watch is None and state_file is None:
         raise click.UsageError("--webhook alerts on changes: it needs --state FILE or --watch")
@@ -136,17 +132,17 @@ def command(
     )
     with _log_to_stderr():
         if watch is not None:
-            return _watch(monitor, watch, max_runs, policy_file, as_json)
+            return _watch(monitor, watch, max_runs, policy_file, as_json, cafile)
         with _progress(len(endpoints), enabled=not as_json) as tick:
             reports, _changed = asyncio.run(monitor.round(tick))
-    _print_report(reports, policy_file, policy, as_json)
+    _print_report(reports, policy_file, policy, as_json, cafile)
     return _exit(reports)
 
 
-def _exit(reports: list[EndpointReport]) -> int:
+def _exit(reports: list[EndpointReport]) -> ExitCode:
     from certpin.lifecycle.monitor.check import exit_code
 
-    return exit_code(reports)
+    return ExitCode(exit_code(reports))
 
 
 # -- targets --------------------------------------------------------------------------------
@@ -194,7 +190,7 @@ class _StderrHandler(logging.Handler):
     """Writes to the *current* sys.stderr (click.echo), whatever it was when created."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"certpin: {record.getMessage()}", err=True)
+        note(record.getMessage())
 
 
 @contextlib.contextmanager
@@ -235,6 +231,7 @@ def _watch(
     max_runs: int | None,
     policy_file: str | None,
     as_json: bool,
+    cafile: str | None,
 ) -> int:
     from certpin.lifecycle.monitor.check import alert_event, exit_code
 
@@ -244,13 +241,13 @@ def _watch(
         nonlocal last_code
         last_code = exit_code(reports)
         if n == 0 and not as_json:
-            _print_report(reports, policy_file, monitor.policy, as_json=False)
+            _print_report(reports, policy_file, monitor.policy, False, cafile)
             return
         for report in changed:
             if as_json:
                 click.echo(json.dumps(alert_event(report)))
             else:
-                click.echo(_alert_line(report))
+                click.echo(_alert_line(report, cafile))
         sys.stdout.flush()
 
     async def run() -> None:
@@ -264,21 +261,20 @@ def _watch(
         asyncio.run(run())
     except KeyboardInterrupt:
         # The state file is only ever replaced whole, so an interrupt leaves it consistent.
-        click.echo("certpin: monitor stopped", err=True)
-        return 0
-    return last_code if max_runs is not None else 0
+        note("monitor stopped")
+        return ExitCode.OK
+    return last_code if max_runs is not None else ExitCode.OK
 
 
-def _alert_line(report: EndpointReport) -> str:
+def _alert_line(report: EndpointReport, cafile: str | None) -> str:
     prev = report.previous
     before = "?" if prev is None else prev.status
     pins = ""
     if prev is not None and prev.chain_pins != report.snapshot().chain_pins:
         pins = "; chain pins changed"
     when = iso(report.checked_at)
-    return (
-        f"{when} CHANGED {report.target.key}: {before} -> {report.status}{pins}: {report.message}"
-    )
+    message = explain(report.message, cafile)
+    return f"{when} CHANGED {report.target.key}: {before} -> {report.status}{pins}: {message}"
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -295,7 +291,11 @@ def _summary(reports: list[EndpointReport]) -> dict[str, int]:
 
 
 def _print_report(
-    reports: list[EndpointReport], policy_file: str | None, policy: Policy, as_json: bool
+    reports: list[EndpointReport],
+    policy_file: str | None,
+    policy: Policy,
+    as_json: bool,
+    cafile: str | None,
 ) -> None:
     from certpin.lifecycle.monitor.check import exit_code
 
@@ -309,16 +309,17 @@ def _print_report(
             "summary": summary,
             "endpoints": [r.to_json() for r in reports],
         }
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        print_json(document)
         return
     counts = ", ".join(f"{n} {s}" for s, n in summary.items() if n and s != "changed")
     line = f"{len(reports)} endpoint(s): {counts or 'none'}"
     if summary["changed"]:
         line += f"; {summary['changed']} changed since the last run"
+    messages = [explain(r.message, cafile) for r in reports]
     if sys.stdout.isatty():
-        _print_rich(reports, line)
+        _print_rich(reports, messages, line)
     else:
-        _print_plain(reports, line)
+        _print_plain(reports, messages, line)
 
 
 def _changed_text(report: EndpointReport) -> str:
@@ -337,22 +338,22 @@ def _chain_lines(report: EndpointReport) -> list[str]:
     return lines
 
 
-def _print_plain(reports: list[EndpointReport], summary: str) -> None:
+def _print_plain(reports: list[EndpointReport], messages: list[str], summary: str) -> None:
     out = []
-    for report in reports:
+    for report, message in zip(reports, messages, strict=True):
         verdict = "-" if report.verdict is None else report.verdict.status.value
         out.append(
             f"{report.target.key}  {report.status.upper()}  verdict={verdict}  "
             f"leaf={_days_text(report.leaf_days_left)}  ca={_days_text(report.ca_days_left)}  "
             f"{_changed_text(report)}"
         )
-        out.append(f"  {report.message}")
+        out.append(f"  {message}")
         out += _chain_lines(report)
     out.append(summary)
     click.echo("\n".join(out))
 
 
-def _print_rich(reports: list[EndpointReport], summary: str) -> None:
+def _print_rich(reports: list[EndpointReport], messages: list[str], summary: str) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -361,7 +362,7 @@ def _print_rich(reports: list[EndpointReport], summary: str) -> None:
     table = Table(show_lines=False)
     for name in ("Endpoint", "Status", "Verdict", "Leaf", "CAs", "Changed", "Message"):
         table.add_column(name, no_wrap=name != "Message", overflow="fold")
-    for report in reports:
+    for report, message in zip(reports, messages, strict=True):
         style = _STYLES[report.status]
         table.add_row(
             escape(report.target.key),
@@ -370,7 +371,7 @@ def _print_rich(reports: list[EndpointReport], summary: str) -> None:
             _days_text(report.leaf_days_left),
             _days_text(report.ca_days_left),
             _changed_text(report),
-            escape(report.message),
+            escape(message),
         )
     console.print(table)
     # Pins never go in a table cell: a folded pin cannot be copied.

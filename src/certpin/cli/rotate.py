@@ -2,9 +2,9 @@
 (docs/rotation.md).
 
 Thin functions over `certpin.lifecycle.rotate`, `certpin.lifecycle.lint` and
-`certpin.lifecycle.chains`; the shared options
-come from `certpin.cli.lifecycle`. Exit codes: 0 safe/written, 1 a deployed version breaks or
-the next version is refused, 2 usage or input error.
+`certpin.lifecycle.chains`; the shared options come from `certpin.cli.options`. Exit codes
+(`ExitCode`): 0 safe/written, 1 a deployed version breaks or the next version is refused, 2 usage
+or input error.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING
 import click
 
 from certpin._errors import ConfigurationError
-from certpin.cli.lifecycle import (
-    acquire,
-    chain_options,
-    load_policy,
-    note,
+from certpin.cli.exitcode import ExitCode
+from certpin.cli.messages import explain
+from certpin.cli.options import (
+    Verb,
+    cafile_option,
+    json_option,
     now_option,
-    print_json,
+    output_option,
 )
-from certpin.cli.main import EXIT_MISMATCH, EXIT_OK
+from certpin.cli.output import note, print_json, write_output
+from certpin.cli.sources import ChainSources, chain_options
 
 if TYPE_CHECKING:
     from certpin.core.policy import Policy
@@ -38,7 +40,7 @@ def rotate_group() -> None:
     """Plan a key rotation across deployed policy versions; write the next version."""
 
 
-@rotate_group.command("plan")
+@rotate_group.command("plan", cls=Verb)
 @click.option(
     "--deployed",
     "deployed_files",
@@ -54,11 +56,7 @@ def rotate_group() -> None:
     metavar="FILE",
     help="The chain you are about to serve (PEM, leaf first).",
 )
-@click.option(
-    "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Trusted CA certificates (PEM) to verify the next chain (default: system).",
-)
+@cafile_option("Trusted CA certificates (PEM) to verify the next chain (default: system).")
 @click.option(
     "--share",
     "shares",
@@ -67,7 +65,7 @@ def rotate_group() -> None:
     help="Share of users on a version: 0.12 or 12% (repeatable).",
 )
 @now_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 def rotate_plan_command(
     deployed_files: tuple[str, ...],
     next_chain: str,
@@ -83,12 +81,13 @@ def rotate_plan_command(
     """
     import dataclasses
 
+    from certpin.core.policy import Policy
     from certpin.lifecycle.chains import verify_chain_file
     from certpin.lifecycle.rotate import DeployedVersion, parse_shares, plan_rotation, version_name
 
     versions = []
     for path in deployed_files:
-        policy = load_policy(path)
+        policy = Policy.from_file(path)
         versions.append(DeployedVersion(version_name(policy, path), path, policy))
     names = [v.name for v in versions]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -100,7 +99,7 @@ def rotate_plan_command(
     versions = [dataclasses.replace(v, share=share_of.get(v.name)) for v in versions]
     chain, leaf_names = verify_chain_file(next_chain, cafile)
     plan = plan_rotation(versions, chain, leaf_names, now)
-    code = EXIT_MISMATCH if plan.breaking else EXIT_OK
+    code = ExitCode.FAILED if plan.breaking else ExitCode.OK
     if as_json:
         doc = plan.to_json()
         doc["playbook"] = plan.playbook(next_chain)
@@ -134,16 +133,14 @@ def rotate_plan_command(
     return code
 
 
-@rotate_group.command("next")
+@rotate_group.command("next", cls=Verb)
 @click.argument("policy_file", metavar="POLICY")
 @click.option("--add-pin", "add_pins", multiple=True, metavar="PIN[:DOMAIN]", help="Pin to add.")
 @click.option(
     "--drop-pin", "drop_pins", multiple=True, metavar="PIN[:DOMAIN]", help="Pin to remove."
 )
 @click.option("--domain", metavar="DOMAIN", help="Policy key for pins given without :DOMAIN.")
-@click.option(
-    "-o", "--output", metavar="OUT", help="Write the next version here (default: stdout)."
-)
+@output_option("Write the next version here (default: stdout).", metavar="OUT")
 @chain_options
 @now_option
 @click.option("--force", is_flag=True, help="Write the version even if it locks out a chain.")
@@ -153,21 +150,18 @@ def rotate_next_command(
     drop_pins: tuple[str, ...],
     domain: str | None,
     output: str | None,
-    connect: bool,
-    chains: tuple[str, ...],
-    addresses: tuple[str, ...],
-    cafile: str | None,
-    timeout: float,
+    sources: ChainSources,
     now: dt.datetime | None,
     force: bool,
 ) -> int:
     """Write POLICY's next version (version + 1) with pins added and dropped.
 
     The new version is linted and checked against every key's live verified chain
-    (--connect/--address, or --chain). It is refused (exit 1) unless --force when it locks a
+    (--live/--address, or --chain). It is refused (exit 1) unless --force when it locks a
     live chain out, when lint finds an error, or when a key has no verified chain to check it
     against. OUT is never overwritten: clients still run the previous version.
     """
+    from certpin.core.policy import Policy
     from certpin.core.toml import dump_policy
     from certpin.formats._common import one_line
     from certpin.lifecycle.lint import lint_policy
@@ -175,30 +169,30 @@ def rotate_next_command(
 
     if not add_pins and not drop_pins:
         raise click.UsageError("give at least one --add-pin or --drop-pin")
-    if not (connect or chains or addresses):
+    if not sources.given:
         raise click.UsageError(
-            "give --connect, --address or --chain: the next version is checked against the "
-            "live chains"
+            "give --live, --address or --chain: the next version is checked against the live chains"
         )
-    if output is not None and Path(output).exists():
+    if output is not None and output != "-" and Path(output).exists():
         raise click.BadParameter(
             f"{output} exists; the previous versions stay as they are deployed",
             param_hint="--output",
         )
-    policy = load_policy(policy_file)
+    policy = Policy.from_file(policy_file)
     add = [parse_pin_spec(p, "--add-pin") for p in add_pins]
     drop = [parse_pin_spec(p, "--drop-pin") for p in drop_pins]
     new = next_version(policy, add, drop, domain)
-    domain_chains = acquire(new, chains, addresses, connect, cafile, timeout)
+    domain_chains = sources.acquire(new)
     for chain in domain_chains.values():
         if chain.error:
-            note(f"cannot check {chain.key}: {chain.error}")
+            note(f"cannot check {chain.key}: {explain(chain.error, sources.cafile)}")
         elif chain.note:
             note(f"not checked: {chain.note}")
     findings = lint_policy(new, domain_chains, (), now)
     for f in findings:
         if f.rule != "CP201":  # lock-outs are reported below, with the verdict's message
-            note(f"lint {f.rule} {f.severity} [{f.domain}] {f.name}: {f.message}")
+            message = explain(f.message, sources.cafile)
+            note(f"lint {f.rule} {f.severity} [{f.domain}] {f.name}: {message}")
     failures = lockouts(new, domain_chains, now)
     for result in failures:
         note(f"version {new.version} would lock out {result.host}:\n{result.message()}")
@@ -214,7 +208,7 @@ def rotate_next_command(
     if unchecked:
         refusals.append(
             f"{', '.join(unchecked)} ha{'s' if len(unchecked) == 1 else 've'} no verified chain to "
-            "check it against (give --chain DOMAIN=FILE, --address DOMAIN=HOST:PORT or --connect)"
+            "check it against (give --chain DOMAIN=FILE, --address DOMAIN=HOST:PORT or --live)"
         )
     if refusals:
         if not force:
@@ -222,7 +216,7 @@ def rotate_next_command(
                 f"refusing to write version {new.version}: {'; '.join(refusals)} "
                 "(--force writes it anyway)"
             )
-            return EXIT_MISMATCH
+            return ExitCode.FAILED
         note(f"--force: writing version {new.version} although {'; '.join(refusals)}")
     changes = [f"added {p}" + (f" for {d}" if d else "") for p, d in add]
     changes += [f"dropped {p}" + (f" for {d}" if d else "") for p, d in drop]
@@ -237,18 +231,10 @@ def rotate_next_command(
         header="\n".join(one_line(line) for line in header),
         pin_comments=_pin_comments(new, domain_chains, now),
     )
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        try:
-            with open(output, "x", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise click.BadParameter(
-                f"{output}: {exc.strerror or exc}", param_hint="--output"
-            ) from None
+    write_output(text, output, exclusive=True)
+    if output is not None and output != "-":
         note(f"wrote version {new.version} to {output}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _pin_comments(

@@ -10,10 +10,13 @@ from collections.abc import Iterator
 
 import click
 
-__all__ = ["serve_command"]
+from certpin.cli.exitcode import ExitCode
+from certpin.cli.options import Verb, tls_server_options
+
+__all__ = ["http_parser", "listen_socket", "serve_command"]
 
 
-@click.command("serve")
+@click.command("serve", cls=Verb)
 @click.option(
     "--db",
     metavar="URL",
@@ -29,8 +32,7 @@ __all__ = ["serve_command"]
     show_default=True,
     help="Port (0 = any free port; the one chosen is printed).",
 )
-@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate.")
-@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key.")
+@tls_server_options
 @click.option(
     "--bundles",
     type=click.Path(exists=True, file_okay=False),
@@ -88,7 +90,7 @@ def serve_command(
 
             from certpin.collector.alerts import AlertConfig
             from certpin.collector.app import Collector, RateLimit
-            from certpin.collector.db import StoreError
+            from certpin.collector.store import StoreError
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise click.ClickException(
                 f"the collector needs its extra: pip install 'certpin[collector]' ({exc})"
@@ -136,7 +138,7 @@ def serve_command(
             proxy_headers=False,
         )
         uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    return ExitCode.OK
 
 
 @contextlib.contextmanager

@@ -64,6 +64,7 @@ _REPORT = {
     "required": ["hostname", "known-pins"],
 }
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -76,9 +77,24 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _read_route(summary: str, parameters: list[dict[str, Any]], ok: str) -> dict[str, Any]:
+    """A GET route of the read API: Bearer token, JSON object, 400 on a bad parameter."""
+    return {
+        "get": {
+            "summary": summary,
+            "security": _BEARER,
+            "parameters": parameters,
+            "responses": {
+                "200": {"description": ok, "content": _JSON_OBJECT},
+                "400": _ERROR,
+                "401": _ERROR,
+            },
+        }
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json``."""
-    json_object = {"application/json": {"schema": {"type": "object"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "certpin collector", "version": __version__},
@@ -99,11 +115,11 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": {
                             "description": "Stored (durably committed).",
-                            "content": json_object,
+                            "content": _JSON_OBJECT,
                         },
                         "200": {
                             "description": "Already stored; duplicate counted.",
-                            "content": json_object,
+                            "content": _JSON_OBJECT,
                         },
                         "400": _ERROR,
                         "413": _ERROR,
@@ -112,42 +128,28 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/api/reports": {
-                "get": {
-                    "summary": "List reports, newest first",
-                    "security": _BEARER,
-                    "parameters": [
-                        _query("host", "Exact host name.", {"type": "string"}),
-                        _query("since", "ISO 8601 receive time, inclusive.", {"type": "string"}),
-                        _query("until", "ISO 8601 receive time, exclusive.", {"type": "string"}),
-                        _query("app", "App bundle id.", {"type": "string"}),
-                        _query("pin", "Unexpected key (sha256/…).", {"type": "string"}),
-                        _query(
-                            "limit",
-                            "Page size (default 100).",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                        ),
-                        _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
-                    ],
-                    "responses": {
-                        "200": {"description": "A page of reports.", "content": json_object},
-                        "400": _ERROR,
-                        "401": _ERROR,
-                    },
-                }
-            },
-            "/api/summary": {
-                "get": {
-                    "summary": "Aggregates by host, unexpected key, app and version",
-                    "security": _BEARER,
-                    "parameters": [_query("since", "ISO 8601.", {"type": "string"})],
-                    "responses": {
-                        "200": {"description": "Summary.", "content": json_object},
-                        "400": _ERROR,
-                        "401": _ERROR,
-                    },
-                }
-            },
+            "/api/reports": _read_route(
+                "List reports, newest first",
+                [
+                    _query("host", "Exact host name.", {"type": "string"}),
+                    _query("since", "ISO 8601 receive time, inclusive.", {"type": "string"}),
+                    _query("until", "ISO 8601 receive time, exclusive.", {"type": "string"}),
+                    _query("app", "App bundle id.", {"type": "string"}),
+                    _query("pin", "Unexpected key (sha256/…).", {"type": "string"}),
+                    _query(
+                        "limit",
+                        "Page size (default 100).",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                    ),
+                    _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
+                ],
+                "A page of reports.",
+            ),
+            "/api/summary": _read_route(
+                "Aggregates by host, unexpected key, app and version",
+                [_query("since", "ISO 8601.", {"type": "string"})],
+                "Summary.",
+            ),
             "/": {
                 "get": {
                     "summary": "The dashboard (HTML; Bearer token or the login form's session)",
@@ -171,7 +173,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness and database reachability",
                     "responses": {
-                        "200": {"description": "Healthy.", "content": json_object},
+                        "200": {"description": "Healthy.", "content": _JSON_OBJECT},
                         "503": _ERROR,
                     },
                 }

@@ -4,18 +4,19 @@ Request handlers `submit` a normalised report and await its `Outcome`; a 2xx is 
 the batch holding the report was committed. Two writers share `store_batch` (the retry and
 isolation rules) and differ in where the database work runs:
 
-* `ProcessWriter` (the default): a child process (``python -c … child_main``) that owns its own
-  `Store`. Reports go to it as plain tuples (`marshal`) over a private socket pair, and the
-  outcomes come back the same way, read by the event loop. The child has its own interpreter
-  lock: with the writer as a thread, every step of a commit (each SQLite row returned, each
-  Postgres round trip) had to win the lock back from the event loop, which holds it for up to
-  the switch interval (5 ms) while it parses reports, so a 5-row commit took 5 ms and p99 at
-  1 000 reports/s reached 30-60 ms. The child runs in its own process group (Ctrl-C at a
-  terminal reaches the server alone), ignores SIGINT and SIGTERM (a service manager may signal
-  every process of the service), and ends when the parent closes its end, after committing
-  everything it received; if the parent is killed, it sees end-of-file the same way. If the
-  child dies, the reports waiting on it fail (503, retried by clients: the key makes a retry
-  idempotent) and a new child starts.
+* `ProcessWriter` (the default): a `multiprocessing` child (the ``spawn`` start method: a fresh
+  interpreter that inherits no socket, lock or thread of the server) that owns its own `Store`,
+  connected by a `multiprocessing.Pipe`. The child has its own interpreter lock: with the
+  writer as a thread, every step of a commit (each SQLite row returned, each Postgres round
+  trip) had to win the lock back from the event loop, which holds it for up to the switch
+  interval (5 ms) while it parses reports, so a 5-row commit took 5 ms and p99 at 1 000
+  reports/s reached 30-60 ms. Two threads of the server move the messages (a send can wait
+  while the child commits, and the event loop must never wait). The child puts itself in its
+  own process group (Ctrl-C at a terminal reaches the server alone), ignores SIGINT and SIGTERM
+  (a service manager may signal every process of the service), and ends when told to, after
+  committing everything it received; if the server is killed, it reads end-of-file and ends
+  the same way. If the child dies, the reports waiting on it fail (503, retried by clients:
+  the key makes a retry idempotent) and a new child starts.
 * `ThreadWriter`: the same loop on a thread of the server process, for embedding the app
   where starting a process is unwanted (``Collector(writer="thread")``).
 """
@@ -28,24 +29,25 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import marshal
+import multiprocessing
+import multiprocessing.util
 import operator
 import os
+import queue
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from certpin._errors import CertpinError
-from certpin.collector.db import Outcome, Store, is_transient
 from certpin.collector.dialects import Report
+from certpin.collector.store import Outcome, Store, is_transient
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from certpin.collector.alerts import Alerter
 
 log = logging.getLogger("certpin.collector")
@@ -217,20 +219,15 @@ _Queued = tuple[Report, str | None, "asyncio.Future[Outcome]"]
 
 # -- the process -----------------------------------------------------------------------------------
 
-# Every message: a 4-byte big-endian length, then `marshal` data (plain tuples of str, bytes,
-# int, bool and None: ≈ 3x faster than pickling the dataclasses, on every report). The socket
-# pair is private to the two processes, and they run the same code. A report's fields cross
-# as they are: all exact (times are integer microseconds, validated in bounds by the parser),
-# so the child converts nothing — a float time once crossed here and a year-10000 value
-# killed the child (issue item 8).
-_HEADER = 4
+# What crosses the pipe (pickled by multiprocessing): to the child, lists of
+# ``(seq, source, fields)`` with a report's fields as a plain tuple (pickling the dataclass
+# costs ≈ 4x as much, on every report), and a final None ("commit, then end"); back, one list
+# of replies per batch, ``(seq, id, new, new_pin)`` stored or ``(seq, reason)`` not. A report's
+# fields cross as they are: all exact (times are integer microseconds, validated in bounds by
+# the parser), so the child converts nothing — a float time once crossed here and a year-10000
+# value killed the child (issue item 8).
 _FIELDS = tuple(field.name for field in dataclasses.fields(Report))
 _values = operator.attrgetter(*_FIELDS)
-
-
-def _frame(obj: Any) -> bytes:
-    data = marshal.dumps(obj)
-    return len(data).to_bytes(_HEADER, "big") + data
 
 
 def _pack(report: Report) -> tuple[Any, ...]:
@@ -242,31 +239,17 @@ def _unpack(values: Sequence[Any]) -> Report:
     return Report(*values)
 
 
-def _unframe(buffer: bytearray) -> list[Any]:
-    """Take every complete message off the front of `buffer`."""
-    out = []
-    start = 0
-    while len(buffer) - start >= _HEADER:
-        size = int.from_bytes(buffer[start : start + _HEADER], "big")
-        if len(buffer) - start - _HEADER < size:
-            break
-        out.append(marshal.loads(buffer[start + _HEADER : start + _HEADER + size]))
-        start += _HEADER + size
-    del buffer[:start]
-    return out
-
-
 class ProcessWriter(_Writer):
     """Group commit in a child process (see the module docstring)."""
 
     def __init__(self, store: Store, alerter: Alerter, max_batch: int, max_queue: int) -> None:
         super().__init__(store, alerter, max_batch, max_queue)
         self.restarts = 0
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: BaseProcess | None = None
+        self._link: _Link | None = None
         self._seq = itertools.count()
         self._waiting: dict[int, tuple[Report, asyncio.Future[Outcome]]] = {}
-        self._outbox: list[bytes] = []
-        self._transport: asyncio.Transport | None = None
+        self._outbox: list[tuple[int, str | None, tuple[Any, ...]]] = []
         self._closed: asyncio.Future[None] | None = None
         self._starting: asyncio.Task[None] | None = None
 
@@ -276,26 +259,14 @@ class ProcessWriter(_Writer):
 
     async def _spawn(self) -> None:
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        try:
-            env = dict(os.environ)
-            here = str(Path(__file__).resolve().parents[2])  # the directory holding certpin
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                process_group=0,  # Ctrl-C at a terminal goes to the server alone
-                env=env,
-            )
-        finally:
-            theirs.close()
-        self._closed = loop.create_future()
-        transport, _ = await loop.create_unix_connection(lambda: _Channel(self), sock=ours)
-        # The database URL with its password goes over the socket, not the command line.
+        # The database URL with its password reaches the child through the pipe
+        # multiprocessing starts it with, not its command line.
         url = self.store.url.render_as_string(hide_password=False)
-        transport.write(_frame((url, self.store.schema, self.max_batch)))
-        self._transport = transport
+        link = await asyncio.to_thread(_Link, url, self.store.schema, self.max_batch)
+        self._closed = loop.create_future()
+        self.process = link.process
+        self._link = link
+        link.serve(self, loop)
 
     async def stop(self) -> None:
         """Let the child commit everything it was sent, then wait for it to end (shutdown).
@@ -303,35 +274,35 @@ class ProcessWriter(_Writer):
         self._stopping = True
         if self._starting is not None:
             await self._starting
-        if self._transport is not None:
+        if self._link is not None:
             self._flush()
-            self._transport.write_eof()
+            self._link.outgoing.put(None)
         if self._closed is not None:
             await self._closed
         if self.process is not None:
-            await asyncio.to_thread(self.process.wait)
+            await asyncio.to_thread(self.process.join)
 
     async def submit(self, report: Report, source: str | None) -> Outcome:
         if self._stopping or len(self._waiting) >= self.max_queue:
             raise Overloaded
-        if self._transport is None:
+        if self._link is None:
             raise StoreFailure("the writer process is restarting")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         seq = next(self._seq)
         self._waiting[seq] = (report, future)
         # Sent once per turn of the event loop, together with the reports submitted in the
-        # same turn: one system call and one wake-up of the child for all of them (and so a
-        # batch of all of them), not one each.
+        # same turn: one message and one wake-up of the child for all of them (and so a batch
+        # of all of them), not one each.
         if not self._outbox:
             loop.call_soon(self._flush)
-        self._outbox.append(_frame((seq, source, _pack(report))))
+        self._outbox.append((seq, source, _pack(report)))
         return await future
 
     def _flush(self) -> None:
-        if self._outbox and self._transport is not None:
-            self._transport.write(b"".join(self._outbox))
-        self._outbox.clear()
+        if self._outbox and self._link is not None:
+            self._link.outgoing.put(self._outbox)
+        self._outbox = []
 
     def _received(self, replies: list[tuple[Any, ...]]) -> None:
         """One batch's answers: ``(seq, id, new, new_pin)`` stored, ``(seq, reason)`` not."""
@@ -348,51 +319,116 @@ class ProcessWriter(_Writer):
         self.batches += 1
         _settle(self.alerter, waiting, results)
 
-    def _lost(self) -> None:
-        self._transport = None
-        self._outbox.clear()
-        code = None if self.process is None else self.process.poll()
+    def _lost(self, link: _Link) -> None:
+        if link is not self._link:  # Defensive: a link is lost once
+            return
+        self._link = None
+        self._outbox = []
         for _, future in self._waiting.values():
             _fail(future, StoreFailure("the writer process ended"))
         self._waiting.clear()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         if not self._stopping:
-            log.error("certpin collector: the writer process ended (exit %s); restarting", code)
             self.restarts += 1
-            self._starting = asyncio.get_running_loop().create_task(self._restart())
+            self._starting = asyncio.get_running_loop().create_task(self._restart(link))
 
-    async def _restart(self) -> None:
-        if self.process is not None:
-            await asyncio.to_thread(self.process.wait)
+    async def _restart(self, link: _Link) -> None:
+        await asyncio.to_thread(link.process.join)
+        code = link.process.exitcode
+        log.error("certpin collector: the writer process ended (exit %s); restarting", code)
         while not self._stopping:
             try:
                 await self._spawn()
                 break
-            except Exception:  # Defensive: cannot start a process (fork/exec refused)
+            except Exception:  # Defensive: cannot start a process (resources exhausted)
                 log.exception("certpin collector: cannot start the writer process; retrying")
                 await asyncio.sleep(1)
         self._starting = None
 
 
-class _Channel(asyncio.Protocol):
-    def __init__(self, writer: ProcessWriter) -> None:
-        self.writer = writer
-        self.buffer = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        for replies in _unframe(self.buffer):
-            self.writer._received(replies)
-
-    def eof_received(self) -> bool:
-        return False  # close our end too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.writer._lost()
+_START_SECONDS = 60
+"""How long a new writer process may take to start (import, open its store) before it is
+killed and the start fails."""
 
 
-_CHILD = "from certpin.collector._writer import child_main; child_main()"
+class _Link:
+    """One writer child, its end of the pipe, and the two threads of this process that move
+    messages over it: `_send` (from `outgoing`) and `_receive` (to the event loop)."""
+
+    def __init__(self, url: str, schema: str | None, max_batch: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        self.process = context.Process(
+            target=child_main,
+            args=(theirs, url, schema, max_batch),
+            name="certpin-collector-writer",
+        )
+        self.process.start()
+        theirs.close()  # the child's copy is its own: EOF reaches each side when the other ends
+        self.conn = ours
+        # Started means ready: out of the terminal's process group, deaf to SIGINT/SIGTERM.
+        try:
+            if not ours.poll(_START_SECONDS):
+                self.process.kill()
+                raise EOFError
+            ours.recv()
+        except EOFError:
+            self.process.join()
+            ours.close()
+            code = self.process.exitcode
+            raise StoreFailure(f"the writer process did not start (exit {code})") from None
+        self.outgoing: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name="certpin-writer-send", daemon=True)
+        # An interpreter that exits without `ProcessWriter.stop` joins its children
+        # (multiprocessing's exit handler) after running finalizers like this one: the end
+        # message lets the child commit and end, so that join cannot wait forever.
+        multiprocessing.util.Finalize(self, self.outgoing.put, args=(None,), exitpriority=0)
+
+    def serve(self, writer: ProcessWriter, loop: asyncio.AbstractEventLoop) -> None:
+        self._sender.start()
+        threading.Thread(
+            target=self._receive, args=(writer, loop), name="certpin-writer-receive", daemon=True
+        ).start()
+
+    def _send(self) -> None:
+        """Send what the event loop queued, everything waiting as one message; after None
+        (stop), the end message."""
+        while True:
+            messages: list[Any] = []
+            end = False
+            item = self.outgoing.get()
+            while True:
+                if item is None:
+                    end = True
+                else:
+                    messages.extend(item)
+                try:
+                    item = self.outgoing.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                if messages:
+                    self.conn.send(messages)
+                if end:
+                    self.conn.send(None)
+                    return
+            except OSError:
+                return  # the child is gone: `_receive` reads end-of-file and reports it
+
+    def _receive(self, writer: ProcessWriter, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                replies = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            loop.call_soon_threadsafe(writer._received, replies)
+        # The child has ended. Close our end only once the sender has stopped using it.
+        self.outgoing.put(None)
+        self._sender.join()
+        self.conn.close()
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(writer._lost, self)
 
 
 def _answer(store: Store, batch: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -406,10 +442,12 @@ def _answer(store: Store, batch: Sequence[Any]) -> list[tuple[Any, ...]]:
     replies: list[tuple[Any, ...]] = []
     items: list[Item] = []
     stored: list[int] = []
-    for seq, source, fields in batch:
+    for message in batch:
         try:
+            seq, source, fields = message
             items.append((_unpack(fields), source))
         except Exception as exc:
+            seq = message[0] if isinstance(message, tuple) and message else None
             log.error("certpin collector: writer cannot read report %s: %s", seq, exc)
             replies.append((seq, f"the writer cannot read this report: {exc}"[:500]))
             continue
@@ -423,39 +461,33 @@ def _answer(store: Store, batch: Sequence[Any]) -> list[tuple[Any, ...]]:
     return replies
 
 
-def child_main(argv: Sequence[str] | None = None) -> None:
+def child_main(conn: Connection, url: str, schema: str | None, max_batch: int) -> None:
     """The writer process: read reports, store them in batches, answer with the outcomes;
-    end (after committing everything received) when the parent closes its end."""
+    end (after committing everything received) on the end message or end-of-file."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    args = sys.argv[1:] if argv is None else argv
-    sock = socket.socket(fileno=int(args[0]))
-    buffer = bytearray()
-    store: Store | None = None
-    max_batch = 1
+    if hasattr(os, "setpgid"):  # POSIX: out of the terminal's foreground process group
+        os.setpgid(0, 0)
+    store = Store(url, schema=schema)
+    conn.send("ready")
     ended = False
     try:
         while not ended:
-            chunk = sock.recv(1 << 20)  # block until there is something
-            ended = not chunk
-            buffer += chunk
-            sock.setblocking(False)  # then take everything else already sent
-            with contextlib.suppress(BlockingIOError):
-                while not ended:
-                    chunk = sock.recv(1 << 20)
-                    ended = not chunk
-                    buffer += chunk
-            sock.setblocking(True)
-            messages = _unframe(buffer)
-            if store is None and messages:
-                url, schema, max_batch = messages.pop(0)
-                store = Store(url, schema=schema)
+            messages: list[Any] = []
+            # Block until something comes, then take everything already sent as well.
+            while not ended and (not messages or conn.poll()):
+                try:
+                    received = conn.recv()
+                except EOFError:  # the server is gone: commit what came, then end
+                    received = None
+                if received is None:
+                    ended = True
+                else:
+                    messages.extend(received)
             for start in range(0, len(messages), max_batch):
-                assert store is not None
-                sock.sendall(_frame(_answer(store, messages[start : start + max_batch])))
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the parent is gone: nothing is waiting for these answers
+                replies = _answer(store, messages[start : start + max_batch])
+                with contextlib.suppress(OSError):  # the server is gone: nobody waits for them
+                    conn.send(replies)
     finally:
-        if store is not None:
-            store.close()
-        sock.close()
+        store.close()
+        conn.close()

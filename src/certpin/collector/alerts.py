@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from certpin.collector.db import Outcome, Store, now_us
 from certpin.collector.dialects import Report
+from certpin.collector.store import Outcome, Store, now_us
 
 __all__ = ["AlertConfig", "Alerter"]
 

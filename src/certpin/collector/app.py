@@ -1,13 +1,13 @@
 """The collector ASGI app: ``create_app(db_url, admin_token, …)``, served by uvicorn.
 
-Routes:
+Routes (Starlette's router answers every request):
     POST /reports        ingest (open, bounded, rate-limited); 201 new, 200 duplicate
-    GET  /api/reports    list (Bearer token)
-    GET  /api/summary    aggregates (Bearer token)
+    GET  /api/reports    list (Bearer token)                      `certpin.collector.api`
+    GET  /api/summary    aggregates (Bearer token)                `certpin.collector.api`
     GET  /healthz        liveness + database
     GET  /openapi.json   the hand-written OpenAPI document
     GET  /bundles/…      bundle files from ``bundles_dir`` (ETag, Cache-Control), if given
-    GET  /, /login …     the dashboard (`certpin.collector.dashboard`)
+    GET  /, /login …     the dashboard                            `certpin.collector.dashboard`
 
 Group commit: request handlers hand their normalised report to the writer and await a future;
 the writer (a child process by default, or a thread: ``writer=``, see `certpin.collector._writer`)
@@ -15,23 +15,18 @@ commits everything waiting (up to ``max_batch``) in ONE transaction, and only th
 futures resolved (on the event loop), so a 2xx always means "durably committed" and concurrent
 requests share one fsync.
 
-The app is `Collector.app`; ``app.state.collector`` is the `Collector`, so later features (the
-dashboard) can add routes on the same store and token.
+The app is `Collector.app`; ``app.state.collector`` is the `Collector`, so later features can
+add routes on the same store and token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import datetime as dt
-import hmac
 import json
 import logging
 import math
 import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +40,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from certpin._errors import CertpinError
 from certpin.collector._bundles import BundleFiles
 from certpin.collector._openapi import openapi_document
-from certpin.collector._times import micros
 from certpin.collector._writer import Overloaded, ProcessWriter, ThreadWriter
 from certpin.collector.alerts import AlertConfig, Alerter
+from certpin.collector.api import ReadAPI, error
+from certpin.collector.auth import Auth
 from certpin.collector.dashboard import Dashboard
-from certpin.collector.db import Store
 from certpin.collector.dialects import normalize_report
 from certpin.collector.limits import (
     IngestLimits,
@@ -62,15 +56,11 @@ from certpin.collector.limits import (
     parse_json,
     read_body,
 )
-from certpin.core.hosts import HostError, normalize_host
-from certpin.core.pins import Pin
+from certpin.collector.store import Store
 
 __all__ = ["Collector", "RateLimit", "create_app"]
 
 log = logging.getLogger("certpin.collector")
-
-TOKEN_ENV = "CERTPIN_ADMIN_TOKEN"
-MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -104,9 +94,7 @@ class Collector:
         if writer not in ("process", "thread"):
             raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
         self.store = Store(db_url, schema=db_schema)
-        token = admin_token or os.environ.get(TOKEN_ENV) or None
-        self.token_generated = token is None
-        self.admin_token: str = token or secrets.token_urlsafe(32)
+        self.auth = Auth(admin_token)
         self.limits = limits or IngestLimits()
         self.limiter = (
             None if rate_limit is None else TokenBucket(rate_limit.rate, rate_limit.burst)
@@ -118,26 +106,33 @@ class Collector:
         )
         routes: list[Route | Mount] = [
             Route("/reports", self.post_report, methods=["POST"]),
-            Route("/api/reports", self.list_reports, methods=["GET"]),
-            Route("/api/summary", self.summary, methods=["GET"]),
+            *ReadAPI(self.store, self.auth).routes,
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
-            *Dashboard(self).routes,
+            *Dashboard(self.store, self.auth).routes,
         ]
         if bundles_dir is not None:
             # Only bundle files: the rule of `certpin bundle serve` (certpin.dynamic.files).
             static = BundleFiles(directory=Path(bundles_dir), check_dir=True)
             cache = f"public, max-age={bundle_max_age}, must-revalidate"
             routes.append(Mount("/bundles", app=_with_header(static, b"cache-control", cache)))
-        self.app = _App(
+        self.app = Starlette(
             routes=routes,
             lifespan=self._lifespan,
             middleware=[Middleware(_SecurityHeaders)],
             exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
         )
         self.app.state.collector = self
-        self.app.collector = self
-        self.app._own_middleware = len(self.app.user_middleware)
+
+    @property
+    def admin_token(self) -> str:
+        """The read API's Bearer token (given, ``$CERTPIN_ADMIN_TOKEN``, or random)."""
+        return self.auth.token
+
+    @property
+    def token_generated(self) -> bool:
+        """True when `admin_token` is a random one (``certpin serve`` prints it)."""
+        return self.auth.generated
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -154,122 +149,48 @@ class Collector:
     # -- ingest -----------------------------------------------------------------------------------
 
     async def post_report(self, request: Request) -> Response:
-        # The routed path (e.g. under a root_path); `_App` answers plain POST /reports itself.
-        length = request.headers.get("content-length")
-        status, body, headers = await self._ingest(request.client, length, request.receive)
-        return Response(body, status, dict(headers), "application/json")
-
-    async def ingest_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /reports`` as a plain ASGI app: the same `_ingest`, without the router,
-        middleware and Request/Response objects around it (they cost as much as the report's
-        own validation). Sends the security headers `_SecurityHeaders` would add."""
-        length = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = value.decode("latin-1")
-                break
-        status, body, extra = await self._ingest(scope.get("client"), length, receive)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra),
-            *_NO_STORE,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _ingest(
-        self, client: Any, length: str | None, receive: Receive
-    ) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
-        """One report: limits, parse, validate, durable commit → (status, JSON body, headers).
-
-        `client` is the ASGI ``(host, port)`` (or Starlette's Address), `length` the
-        Content-Length header, `receive` the ASGI receive callable. Never raises: a bug is a
-        logged 500 with a JSON body, on both the direct and the routed path.
-        """
+        """One report: limits, parse, validate, durable commit. Never raises: a bug is a
+        logged 500 with a JSON body."""
         try:
-            return await self._ingest_one(client, length, receive)
+            return await self._ingest(request)
         except Exception:
             log.exception("certpin collector: POST /reports failed")
-            return 500, b'{"error":"internal error"}', ()
+            return error(500, "internal error")
 
-    async def _ingest_one(
-        self, client: Any, length: str | None, receive: Receive
-    ) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
-        source = client[0] if client else None
+    async def _ingest(self, request: Request) -> Response:
+        source = request.client.host if request.client else None
         if self.limiter is not None:
             wait = self.limiter.take(source or "?")
             if wait > 0:
-                return _failure(
-                    429,
-                    "rate limit exceeded for this address",
-                    (("Retry-After", str(max(1, math.ceil(wait)))),),
-                )
+                retry = str(max(1, math.ceil(wait)))
+                return error(429, "rate limit exceeded for this address", {"Retry-After": retry})
+        length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_bytes:
-            return _failure(413, f"request body exceeds {self.limits.max_bytes} bytes")
+            return error(413, f"request body exceeds {self.limits.max_bytes} bytes")
         try:
-            text = decode_body(await read_body(_chunks(receive), self.limits.max_bytes))
+            text = decode_body(await read_body(request.stream(), self.limits.max_bytes))
             report = normalize_report(parse_json(text, self.limits), self.limits, raw=text)
         except LimitError as exc:
-            return _failure(exc.status, str(exc))
+            return error(exc.status, str(exc))
         except ClientDisconnect:
-            return _failure(400, "client disconnected before the body was complete")
+            return error(400, "client disconnected before the body was complete")
         try:
             outcome = await self.writer.submit(report, source)
         except Overloaded:
-            return _failure(503, "collector overloaded; retry later", (("Retry-After", "1"),))
+            return error(503, "collector overloaded; retry later", {"Retry-After": "1"})
         except Exception:
-            return _failure(503, "storage unavailable; retry later", (("Retry-After", "5"),))
-        body = b'{"id":%d,"report_key":%s,"duplicate":%s}' % (
-            outcome.id,
-            json.dumps(report.report_key).encode("ascii"),
-            b"false" if outcome.new else b"true",
-        )
-        return (201 if outcome.new else 200), body, ()
+            return error(503, "storage unavailable; retry later", {"Retry-After": "5"})
+        body = {"id": outcome.id, "report_key": report.report_key, "duplicate": not outcome.new}
+        content = json.dumps(body, separators=(",", ":"))
+        return Response(content, 201 if outcome.new else 200, media_type="application/json")
 
-    # -- read API ---------------------------------------------------------------------------------
-
-    def _authorized(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        # hmac.compare_digest: the token comparison must not leak its prefix through timing.
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode("utf-8"), self.admin_token.encode("utf-8")
-        )
-
-    async def list_reports(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        try:
-            args = _Query(request, ("host", "since", "until", "app", "pin", "limit", "cursor"))
-            limit = args.integer("limit", 1, MAX_PAGE, default=100)
-            filters: dict[str, Any] = {
-                "host": args.host("host"),
-                "since_us": args.time("since"),
-                "until_us": args.time("until"),
-                "app": args.text("app"),
-                "pin": args.pin("pin"),
-                "before_id": args.cursor("cursor"),
-            }
-        except LimitError as exc:
-            return _error(400, str(exc))
-        rows = await asyncio.to_thread(lambda: self.store.query_reports(limit=limit, **filters))
-        cursor = _encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
-        return JSONResponse({"reports": rows, "next_cursor": cursor})
-
-    async def summary(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        try:
-            since = _Query(request, ("since",)).time("since")
-        except LimitError as exc:
-            return _error(400, str(exc))
-        return JSONResponse(await asyncio.to_thread(self.store.summary, since))
+    # -- health and the API document --------------------------------------------------------------
 
     async def healthz(self, _request: Request) -> Response:
         try:
             await asyncio.to_thread(self.store.ping)
         except Exception as exc:
-            return _error(503, f"database unavailable: {type(exc).__name__}")
+            return error(503, f"database unavailable: {type(exc).__name__}")
         return JSONResponse({"status": "ok", "database": self.store.kind})
 
     async def openapi(self, _request: Request) -> Response:
@@ -292,135 +213,8 @@ def create_app(
     return Collector(db_url, admin_token, **options).app
 
 
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-class _Query:
-    """Validated query parameters; unknown or repeated parameters are errors."""
-
-    def __init__(self, request: Request, known: tuple[str, ...]) -> None:
-        self.params = request.query_params
-        for name in self.params:
-            if name not in known:
-                raise LimitError(f"unknown query parameter {name[:64]!r}")
-            if len(self.params.getlist(name)) > 1:
-                raise LimitError(f"query parameter {name!r} given more than once")
-
-    def text(self, name: str) -> str | None:
-        value = self.params.get(name)
-        if value is not None and len(value) > 256:
-            raise LimitError(f"query parameter {name!r}: longer than 256 characters")
-        return value
-
-    def integer(self, name: str, low: int, high: int, default: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
-            raise LimitError(f"query parameter {name!r}: an integer {low}..{high}")
-        return int(value)
-
-    def host(self, name: str) -> str | None:
-        value = self.text(name)
-        try:
-            return None if value is None else normalize_host(value)
-        except HostError as exc:
-            raise LimitError(f"query parameter {name!r}: {exc}") from None
-
-    def time(self, name: str) -> int | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        try:
-            when = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise LimitError(f"query parameter {name!r}: not an ISO 8601 date-time") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return micros(when)  # exact, and defined for every datetime (no float, no overflow)
-
-    def pin(self, name: str) -> str | None:
-        value = self.text(name)
-        try:
-            return None if value is None else str(Pin.parse(value))
-        except CertpinError as exc:
-            raise LimitError(f"query parameter {name!r}: {exc}") from None
-
-    def cursor(self, name: str) -> int | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        try:
-            data = json.loads(base64.urlsafe_b64decode(value.encode("ascii") + b"=="))
-            before = data["before"]
-            if isinstance(before, bool) or not isinstance(before, int) or before < 1:
-                raise ValueError(before)
-        except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError):
-            raise LimitError("query parameter 'cursor': not a cursor from this API") from None
-        return before
-
-
-def _encode_cursor(last_id: int) -> str:
-    raw = json.dumps({"before": last_id}, separators=(",", ":")).encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-_NO_STORE = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
-
-
-def _failure(
-    status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()
-) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
-    return status, json.dumps({"error": reason}, separators=(",", ":")).encode("ascii"), headers
-
-
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
-    """A request body's chunks from ASGI ``http.request`` messages."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
-
-
-class _App(Starlette):
-    """The collector's Starlette app; plain ``POST /reports`` skips the router and middleware
-    (`Collector.ingest_asgi`). Everything else, lifespan included, is Starlette's. Middleware
-    added later (``app.add_middleware``) turns the shortcut off, so it sees every request."""
-
-    collector: Collector
-    _own_middleware = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/reports"
-            and scope["method"] == "POST"
-            and not scope.get("root_path")
-            and len(self.user_middleware) == self._own_middleware
-        ):
-            await self.collector.ingest_asgi(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
-    _, body, _ = _failure(status, reason)
-    return Response(body, status, headers, "application/json")
-
-
-def _unauthorized() -> Response:
-    return _error(
-        401,
-        "missing or wrong token: send 'Authorization: Bearer <token>'",
-        {"WWW-Authenticate": 'Bearer realm="certpin"'},
-    )
-
-
 async def _http_error(_request: Request, exc: HTTPException) -> Response:
-    return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    return error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
 class _SecurityHeaders:

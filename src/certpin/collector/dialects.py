@@ -14,15 +14,14 @@ Which dialect a body is (first rule that applies):
 
 The *unexpected key* of a report is the SPKI pin of the validated chain's leaf (the served
 leaf when no validated chain was sent: both chains start with the same certificate) when that
-leaf matches none of the report's ``known-pins``; the decision is `certpin.verdict`'s, on the
-smallest policy that pins the reported host to the reported pins.
+leaf matches none of the report's ``known-pins`` (`Pin.matches`, the core's one pin match; the
+host is not asked about: the client already chose these pins for it).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import functools
 import hashlib
 import json
@@ -32,12 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from certpin._errors import CertpinError
-from certpin.collector._times import TimeError, read_time
-from certpin.collector.limits import IngestLimits, LimitError
+from certpin.collector.limits import IngestLimits, LimitError, check_nesting
 from certpin.core.hosts import HostError, normalize_host
 from certpin.core.pins import Pin, spki_of_certificate
-from certpin.core.policy import DomainRule, Policy
-from certpin.core.verdict import ChainEntry, VerdictStatus, verdict
+from certpin.core.times import TimeError, read_time
+from certpin.core.verdict import ChainEntry
 
 __all__ = [
     "DIALECTS",
@@ -76,7 +74,6 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 
 _TRUSTKIT_KEYS = ("app-bundle-id", "app-identifier", "app-vendor-id", "trustkit-version")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
-_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # any instant: rules built here never expire
 _REPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _MAX_PEM = 16 * 1024
 
@@ -95,7 +92,7 @@ class Report:
         hostname: the host the client connected to, normalised.
         port: the port, or None when unknown (TrustKit Android always sends 0).
         client_time_us: ``date-time`` in microseconds since the epoch (an exact integer, within
-            `certpin.collector._times` bounds), or None when absent, not a time, without a UTC
+            `certpin.core.times` bounds), or None when absent, not a time, without a UTC
             offset, or untrustworthy (Android's is device local time with a literal ``Z``).
         date_time: ``date-time`` exactly as sent.
         validated_chain, served_chain: DER certificates, leaf first.
@@ -215,7 +212,7 @@ def normalize_report(
     elif trustkit_version is not None:
         library = f"trustkit {trustkit_version}"
     leaf = (validated or served)[0] if (validated or served) else None
-    unexpected = None if leaf is None else _unexpected(hostname, leaf, known)
+    unexpected = None if leaf is None else _unexpected(leaf, known)
     subject = issuer = None
     if unexpected is not None and leaf is not None:
         subject, issuer = _names(leaf)
@@ -268,6 +265,11 @@ def normalize_report(
     )
 
 
+#: Deeper than any report parse_json accepts (IngestLimits.max_depth), shallower than the
+#: interpreter's recursion limit.
+_CANONICAL_MAX_DEPTH = 256
+
+
 def _canonical(data: dict[str, Any], *, ascii_only: bool = False) -> str:
     """The canonical JSON text of a report (sorted keys, compact).
 
@@ -275,7 +277,12 @@ def _canonical(data: dict[str, Any], *, ascii_only: bool = False) -> str:
     past the interpreter's recursion limit, an integer past its conversion limit): refused.
     """
     try:
+        # json.dumps recurses in C: Python 3.11 raises RecursionError near 1 000 levels, 3.13
+        # (whose C recursion limit is separate) goes deeper, so the depth is checked first.
+        check_nesting(data, _CANONICAL_MAX_DEPTH)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only)
+    except LimitError as exc:
+        raise ReportError(f"report is not canonical JSON ({exc})") from None
     except (RecursionError, ValueError, TypeError) as exc:
         raise ReportError(f"report is not canonical JSON ({str(exc)[:120]})") from None
 
@@ -467,7 +474,7 @@ def _names(der: bytes) -> tuple[str, str]:
 
 def _time(text: str | None, name: str) -> int | None:
     """A time field as exact microseconds since the epoch when it reads as a time with a UTC
-    offset, else None; a time outside the bounds (`certpin.collector._times`) is refused.
+    offset, else None; a time outside the bounds (`certpin.core.times`) is refused.
 
     Text that is not an ISO 8601 time is kept as sent and never interpreted (the collector's
     receive time is authoritative); a time without an offset is local time of an unknown zone.
@@ -484,19 +491,11 @@ def _time(text: str | None, name: str) -> int | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _unexpected(host: str, leaf: bytes, known: tuple[Pin, ...]) -> Pin | None:
-    """The leaf's SPKI pin when the pins the client knew do not match it, else None.
+def _unexpected(leaf: bytes, known: tuple[Pin, ...]) -> Pin | None:
+    """The leaf's SPKI pin when none of the pins the client knew matches it, else None.
 
-    Decided by `verdict` (the one place pins are matched) on a rule made of the known pins.
-    Cached: an incident repeats the same host, chain and pins in every report, and the
-    answer does not depend on the time (the rule has no expiry).
+    Cached: an incident repeats the same chain and pins in every report.
     """
-    try:
-        rule = DomainRule(pattern=host, pins=known, allow_single_pin=True)
-        policy = Policy(domains={host: rule})
-    except (CertpinError, ValueError):
-        return Pin.for_certificate(leaf)  # no rule can be built for this host: nothing matched
-    result = verdict(host, [leaf], policy, _EPOCH)
-    if result.status is VerdictStatus.OK:
+    if any(pin.matches(leaf) for pin in known):
         return None
     return Pin.for_certificate(leaf)

@@ -24,6 +24,7 @@ __all__ = [
     "IngestLimits",
     "LimitError",
     "TokenBucket",
+    "check_nesting",
     "parse_json",
     "read_body",
 ]
@@ -134,6 +135,12 @@ def parse_json(body: bytes | str, limits: IngestLimits) -> dict[str, Any]:
     if count > limits.max_items:
         raise LimitError(f"too many JSON values ({count} > {limits.max_items})")
     return data
+
+
+def check_nesting(data: Any, max_depth: int) -> None:
+    """Raise `LimitError` if `data` nests containers deeper than `max_depth` (iteratively: it
+    is what lets a caller hand the value to a recursive encoder safely)."""
+    _walk(data, max_depth)
 
 
 def _walk(data: Any, max_depth: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from certpin._errors import CertificateLoadError
 
-__all__ = ["DERError", "spki_from_tbs_certificate", "spki_from_csr_info"]
+__all__ = ["DERError", "read_tlv", "spki_from_csr_info", "spki_from_tbs_certificate"]
 
 _SEQUENCE = 0x30
 _VERSION_TAG = 0xA0  # [0] EXPLICIT Version in TBSCertificate
@@ -24,7 +24,7 @@ class DERError(CertificateLoadError):
     """
 
 
-def _read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
+def read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
     """Return (tag, start of content, end of element) for the element at `offset`."""
     end_of_data = len(data)
     if offset + 2 > end_of_data:
@@ -52,15 +52,15 @@ def _read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
 
 
 def _nth_field(tbs: bytes, skip_version: bool, index: int) -> bytes:
-    tag, pos, end = _read_tlv(tbs, 0)
+    tag, pos, end = read_tlv(tbs, 0)
     if tag != _SEQUENCE or end != len(tbs):
         raise DERError("expected a single DER SEQUENCE")
     if skip_version and pos < end and tbs[pos] == _VERSION_TAG:
-        pos = _read_tlv(tbs, pos)[2]
+        pos = read_tlv(tbs, pos)[2]
     for _ in range(index):
-        # _read_tlv bounds every element by len(tbs) == end, so pos never passes end.
-        pos = _read_tlv(tbs, pos)[2]
-    tag, _content, field_end = _read_tlv(tbs, pos)
+        # read_tlv bounds every element by len(tbs) == end, so pos never passes end.
+        pos = read_tlv(tbs, pos)[2]
+    tag, _content, field_end = read_tlv(tbs, pos)
     if tag != _SEQUENCE or field_end > end:
         raise DERError("SubjectPublicKeyInfo is not a SEQUENCE")
     return tbs[pos:field_end]

@@ -32,16 +32,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Collection
 from dataclasses import dataclass
 from encodings.idna import ToASCII, nameprep  # the stdlib IDNA 2003 codec's per-label steps
 from enum import StrEnum
 from functools import lru_cache
-from operator import itemgetter
 
 from certpin._errors import ConfigurationError
 
-__all__ = ["HostError", "Pattern", "PatternKind", "is_public_suffix", "normalize_host"]
+__all__ = ["HostError", "HostPattern", "PatternKind", "is_public_suffix", "normalize_host"]
 
 # Used with fullmatch: "$" would also match before a final newline ("abc\n").
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
@@ -59,44 +57,9 @@ class HostError(ConfigurationError):
 
 
 def is_canonical_name(host: str) -> bool:
-    """True if `host` is a DNS name `normalize_host` returns unchanged (no IDN, no IP address).
-
-    The cheap test (one regex) that lets policy loading and lookups skip the general path.
-    """
+    """True if `host` is a DNS name `normalize_host` returns unchanged (no IDN, no IP address):
+    one regex, which lets the names that are already canonical skip the general path."""
     return len(host) <= 253 and _CANONICAL.fullmatch(host) is not None and "xn--" not in host
-
-
-def all_canonical_names(names: Collection[str]) -> bool:
-    """`is_canonical_name` for every name at once (a TypeError for a non-str).
-
-    Names of up to 63 characters (every label then fits, which is what large policies hold) are
-    checked in C-level passes over their newline-joined text: the characters, no empty label,
-    no label starting or ending with "-", a last character that is a letter or "_" (a digit
-    would make an IP address, as may a last label "0x…": text holding "0x" takes the regex),
-    no "xn--" (A-labels need the IDNA check); about half the cost of
-    the regex per name. Longer names take `is_canonical_name`. Property-tested against it.
-    """
-    if max(map(len, names)) > 63 or min(map(len, names)) == 0:
-        return all(map(is_canonical_name, names))
-    text = "\n".join(names)
-    return (
-        text.count("\n") == len(names) - 1  # no name holds a newline itself
-        and text.isascii()
-        and not text.encode("ascii").translate(None, _NAME_CHARS)
-        and text[0] not in ".-"
-        and not any(pair in text for pair in _NAME_BAD_PAIRS)
-        and not "".join(map(_LAST, names)).encode("ascii").translate(None, _NAME_LAST_CHARS)
-        and "xn--" not in text
-        # a last label "0x…" may be an IPv4 part ("0x7f.0xa"): rare, so checked name by name
-        and ("0x" not in text or all(map(is_canonical_name, names)))
-    )
-
-
-_NAME_LAST_CHARS = b"abcdefghijklmnopqrstuvwxyz_"
-_NAME_CHARS = _NAME_LAST_CHARS + b"0123456789-.\n"
-# An empty label, or a label that starts or ends with "-" (the name's end is checked apart).
-_NAME_BAD_PAIRS = ("..", ".-", "-.", "\n.", "\n-")
-_LAST = itemgetter(-1)
 
 
 def normalize_host(host: str) -> str:
@@ -285,9 +248,8 @@ def _agreed_form(label: str) -> str | None:
         # nameprep keeps them: "x\u17b4" is xn--x-qyj to one and "x" to the other).
         if unicodedata.category(c) in _REFUSED_CATEGORIES or _ignorable(ord(c)):
             return None
+    # NFKC's output is also NFC, so this one test covers both normal forms.
     if unicodedata.normalize("NFKC", lower.casefold()) != lower:
-        return None
-    if not unicodedata.is_normalized("NFC", lower):
         return None
     return lower
 
@@ -329,7 +291,8 @@ def _check_a_label(host: str, label: str, lab: str) -> None:
         decoded = lab[4:].encode("ascii").decode("punycode")
     except UnicodeError:
         raise HostError(f"host {host!r}: {label!r} is not a valid A-label (bad punycode)") from None
-    if not decoded or decoded.isascii():
+    # Defensive: _LABEL admits no A-label whose punycode decodes to nothing or to ASCII only.
+    if not decoded or decoded.isascii():  # pragma: no cover - Defensive
         raise HostError(f"host {host!r}: {label!r} is not a valid A-label")
     if decoded.encode("punycode").decode("ascii") != lab[4:]:
         # Punycode decoders accept some non-canonical inputs; the client encoding the U-label
@@ -354,72 +317,98 @@ class PatternKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Pattern:
-    """A policy key: canonical text, its kind, and the base host it hangs off."""
+class HostPattern:
+    """A policy key: canonical text, its kind, and the base host it hangs off.
+
+    Build with `HostPattern.parse`; `matches` is the one place certpin decides whether a
+    pattern names a host (`DomainRule.covers` adds ``include_subdomains``, `Policy.lookup`'s
+    index is property-tested to agree with both).
+
+    Attributes:
+        text: the canonical key (``api.example.com``, ``*.example.com``, ``**.example.com``).
+        kind: what the leading label means (`PatternKind`).
+        base: the host the pattern hangs off (``example.com`` for all three examples).
+    """
 
     text: str
     kind: PatternKind
     base: str
 
     @classmethod
-    def parse(cls, key: str) -> Pattern:
+    def parse(cls, key: str) -> HostPattern:
+        """Parse a policy key (any spelling `normalize_host` accepts, plus a leading ``*.`` or
+        ``**.``).
+
+        Raises:
+            HostError: not a host name or pattern, a wildcard elsewhere than the first label,
+                or a wildcard over an IP address.
+        """
         if not isinstance(key, str):
             raise HostError(f"domain key must be a string, got {type(key).__name__}")
         return _parse_pattern(key)
 
+    def matches(self, host: str, *, below: int = 0) -> bool:
+        """True when this pattern names `host` (OkHttp's rules, on the normalised host).
+
+        ``example.com`` names that host only; ``*.example.com`` names a host with exactly one
+        label before ``example.com`` (not ``example.com`` itself, not ``a.b.example.com``);
+        ``**.example.com`` names ``example.com`` and every host under it. An IP address is
+        named by an exact pattern of the same address only.
+
+        Args:
+            host: a host name or IP address, in any spelling `normalize_host` accepts.
+            below: ask about every host made of this many more labels, whatever they are, in
+                front of `host`: ``matches("example.com", below=1)`` is whether the pattern
+                names all of ``a.example.com``, ``b.example.com``… (what a certificate's
+                ``*.example.com`` stands for). Default 0: `host` itself.
+
+        Raises:
+            HostError: `host` is not a host name or IP address (`normalize_host` refuses it).
+        """
+        if below < 0:
+            raise ValueError(f"below must be >= 0, got {below}")
+        name = normalize_host(host)
+        if self.kind is PatternKind.EXACT:
+            return below == 0 and name == self.base
+        if _is_ip(name):
+            return False  # an address has no labels to wildcard ("1.2.3.4" is not under "3.4")
+        if self.kind is PatternKind.ANY_LABELS:
+            return name == self.base or name.endswith("." + self.base)
+        if below:  # "*.": exactly one label, so only one label in front of the base itself
+            return below == 1 and name == self.base
+        _label, dot, parent = name.partition(".")
+        return bool(dot) and parent == self.base
+
+
+#: The earlier name of `HostPattern`, kept inside the core until its callers have moved.
+Pattern = HostPattern
+
 
 @lru_cache(maxsize=65536)
-def _parse_pattern(key: str) -> Pattern:
-    # Cached: a policy parses each key several times (file, rule, index), and bundles
-    # re-deliver the same keys on every refresh.
+def _parse_pattern(key: str) -> HostPattern:
+    # Cached: a policy parses each key several times (rule, index, coverage questions), and
+    # bundles re-deliver the same keys on every refresh.
     raw = key.strip()
     if raw.startswith("**."):
-        kind, prefix, rest = _ANY_LABELS, "**.", raw[3:]
+        kind, prefix, rest = PatternKind.ANY_LABELS, "**.", raw[3:]
     elif raw.startswith("*."):
-        kind, prefix, rest = _ONE_LABEL, "*.", raw[2:]
+        kind, prefix, rest = PatternKind.ONE_LABEL, "*.", raw[2:]
     else:
-        kind, prefix, rest = _EXACT, "", raw
+        kind, prefix, rest = PatternKind.EXACT, "", raw
     if "*" in rest:
         raise HostError(
             f"pattern {key!r}: a wildcard is only allowed as a leading '*.' or '**.' label"
         )
     base = normalize_host(rest)
-    if kind is not _EXACT and _is_ip(base):
+    if kind is not PatternKind.EXACT and _is_ip(base):
         raise HostError(f"pattern {key!r}: wildcards do not apply to IP addresses")
-    return _PatternBuilder(prefix + base, kind, base).done()
+    return HostPattern(prefix + base, kind, base)
 
 
-# Enum members as module constants: ``PatternKind.EXACT`` is a class attribute lookup through
-# the enum machinery (≈ 0.3 µs), which the per-rule paths of policy loading avoid.
-_EXACT, _ONE_LABEL, _ANY_LABELS = PatternKind.EXACT, PatternKind.ONE_LABEL, PatternKind.ANY_LABELS
-
-
-class _PatternBuilder:
-    """Builds a `Pattern` without the frozen dataclass's per-field ``object.__setattr__``.
-
-    Same slots as `Pattern` (so the instance can become one by ``__class__`` assignment);
-    plain attribute stores cost a fraction of the frozen ``__init__``. Only for values the
-    parser has checked; tests/unit/test_hosts.py checks the result equals ``Pattern(...)``.
-    """
-
-    __slots__ = Pattern.__slots__
-
-    def __init__(self, text: str, kind: PatternKind, base: str) -> None:
-        self.text = text
-        self.kind = kind
-        self.base = base
-
-    def done(self) -> Pattern:
-        self.__class__ = Pattern  # type: ignore[assignment]
-        return self  # type: ignore[return-value]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+def _is_ip(name: str) -> bool:
+    """Whether a name `normalize_host` returned is an IP address: it writes every IPv6 address
+    with ":" (which no DNS name holds) and every IPv4 address as a dotted quad."""
+    return ":" in name or _DOTTED_QUAD.fullmatch(name) is not None
 
 
 # Public suffixes under which `include_subdomains` (or a wildcard) would pin hosts the policy

@@ -22,10 +22,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
 
 from certpin._errors import PinFormatError
-from certpin.core.der import DERError, _read_tlv, spki_from_tbs_certificate
+from certpin.core.der import DERError, read_tlv, spki_from_tbs_certificate
 from certpin.core.toml import shown
 
 __all__ = [
@@ -64,7 +63,8 @@ class Pin:
     def __post_init__(self) -> None:
         # Coerce a plain "spki"/"certificate": the digest cache is keyed by kind, and a str
         # that merely compares equal to the enum must not select the wrong digest.
-        object.__setattr__(self, "kind", PinKind(self.kind))
+        if type(self.kind) is not PinKind:
+            object.__setattr__(self, "kind", PinKind(self.kind))
         size = DIGEST_SIZES.get(self.algorithm)
         if size is None:
             raise PinFormatError(
@@ -119,11 +119,25 @@ class Pin:
         return f"Pin({str(self)!r})"
 
     def matches(self, cert_der: bytes) -> bool:
-        """True when this pin is the digest of `cert_der` (SPKI or whole certificate).
+        """True when this pin names the DER certificate `cert_der`: the digest of its
+        SubjectPublicKeyInfo as encoded in it (an SPKI pin) or of the whole certificate (a
+        certificate pin). Constant-time comparison.
 
-        Internal building block of `certpin.verdict`, which is the one place that decides.
+        `certpin.verdict` applies a rule's pins to a verified chain with it; the lifecycle
+        tools ask it which certificate of a chain a pin names.
+
+        Raises:
+            ValueError: `cert_der` is not a DER certificate (an SPKI pin must find its SPKI).
         """
         return hmac.compare_digest(self.digest, _digest(cert_der, self.algorithm, self.kind))
+
+    def matches_spki(self, spki_der: bytes) -> bool:
+        """True when this is the SPKI pin of the key whose SubjectPublicKeyInfo is `spki_der`
+        (a bare key or a CSR's key: no certificate to match). A certificate pin names no bare
+        key. Constant-time comparison."""
+        if self.kind is not PinKind.SPKI:
+            return False
+        return hmac.compare_digest(self.digest, hashlib.new(self.algorithm, spki_der).digest())
 
 
 # -- computing ----------------------------------------------------------------------------------
@@ -135,10 +149,10 @@ def spki_of_certificate(cert_der: bytes) -> bytes:
     Raises:
         ValueError: when the bytes are not a DER certificate.
     """
-    tag, pos, end = _read_tlv(cert_der, 0)
+    tag, pos, end = read_tlv(cert_der, 0)
     if tag != 0x30 or end != len(cert_der):
         raise DERError("a certificate is a single DER SEQUENCE")
-    _tbs_tag, _tbs_content, tbs_end = _read_tlv(cert_der, pos)
+    _tbs_tag, _tbs_content, tbs_end = read_tlv(cert_der, pos)
     return spki_from_tbs_certificate(cert_der[pos:tbs_end])
 
 
@@ -175,79 +189,11 @@ _EXPECTED = (
 )
 
 
-# The canonical SPKI SHA-256 form, ``sha256/`` + 43 base64 characters + "=": 32 bytes leave 2
-# unused bits in the last character, which must be zero (its alphabet index a multiple of 4) for
-# the text to be canonical. Policies and bundles are almost entirely made of this form, so it
-# skips the general parser (same result, a fraction of the cost): a few character tests, then
-# binascii's strict mode, which refuses any character outside the base64 alphabet and any "="
-# before the end.
-_ZERO_LOW_BITS = frozenset("AEIMQUYcgkosw048")
-
-
 @lru_cache(maxsize=65536)
 def _parse_cached(text: str) -> Pin:
     # Cached by text: a bundle repeats its CA and backup pins across domains, and every refresh
     # re-delivers the same pins. Errors are not cached (lru_cache never caches a raise).
-    if len(text) == 51 and text[49] in _ZERO_LOW_BITS and text[50] == "=" and text[:7] == "sha256/":
-        try:
-            digest = binascii.a2b_base64(text[7:], strict_mode=True)
-        except ValueError:  # binascii.Error, or a non-ASCII str
-            pass
-        else:
-            pin = _PinBuilder(digest, "sha256", _SPKI)
-            pin.__class__ = Pin  # type: ignore[assignment]  # what _PinBuilder.done() does
-            return pin  # type: ignore[return-value]
     return _parse(text)
-
-
-def all_canonical_sha256(texts: set[Any]) -> bool:
-    """Every text is in the canonical form above, the one `_parse_cached` takes its fast path
-    for (so texts are equal exactly when their digests are). Checked on all texts at once,
-    column by column, in C: about 60 % of a regex per text, for a bundle's thousands of pins."""
-    n = len(texts)
-    if min(map(len, texts)) != 51 or max(map(len, texts)) != 51:
-        return False
-    blob = "".join(texts)
-    if not blob.isascii():
-        return False
-    for i, char in enumerate("sha256/"):
-        if blob[i::51] != char * n:
-            return False
-    return (
-        blob[50::51] == "=" * n
-        and blob.count("=") == n  # none before the end
-        and _ZERO_LOW_BITS.issuperset(blob[49::51])
-        and not blob.encode("ascii").translate(None, _BASE64_CHARS)
-    )
-
-
-_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
-_SPKI = PinKind.SPKI  # a module constant: enum attribute lookups cost ≈ 0.3 µs
-
-
-def _validated_pin(digest: bytes, algorithm: str, kind: PinKind) -> Pin:
-    """A `Pin` from parts the parser has already checked (skips `__post_init__`)."""
-    return _PinBuilder(digest, algorithm, kind).done()
-
-
-class _PinBuilder:
-    """Builds a `Pin` without the frozen dataclass's per-field ``object.__setattr__``.
-
-    Same slots as `Pin` (so the instance can become one by ``__class__`` assignment); plain
-    attribute stores cost a fraction of the frozen ``__init__``. Only for checked values;
-    tests/unit/test_pins.py checks the result equals ``Pin(...)``.
-    """
-
-    __slots__ = Pin.__slots__
-
-    def __init__(self, digest: bytes, algorithm: str, kind: PinKind) -> None:
-        self.digest = digest
-        self.algorithm = algorithm
-        self.kind = kind
-
-    def done(self) -> Pin:
-        self.__class__ = Pin  # type: ignore[assignment]
-        return self  # type: ignore[return-value]
 
 
 def _parse(text: str) -> Pin:
@@ -301,19 +247,20 @@ def _algorithm(text: str, alg: str) -> str:
 def _from_b64(text: str, alg: str, value: str, kind: PinKind) -> Pin:
     algorithm = _algorithm(text, alg)
     try:
-        digest = base64.b64decode(value, validate=True)
+        # strict: only the alphabet, "=" only at the end (binascii.Error), ASCII (ValueError)
+        digest = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise PinFormatError(f"pin {text!r} is not valid base64: {_EXPECTED}") from None
     # Non-canonical base64 (stray bits in the last character) would make two spellings of one
     # pin; refuse it so a pin string has exactly one meaning.
-    if base64.b64encode(digest).decode("ascii") != value:
+    if binascii.b2a_base64(digest, newline=False) != value.encode("ascii"):
         raise PinFormatError(f"pin {text!r} is not canonical base64 (check padding and last char)")
     size = DIGEST_SIZES[algorithm]
     if len(digest) != size:
         raise PinFormatError(
             f"pin {text!r} decodes to {len(digest)} bytes, but a {algorithm} digest has {size}"
         )
-    return _validated_pin(digest, algorithm, kind)
+    return Pin(digest, algorithm, kind)
 
 
 def _from_hex(text: str, value: str) -> Pin:
@@ -336,4 +283,4 @@ def _from_hex(text: str, value: str) -> Pin:
             f"pin {text!r} has {len(compact) // 2} bytes of hex; a certificate fingerprint has "
             "32 (SHA-256), 48 (SHA-384) or 64 (SHA-512)"
         )
-    return _validated_pin(bytes.fromhex(compact), algorithm, PinKind.CERTIFICATE)
+    return Pin(bytes.fromhex(compact), algorithm, PinKind.CERTIFICATE)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certpin._errors import CertificateLoadError
-from certpin.core.der import DERError, _read_tlv, spki_from_csr_info
+from certpin.core.der import DERError, read_tlv, spki_from_csr_info
 from certpin.core.pins import Pin, spki_of_certificate
 
 __all__ = ["MAX_FILE_SIZE", "PinSource", "SourceKind", "load_file", "load_sources"]
@@ -286,11 +286,11 @@ def _der_shape(data: bytes) -> str | None:
     """``"spki"`` for SEQUENCE{SEQUENCE, BIT STRING}, ``"sequence"`` for another single
     SEQUENCE, None when the bytes are not one DER SEQUENCE."""
     try:
-        tag, pos, end = _read_tlv(data, 0)
+        tag, pos, end = read_tlv(data, 0)
         if tag != 0x30 or end != len(data):
             return None
-        first_tag, _, first_end = _read_tlv(data, pos)
-        second_tag, _, second_end = _read_tlv(data, first_end)
+        first_tag, _, first_end = read_tlv(data, pos)
+        second_tag, _, second_end = read_tlv(data, first_end)
     except DERError:
         return None
     if first_tag == 0x30 and second_tag == 0x03 and second_end == end:

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from certpin._errors import ConfigurationError
+from certpin.core.times import toml_datetime
 
 if TYPE_CHECKING:
     from certpin.core.policy import Policy
@@ -454,22 +455,10 @@ def dump_policy(
                 out.append(f"{name} = {_list(body[name], pin_comments)}")
         out.append(f"include_subdomains = {_value(rule.include_subdomains)}")
         if rule.expires is not None:
-            out.append(f"expires = {_datetime(rule.expires)}")
+            out.append(f"expires = {toml_datetime(rule.expires)}")
         out.append(f"enforce = {_value(rule.enforce)}")
         if rule.report_uris:
             out.append(f"report_uris = {_list(rule.report_uris)}")
         if rule.allow_single_pin:
             out.append("allow_single_pin = true")
     return "\n".join(out) + "\n"
-
-
-def _datetime(when: dt.datetime) -> str:
-    """A TOML date for midnight UTC (the NSC/TrustKit meaning of a date), else a date-time."""
-    when = when.astimezone(dt.UTC)
-    if when.time() == dt.time(0, 0):
-        return when.date().isoformat()
-    return (
-        when.strftime("%Y-%m-%dT%H:%M:%S")
-        + (f".{when.microsecond:06d}" if when.microsecond else "")
-        + "Z"
-    )

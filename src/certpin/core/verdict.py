@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from certpin.core.hosts import normalize_host
 from certpin.core.pins import Pin
-from certpin.core.policy import DomainRule, Policy, _normalize_cached
+from certpin.core.policy import DomainRule, Policy
+from certpin.core.times import instant
 
 __all__ = ["ChainEntry", "Verdict", "VerdictStatus", "verdict"]
 
@@ -175,7 +177,9 @@ class Verdict:
         return "\n".join(lines)
 
 
-def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime) -> Verdict:
+def verdict(
+    host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime, *, below: int = 0
+) -> Verdict:
     """Decide whether the verified `chain` (DER, leaf first) satisfies `policy` for `host`.
 
     Fails closed: an empty chain or an unparsable certificate never passes a pinned host.
@@ -185,15 +189,20 @@ def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime)
         chain: the *verified* chain, leaf first, each certificate DER-encoded.
         policy: the policy in force.
         now: the current time, for rule expiry (a naive datetime is taken as UTC).
+        below: for the lifecycle tools, which judge a certificate's wildcard name: 1 decides
+            for the hosts one label under `host` that have no key of their own
+            (`Policy.lookup`), and `Verdict.host` is then ``*.host``. Default 0: `host`.
     """
     if now.tzinfo is None:  # a naive clock is taken as UTC rather than failing mid-handshake
         now = now.replace(tzinfo=dt.UTC)
     entries = tuple(ChainEntry(i, der) for i, der in enumerate(chain))
     try:
-        name = _normalize_cached(host)
+        name = normalize_host(host)
     except ValueError as exc:
-        return Verdict(VerdictStatus.FAILED, str(host), None, entries, None, str(exc), now)
-    rule = policy.lookup(name)
+        shown = "*." * below + str(host)
+        return Verdict(VerdictStatus.FAILED, shown, None, entries, None, str(exc), now)
+    rule = policy.lookup(name, below=below)
+    name = "*." * below + name
 
     def result(status: VerdictStatus, reason: str, matched: Pin | None = None) -> Verdict:
         return Verdict(status, name, rule, entries, matched, reason, now)
@@ -212,14 +221,14 @@ def verdict(host: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime)
     if kill is not None and now < kill.until:
         return result(
             VerdictStatus.KILLED,
-            f"KILL SWITCH: pins for {rule.pattern} suspended until {kill.until.isoformat()}"
+            f"KILL SWITCH: pins for {rule.pattern} suspended until {instant(kill.until)}"
             f" ({kill.reason or 'no reason given'}); CA validation only",
         )
     if rule.expired(now):
         assert rule.expires is not None
         return result(
             VerdictStatus.EXPIRED,
-            f"pins for {rule.pattern} expired at {rule.expires.isoformat()}; CA validation only",
+            f"pins for {rule.pattern} expired at {instant(rule.expires)}; CA validation only",
         )
     try:
         matched, failure = _match(rule, entries)

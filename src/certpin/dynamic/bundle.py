@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from certpin._errors import ConfigurationError, PolicyError
-from certpin.core.hosts import HostError, Pattern
-from certpin.core.policy import Policy, _no_gc
+from certpin.core.hosts import HostError, HostPattern
+from certpin.core.policy import Policy
 from certpin.dynamic.jws import (
     BundleError,
     FileSigner,
@@ -62,7 +62,7 @@ TYP = "certpin-bundle+jws"
 MAX_BUNDLE_SIZE = 4 * 1024 * 1024  # 4 MiB: ~10 000 domains with 2 pins each fit in < 2 MiB
 MAX_KILL_SWITCH = dt.timedelta(days=30)
 #: Keys one bundle may add / retire (a real rotation adds or retires one or two): bounds what a
-#: client persists per bundle (see `certpin.dynamic.provider.MAX_STATE_SIZE`).
+#: client persists per bundle (see `certpin.dynamic.state.MAX_STATE_SIZE`).
 MAX_KEY_CHANGES = 16
 DEFAULT_SKEW = dt.timedelta(minutes=5)
 #: Times a bundle may name (issued_at, expires_at, kill_switch.until).
@@ -270,14 +270,13 @@ def verify_bundle(
         if isinstance(trusted_keys, Mapping)
         else {k.kid: k for k in trusted_keys}
     )
-    with _no_gc:  # the payload and its policy: thousands of objects that all stay alive
-        try:
-            return _verify(token, keys, now, min_version, check_expiry, skew, max_size)
-        except RecursionError:
-            # The JSON parser bounds nesting by the recursion limit, but a payload nested just
-            # under it can still exhaust the stack in a later step (a deeper caller, a
-            # recursive check): still only a rejection.
-            raise BundleError("bad_json", "the bundle payload is nested too deeply") from None
+    try:
+        return _verify(token, keys, now, min_version, check_expiry, skew, max_size)
+    except RecursionError:  # pragma: no cover - Defensive: no known payload reaches it
+        # The JSON parser bounds nesting by the recursion limit, but a payload nested just
+        # under it can still exhaust the stack in a later step (a deeper caller, a
+        # recursive check): still only a rejection.
+        raise BundleError("bad_json", "the bundle payload is nested too deeply") from None
 
 
 def _verify(
@@ -367,7 +366,7 @@ def _parse_kill_switch(doc: Any, issued: dt.datetime) -> BundleKillSwitch | None
         domains = "*"
     elif isinstance(raw, list) and raw and all(isinstance(d, str) for d in raw):
         try:
-            domains = tuple(Pattern.parse(d).text for d in raw)
+            domains = tuple(HostPattern.parse(d).text for d in raw)
         except HostError as exc:
             raise BundleError("bad_kill_switch", f"kill_switch.domains: {exc}") from None
     else:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from certpin._errors import CertpinError, ConfigurationError
+from certpin._errors import CertificateLoadError, CertpinError, ConfigurationError
 
 __all__ = [
     "ALGORITHMS",
@@ -280,11 +280,26 @@ class TrustedKey:
 
     @classmethod
     def from_pem(cls, pem: bytes | str) -> TrustedKey:
+        """The key of one ``PUBLIC KEY`` PEM block (P-256 or Ed25519).
+
+        Raises:
+            ConfigurationError: not exactly one public key in PEM, or another key type.
+        """
+        # The one PEM reader (bounded, linear, errors with line numbers). Imported here: it
+        # loads certificate parsing, which a client given TrustedKey objects never needs.
+        from certpin.core.sources import load_sources
+
         data = pem.encode() if isinstance(pem, str) else pem
         try:
-            key = serialization.load_pem_public_key(data)
-        except ValueError as exc:
+            found = load_sources(data, source="the key")
+        except CertificateLoadError as exc:
             raise ConfigurationError(f"not a PEM public key: {exc}") from None
+        if found[0].line is None:  # load_sources also reads DER
+            raise ConfigurationError("not a PEM public key: DER given")
+        if len(found) != 1 or found[0].kind != "public-key":
+            what = ", ".join(f"a {source.kind}" for source in found)
+            raise ConfigurationError(f"not a PEM public key: expected one, found {what}")
+        key = serialization.load_der_public_key(found[0].spki)
         if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
             raise ConfigurationError(
                 f"unsupported public key type {type(key).__name__}: use P-256 or Ed25519"
@@ -399,6 +414,8 @@ class FileSigner:
         except OSError as exc:
             raise ConfigurationError(f"{path}: cannot read key: {exc.strerror or exc}") from None
         try:
+            # Not through certpin.core.sources: it reads a private key for its pin and never
+            # keeps the secret, which signing needs.
             key = serialization.load_pem_private_key(data, password)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"{path}: not a usable PEM private key: {exc}") from None

@@ -29,7 +29,7 @@ write stores version 2.
 
 Use it through its own context (it runs the normal pin check first, then TOFU)::
 
-    known = certpin.KnownPins("~/.config/myapp/known_pins.json")
+    known = certpin.dynamic.KnownPins("~/.config/myapp/known_pins.json")
     ctx = known.create_default_context()          # or (fallback=policy, cafile=…)
 
 Why a context and not a plain `PolicyProvider`: recording needs the chain of a connection that
@@ -50,15 +50,17 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from certpin._errors import ConfigurationError, PinFormatError, PinValidationError
 from certpin._io.atomic import atomic_write, file_lock
 from certpin.core.hosts import HostError, normalize_host
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy, PolicyProvider
+from certpin.core.times import iso
+from certpin.core.toml import DocumentError, parse_json
 from certpin.core.verdict import Verdict, verdict
-from certpin.tls.context import OnFailure, PinningContext, create_default_context
+from certpin.tls.context import ContextOptions, PinningContext, create_default_context
 
 __all__ = ["MAX_STORE_SIZE", "KnownHost", "KnownPins", "parse_store"]
 
@@ -153,17 +155,11 @@ def parse_store(data: bytes, source: str) -> dict[str, tuple[KnownHost, ...]]:
             f"{source}: known-pins file is {len(data)} bytes, the limit is {MAX_STORE_SIZE}"
         )
     try:
-        doc = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-        )
-    except RecursionError:
-        # json's C decoder recurses per nesting level: a deep "[[[[…" must not escape.
-        raise ConfigurationError(
-            f"{source}: unreadable known-pins file: nested too deeply"
-        ) from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and the hooks' errors
+        # The bounded reader every certpin document goes through: nesting, number length, no
+        # NaN, and no repeated member (json keeps the last one silently: a record that hides
+        # another is corrupt).
+        doc = parse_json(data.decode("utf-8"))
+    except (UnicodeDecodeError, DocumentError) as exc:
         raise ConfigurationError(f"{source}: unreadable known-pins file: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_V1):
         raise ConfigurationError(
@@ -183,20 +179,6 @@ def parse_store(data: bytes, source: str) -> dict[str, tuple[KnownHost, ...]]:
     for entry in merged.values():
         out.setdefault(entry.host, []).append(entry)
     return {host: tuple(entries) for host, entries in out.items()}
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json keeps the last of duplicate members silently; a record that hides another is corrupt.
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate member {key[:100]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 _ENTRY_FIELDS = frozenset(("pins", "issuer_pins", "first_seen"))
@@ -357,7 +339,7 @@ class KnownPins:
             issuer_pins=(Pin.for_certificate(chain[1]),)
             if self.match_issuer and len(chain) > 1
             else (),
-            first_seen=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            first_seen=iso(dt.datetime.now(dt.UTC)),
         )
         with self._lock, file_lock(self._lock_path):
             self._stamp = None  # re-read under the lock: another process may have written
@@ -424,16 +406,14 @@ class KnownPins:
     def create_default_context(
         self,
         fallback: Policy | PolicyProvider | Callable[[], Policy] | None = None,
-        *,
-        on_failure: OnFailure | None = None,
-        **kwargs: Any,
+        **options: Unpack[ContextOptions],
     ) -> PinningContext:
         """A `PinningContext` that checks `fallback` (default: no pins) and then TOFU.
 
-        Other keyword arguments go to `certpin.create_default_context`.
+        The keyword arguments go to `certpin.create_default_context`.
         """
         policy = fallback if fallback is not None else Policy(domains={})
-        ctx = create_default_context(policy, on_failure=on_failure, **kwargs)
+        ctx = create_default_context(policy, **options)
         # The hook (certpin.tls.context._enforce) asks this store after the policy's own verdict.
         ctx._certpin_tofu = self
         return ctx

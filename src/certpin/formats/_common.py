@@ -16,9 +16,10 @@ from typing import Any
 
 from certpin._errors import ConfigurationError, PinFormatError, PolicyError
 from certpin._version import __version__
-from certpin.core.hosts import HostError, Pattern, PatternKind, normalize_host
+from certpin.core.hosts import HostError, HostPattern, PatternKind, normalize_host
 from certpin.core.pins import Pin, PinKind
-from certpin.core.policy import DomainRule, Policy, _is_report_uri
+from certpin.core.policy import DomainRule, Policy, is_report_uri
+from certpin.core.times import day, instant, parse_day
 
 __all__ = [
     "ExportOptions",
@@ -261,17 +262,17 @@ def expiry_date(rule: DomainRule, notes: Notes, fmt: str) -> str | None:
     if when.time() != dt.time(0, 0):
         notes.warn(
             rule.pattern,
-            f"expires {when.isoformat()} rounded down to {when.date().isoformat()}: {fmt} only "
+            f"expires {instant(when)} rounded down to {day(when)}: {fmt} only "
             "takes a date (the pins stop being enforced a little earlier)",
         )
-    return when.date().isoformat()
+    return day(when)
 
 
 def no_expiry_note(rule: DomainRule, notes: Notes, fmt: str) -> None:
     if rule.expires is not None:
         notes.warn(
             rule.pattern,
-            f"expires {rule.expires.date().isoformat()} cannot be expressed in {fmt}: these pins "
+            f"expires {day(rule.expires)} cannot be expressed in {fmt}: these pins "
             "never expire there, so ship a new configuration before the date",
         )
 
@@ -314,10 +315,10 @@ def host_entries(policy: Policy, notes: Notes, fmt: str) -> list[HostEntry]:
     """
     chosen: dict[str, HostEntry] = {}
     ordered = sorted(
-        policy.domains.values(), key=lambda r: _PRIORITY[Pattern.parse(r.pattern).kind]
+        policy.domains.values(), key=lambda r: _PRIORITY[HostPattern.parse(r.pattern).kind]
     )
     for rule in ordered:
-        pattern = Pattern.parse(rule.pattern)
+        pattern = HostPattern.parse(rule.pattern)
         if pattern.kind is PatternKind.EXACT:
             entry = HostEntry(pattern.base, rule.include_subdomains, rule)
         else:
@@ -378,6 +379,15 @@ def check_size(data: bytes, source: str, cap: int) -> None:
         )
 
 
+def check_text(data: bytes, source: str, cap: int) -> str:
+    """`data` as UTF-8 text, or a FormatError naming `source` (over `cap` bytes, not UTF-8)."""
+    check_size(data, source, cap)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
+
+
 class LineCounter:
     """Line numbers of positions in `text`, for positions asked in increasing order: counts
     the newlines since the last position asked, so numbering every match of a scan stays
@@ -406,7 +416,7 @@ def parse_pin(text: str, source: str, location: str) -> Pin:
 def check_host(text: str, source: str, location: str, *, pattern: bool = False) -> str:
     """A normalised host (or certpin pattern), or a FormatError naming where it was."""
     try:
-        return Pattern.parse(text).text if pattern else normalize_host(text)
+        return HostPattern.parse(text).text if pattern else normalize_host(text)
     except HostError as exc:
         raise FormatError(
             f"invalid host: {clip_message(str(exc))}", source=source, location=location
@@ -416,7 +426,7 @@ def check_host(text: str, source: str, location: str, *, pattern: bool = False) 
 def check_report_uri(text: str, source: str, location: str) -> str:
     """`text` if it is a report URI a policy accepts (the policy's own rule), else a FormatError
     naming where it was read (the policy would only name the rule)."""
-    if not _is_report_uri(text):
+    if not is_report_uri(text):
         raise FormatError(
             f"report URI {clip(text)} is not an http(s) URL (RFC 3986: no spaces, quotes or "
             "control characters)",
@@ -428,9 +438,7 @@ def check_report_uri(text: str, source: str, location: str) -> str:
 
 def parse_date(text: str, source: str, location: str) -> str:
     try:
-        if len(text) != 10:
-            raise ValueError(text)
-        dt.date.fromisoformat(text)
+        parse_day(text)
     except ValueError:
         raise FormatError(
             f"invalid date {clip(text)}: expected YYYY-MM-DD", source=source, location=location

@@ -20,7 +20,7 @@ import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
-from certpin.core.hosts import Pattern, PatternKind
+from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.pins import Pin
 from certpin.core.policy import Policy
 from certpin.formats._common import (
@@ -32,7 +32,7 @@ from certpin.formats._common import (
     Notes,
     build_policy,
     check_host,
-    check_size,
+    check_text,
     clip,
     header_lines,
     no_expiry_note,
@@ -80,7 +80,7 @@ def export_curl(policy: Policy, options: ExportOptions) -> ExportResult:
         no_expiry_note(rule, notes, FMT)
         no_report_note(rule, notes, FMT)
         value = shlex.quote(pinnedpubkey(pins))
-        pattern = Pattern.parse(rule.pattern)
+        pattern = HostPattern.parse(rule.pattern)
         out.append("")
         out.append(f"# {rule.pattern}")
         if pattern.kind is PatternKind.EXACT and not rule.include_subdomains:
@@ -100,11 +100,7 @@ def _url(host: str) -> str:
 
 
 def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    check_size(data, source, MAX_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
+    text = check_text(data, source, MAX_BYTES)
     domains: dict[str, dict[str, Any]] = {}
     notes = Notes()
     for number, line in enumerate(text.splitlines(), 1):

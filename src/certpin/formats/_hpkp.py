@@ -36,7 +36,7 @@ from certpin.formats._common import (
     any_position_pins,
     build_policy,
     check_host,
-    check_size,
+    check_text,
     checked_uri,
     clip,
     header_lines,
@@ -91,11 +91,7 @@ _DIRECTIVE = re.compile(r'\s*([A-Za-z0-9-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;\s]*
 
 
 def import_hpkp(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    check_size(data, source, MAX_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
+    text = check_text(data, source, MAX_BYTES)
     notes = Notes()
     domains: dict[str, dict[str, Any]] = {}
     host: str | None = None

@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from certpin.core.hosts import Pattern, PatternKind
+from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.formats._common import (
@@ -44,7 +44,7 @@ from certpin.formats._common import (
     any_position_pins,
     build_policy,
     check_host,
-    check_size,
+    check_text,
     clip,
     header_lines,
     no_expiry_note,
@@ -55,8 +55,6 @@ from certpin.formats._common import (
     version_from_comment,
 )
 
-# A label no real pattern contains, standing for "any label" when probing which patterns match.
-_PROBE = "certpin-probe-label"
 #: The import size cap: a source file holding a CertificatePinner.
 MAX_BYTES = 1024 * 1024
 #: How many pins an import may produce in all. OkHttp's union copies a wildcard's pins into
@@ -65,25 +63,18 @@ MAX_BYTES = 1024 * 1024
 MAX_IMPORTED_PINS = 20_000
 
 
-def okhttp_matches(pattern: str, host: str) -> bool:
-    """OkHttp's pattern rule: ``*.`` is exactly one label, ``**.`` zero or more."""
-    if pattern.startswith("**."):
-        base = pattern[3:]
-        return host == base or host.endswith("." + base)
-    if pattern.startswith("*."):
-        base = pattern[2:]
-        return host.endswith("." + base) and "." not in host[: -len(base) - 1]
-    return host == pattern
-
-
-def _candidates(host: str) -> Iterator[str]:
-    """Every pattern text that can match `host` under `okhttp_matches`: the host itself,
-    ``*.`` + its parent, and ``**.`` + the host or any of its parents."""
-    yield host
-    yield "**." + host
+def _candidates(host: str, below: int) -> Iterator[str]:
+    """The pattern texts that can match `host` (or every host `below` labels under it): the
+    host itself and ``*.`` + its parent (below=0), ``*.`` + the host (below=1), ``**.`` + the
+    host or any of its parents. Only an index: `HostPattern.matches` decides."""
+    if below == 0:
+        yield host
     dot = host.find(".")
-    if dot >= 0:
+    if below == 0 and dot >= 0:
         yield "*." + host[dot + 1 :]
+    if below == 1:
+        yield "*." + host
+    yield "**." + host
     while dot >= 0:
         yield "**." + host[dot + 1 :]
         dot = host.find(".", dot + 1)
@@ -94,8 +85,9 @@ class _Patterns:
 
     OkHttp applies the union of every pattern matching a host. Comparing each host with every
     pattern made an import quadratic in the number of patterns; the patterns matching a host
-    are instead found by looking up the few texts that can match it (`_candidates`: at most two
-    per label of the host, and a host has at most 127 labels).
+    are instead found among the few texts that can match it (`_candidates`: at most two per
+    label of the host, and a host has at most 127 labels), each confirmed by
+    `HostPattern.matches`.
     """
 
     def __init__(self, entries: Iterable[tuple[str, Iterable[Pin]]]) -> None:
@@ -104,21 +96,27 @@ class _Patterns:
         for i, (pattern, _) in enumerate(self._entries):
             self._index.setdefault(pattern, []).append(i)
 
-    def union(self, host: str) -> tuple[list[Pin], list[str]]:
-        """The pins OkHttp accepts for `host`, and the patterns they came from (in order)."""
-        hits = sorted(i for text in set(_candidates(host)) for i in self._index.get(text, ()))
+    def union(self, host: str, below: int = 0) -> tuple[list[Pin], list[str]]:
+        """The pins OkHttp accepts for `host` (or for every host `below` labels under it), and
+        the patterns they came from (in order)."""
+        hits = sorted(
+            i
+            for text in set(_candidates(host, below))
+            if text in self._index and HostPattern.parse(text).matches(host, below=below)
+            for i in self._index[text]
+        )
         pins = dict.fromkeys(pin for i in hits for pin in self._entries[i][1])
         return list(pins), [self._entries[i][0] for i in hits]
 
 
-def _probe_hosts(pattern: Pattern, include: bool) -> list[str]:
-    """Representative hosts of a certpin key: one per distinct set of matching patterns."""
-    deeper = [f"{_PROBE}.{pattern.base}", f"{_PROBE}.{_PROBE}.{pattern.base}"]
+def _host_classes(pattern: HostPattern, include: bool) -> list[int]:
+    """The classes of a certpin key's hosts, as labels under its base, each with one set of
+    matching patterns: the base (0), one label under it (1), two or more (2)."""
     if pattern.kind is PatternKind.ONE_LABEL:
-        return deeper[:1]
+        return [1]
     if pattern.kind is PatternKind.ANY_LABELS or include:
-        return [pattern.base, *deeper]
-    return [pattern.base]
+        return [0, 1, 2]
+    return [0]
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -133,7 +131,7 @@ def export_java(policy: Policy, options: ExportOptions) -> ExportResult:
 
 
 def _okhttp_patterns(rule: DomainRule, version: int, notes: Notes) -> list[str]:
-    pattern = Pattern.parse(rule.pattern)
+    pattern = HostPattern.parse(rule.pattern)
     if pattern.kind is PatternKind.ONE_LABEL:
         return [pattern.text]
     if pattern.kind is PatternKind.EXACT and not rule.include_subdomains:
@@ -170,14 +168,14 @@ def _export(policy: Policy, version: int, *, java: bool) -> ExportResult:
         exported.append((rule, pins))
     index = _Patterns(entries)
     for rule, pins in exported:
-        pattern = Pattern.parse(rule.pattern)
-        for host in _probe_hosts(pattern, rule.include_subdomains):
-            if policy.lookup(host) is not rule:
-                continue  # a more specific rule owns this host
-            accepted, sources = index.union(host)
+        pattern = HostPattern.parse(rule.pattern)
+        for below in _host_classes(pattern, rule.include_subdomains):
+            if policy.lookup(pattern.base, below=below) is not rule:
+                continue  # a more specific rule owns these hosts
+            accepted, sources = index.union(pattern.base, below)
             own = set(pins)
             extra = [p for p in accepted if p not in own]
-            shown = host.replace(_PROBE, "<name>")
+            shown = "<name>." * below + pattern.base
             if not accepted:
                 continue  # already reported as narrower (OkHttp 3)
             if extra:
@@ -240,11 +238,7 @@ _CLOSE = re.compile(r"\s*,?\s*\)")
 
 
 def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    check_size(data, source, MAX_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"not UTF-8 text ({exc.reason})", source=source) from None
+    text = check_text(data, source, MAX_BYTES)
     version = version_from_comment(text, source)  # the export's header comment says it
     text = strip_comments(text, source)
     lines = LineCounter(text)
@@ -373,15 +367,14 @@ def _translate(
             )
 
     for key in found:
-        pattern = Pattern.parse(key)
-        host = _probe_hosts(pattern, False)[-1]
-        union, sources = index.union(host)
+        pattern = HostPattern.parse(key)
+        union, sources = index.union(pattern.base, _host_classes(pattern, False)[-1])
         pins = list(dict.fromkeys(found[key] + union))  # its own pins first
         count(pins, key)
         rules[key] = pins
         _note_added(key, found[key], pins, sources, notes)
     for key in found:
-        pattern = Pattern.parse(key)
+        pattern = HostPattern.parse(key)
         if pattern.kind is not PatternKind.ANY_LABELS or pattern.base in found:
             continue
         pins, sources = index.union(pattern.base)

@@ -15,11 +15,11 @@ import ssl
 from collections.abc import Iterable
 
 from certpin._errors import ConfigurationError
-from certpin.core.hosts import HostError, Pattern
+from certpin.core.hosts import HostError, HostPattern
 
 __all__ = [
-    "PROBE_LABEL",
     "default_cafile",
+    "example_host",
     "leaf_names",
     "parse_chain_specs",
     "read_certs",
@@ -27,8 +27,19 @@ __all__ = [
     "verify_chain_file",
 ]
 
-#: the label used to make a concrete host under a ``*.``/``**.`` key or a ``*.`` SAN.
-PROBE_LABEL = "certpin-probe"
+#: the label of `example_host`.
+_EXAMPLE_LABEL = "certpin-probe"
+
+
+def example_host(name: str) -> str:
+    """A concrete host for a certificate name: the name itself, or ``certpin-probe.base`` for
+    ``*.base``.
+
+    Only for what needs one host to talk about: the SNI sent to fetch a wildcard key's chain,
+    the name a wildcard certificate is verified for. Never to decide which rule covers what
+    (that is `HostPattern.matches`, `DomainRule.covers`, `Policy.lookup`).
+    """
+    return f"{_EXAMPLE_LABEL}.{name[2:]}" if name.startswith("*.") else name
 
 
 def parse_chain_specs(specs: Iterable[str], option: str = "--chain") -> dict[str, str]:
@@ -46,7 +57,7 @@ def parse_chain_specs(specs: Iterable[str], option: str = "--chain") -> dict[str
                 + ("chain.pem" if option == "--chain" else "127.0.0.1:8443")
             )
         try:
-            key = Pattern.parse(domain.strip()).text
+            key = HostPattern.parse(domain.strip()).text
         except HostError as exc:
             raise ConfigurationError(f"{option} {spec!r}: invalid domain: {exc}") from None
         if key in out:
@@ -92,8 +103,7 @@ def verify_chain_file(
     names = leaf_names(x509.load_der_x509_certificate(certs[0]), path)
     if not names:
         raise ConfigurationError(f"{path}: the leaf certificate has no SubjectAltName names")
-    first = names[0].replace("*", PROBE_LABEL, 1) if names[0].startswith("*.") else names[0]
-    return verify(certs, first, path, cafile, now), names
+    return verify(certs, example_host(names[0]), path, cafile, now), names
 
 
 def leaf_names(leaf: object, path: str | None = None) -> list[str]:

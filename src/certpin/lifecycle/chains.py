@@ -11,15 +11,16 @@ Two sources, one result per policy key (`DomainChain`):
   verification a pinning context does). ``--address DOMAIN=HOST:PORT`` says where to connect for a
   key (default: the key itself, port 443); SNI and verification always use the domain.
 
-A wildcard key has no host of its own: with ``--chain`` the verdict host is the first name of the
-leaf's SubjectAltName that the key covers; with ``--connect`` a ``**.example.com`` key is fetched
-from ``example.com`` (zero labels), and a ``*.example.com`` key is skipped with a note unless
-``--address`` names a host for it.
+A wildcard key has no host of its own. Its verdict is run for a *name*: with ``--chain``, the first
+name of the leaf's SubjectAltName for which the policy applies the key (``*.example.com`` on a
+certificate stands for every host one label under example.com, and is judged as such:
+`verdict_for_name`); with ``--connect`` a ``**.example.com`` key is fetched from ``example.com``
+(zero labels), and a ``*.example.com`` key is skipped with a note unless ``--address`` names a
+server for it. Only where a concrete host is needed to talk to a server or verify a certificate
+(SNI) is one made up (`certpin.lifecycle.chain_files.example_host`); it never decides coverage.
 
-Which certificate a pin names is decided by `certpin.verdict` on a one-pin policy (`pin_positions`),
-never by comparing digests here. Spare keys and CSRs have no certificate to run a verdict on: they
-are identified by `names_key` (the key's SPKI digest under the pin's algorithm), for display and
-advice only.
+Which certificate a pin names is `Pin.matches` (a certificate) or `Pin.matches_spki` (a bare key or
+CSR of ``--key``).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from certpin._errors import ConfigurationError
-from certpin.core.hosts import HostError, Pattern, PatternKind, normalize_host
-from certpin.core.pins import Pin, PinKind
+from certpin.core.hosts import HostError, HostPattern, PatternKind, normalize_host
+from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
-from certpin.core.verdict import Verdict, VerdictStatus, verdict
+from certpin.core.verdict import Verdict, verdict
 from certpin.lifecycle.chain_files import (
-    PROBE_LABEL,
     default_cafile,
+    example_host,
     leaf_names,
     parse_chain_specs,
     read_certs,
@@ -60,17 +61,13 @@ __all__ = [
     "key_family",
     "leaf_names",
     "load_spares",
-    "names_key",
+    "key_name",
     "parse_chain_specs",
     "pin_positions",
-    "probe_host",
-    "single_pin_verdict",
+    "split_name",
+    "verdict_for_name",
     "verify_chain_file",
 ]
-
-#: a throwaway host for one-pin policies: RFC 2606 reserves .invalid.
-_PROBE_HOST = "pin-probe.certpin.invalid"
-_PROBE_LABEL = PROBE_LABEL
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,8 @@ class DomainChain:
 
     Attributes:
         key: the policy key (rule pattern).
-        host: the concrete host the chain was verified for and the verdict is run for.
+        host: the name the verdict is run for (`verdict_for_name`): a host, or ``*.base`` for
+            the hosts one label under base (a wildcard key or certificate name).
         chain: verified DER certificates, leaf first, root last; empty when unavailable.
         origin: ``"file PATH"`` or ``"connect HOST:PORT"``.
         error: why no chain is available (connection failure…), or None.
@@ -139,47 +137,30 @@ class SpareKey:
 # -- what a pin names -------------------------------------------------------------------------
 
 
-def single_pin_verdict(pin: Pin, chain: Sequence[bytes], now: dt.datetime) -> Verdict:
-    """The verdict of `chain` against a policy holding only `pin` (the one matching function)."""
-    rule = DomainRule(pattern=_PROBE_HOST, pins=(pin,), allow_single_pin=True)
-    return verdict(_PROBE_HOST, chain, Policy(domains={_PROBE_HOST: rule}), now)
+def pin_positions(pin: Pin, chain: Sequence[bytes]) -> list[int]:
+    """The chain positions whose certificate `pin` names (`Pin.matches`); a certificate that
+    does not parse is named by no pin."""
+    out = []
+    for i, der in enumerate(chain):
+        try:
+            if pin.matches(der):
+                out.append(i)
+        except ValueError:
+            continue
+    return out
 
 
-def pin_positions(pin: Pin, chain: Sequence[bytes], now: dt.datetime) -> list[int]:
-    """The chain positions whose certificate `pin` names, decided by `certpin.verdict`."""
-    return [
-        i
-        for i, der in enumerate(chain)
-        if single_pin_verdict(pin, [der], now).status is VerdictStatus.OK
-    ]
+def identify_spare(pin: Pin, spares: Iterable[SpareKey]) -> SpareKey | None:
+    """The spare key/CSR/certificate `pin` names, or None (display and advice only).
 
-
-def names_key(pin: Pin, spki_der: bytes) -> bool:
-    """Is `pin` the SPKI pin of the key whose SubjectPublicKeyInfo is `spki_der`?
-
-    The one place the lifecycle tools identify a *bare key or CSR* (no certificate, so no
-    verdict to run): the SPKI digest is computed with the pin's own algorithm (sha256, sha384,
-    sha512) and the two `Pin` values are compared. Equality of Pin values is identity of
-    (digest, algorithm, kind), not the matching of a certificate: it labels spare keys for
-    display and advice only and never decides a connection (that is `certpin.verdict`'s job).
-    A certificate-fingerprint pin never names a bare key.
-    """
-    if pin.kind is not PinKind.SPKI or not spki_der:
-        return False
-    return Pin.for_spki(spki_der, pin.algorithm) == pin
-
-
-def identify_spare(pin: Pin, spares: Iterable[SpareKey], now: dt.datetime) -> SpareKey | None:
-    """The spare key/CSR/certificate `pin` names, or None.
-
-    Certificates go through `certpin.verdict` (`single_pin_verdict`); keys and CSRs through
-    `names_key`: display and advice only, never a connection decision.
+    A certificate is matched as a chain certificate is (`Pin.matches`); a bare key or a CSR has
+    no certificate, so its SubjectPublicKeyInfo is (`Pin.matches_spki`).
     """
     for spare in spares:
         if spare.kind == "certificate":
-            if single_pin_verdict(pin, [spare.der], now).status is VerdictStatus.OK:
+            if pin_positions(pin, [spare.der]):
                 return spare
-        elif names_key(pin, spare.spki):
+        elif spare.spki and pin.matches_spki(spare.spki):
             return spare
     return None
 
@@ -228,24 +209,40 @@ def describe_chain(chain: Sequence[bytes]) -> list[ChainCert]:
     return out
 
 
-# -- hosts for keys ---------------------------------------------------------------------------
+# -- names: a host, or *.base for every host one label under base -----------------------------
 
 
-def probe_host(key: str) -> str:
-    """A concrete host a policy key covers: the key itself, ``certpin-probe.`` + base for ``*.``,
-    the base for ``**.`` (zero labels)."""
-    pattern = Pattern.parse(key)
-    if pattern.kind is PatternKind.ONE_LABEL:
-        return f"{_PROBE_LABEL}.{pattern.base}"
-    return pattern.base
+def split_name(name: str) -> tuple[str, int]:
+    """A host or certificate name as (host, labels below it): ``*.example.com`` ->
+    (``example.com``, 1), any other name -> (the name, 0)."""
+    return (name[2:], 1) if name.startswith("*.") else (name, 0)
 
 
-def _covers(policy: Policy, rule_key: str, host: str) -> bool:
+def key_name(key: str) -> str:
+    """The name a policy key's verdict is run for when no chain says better: an exact key
+    itself, ``*.base`` for ``*.base`` (every host one label under base), the base for
+    ``**.base`` (zero labels: the base is one of its hosts)."""
+    pattern = HostPattern.parse(key)
+    return pattern.base if pattern.kind is PatternKind.ANY_LABELS else pattern.text
+
+
+def verdict_for_name(
+    name: str, chain: Sequence[bytes], policy: Policy, now: dt.datetime
+) -> Verdict:
+    """`certpin.verdict` for a host, or for ``*.base``: every host one label under base that
+    has no key of its own (what a certificate's wildcard name stands for)."""
+    host, below = split_name(name)
+    return verdict(host, chain, policy, now, below=below)
+
+
+def _applies(policy: Policy, key: str, name: str) -> bool:
+    """Whether `policy` applies the rule of `key` to `name` (a host or ``*.base``)."""
+    host, below = split_name(name)
     try:
-        found = policy.lookup(host)
+        found = policy.lookup(host, below=below)
     except (HostError, ValueError):
         return False
-    return found is not None and found.pattern == rule_key
+    return found is not None and found.pattern == key
 
 
 # -- --chain DOMAIN=FILE (verification itself: certpin.lifecycle.chain_files) ---------------
@@ -261,7 +258,7 @@ def chain_for_file(
     """Verify the PEM chain in `path` (leaf first) for policy key `key` and return it.
 
     The chain is verified at `now` (default: the current time) for the key's host; for a wildcard
-    key, for the first SubjectAltName of the leaf that the key covers in `policy`.
+    key, for the first SubjectAltName of the leaf for which `policy` applies the key.
 
     Raises:
         ConfigurationError: unreadable file, no certificate, or the chain does not verify; the
@@ -271,24 +268,31 @@ def chain_for_file(
 
     certs = read_certs(path, "the chain file")
     leaf = x509.load_der_x509_certificate(certs[0])
-    host = _host_for_leaf(key, leaf, policy, path)
-    chain = verify(certs, host, path, cafile, now)
-    return DomainChain(key=key, host=host, chain=chain, origin=f"file {path}")
+    name = _host_for_leaf(key, leaf, policy, path)
+    chain = verify(certs, example_host(name), path, cafile, now)
+    return DomainChain(key=key, host=name, chain=chain, origin=f"file {path}")
 
 
 def _host_for_leaf(key: str, leaf: object, policy: Policy | None, path: str) -> str:
-    pattern = Pattern.parse(key)
+    """The name a chain file's verdict is run for: an exact key itself; for a wildcard key the
+    first name of the leaf for which `policy` applies the key (without a policy: which the
+    key's pattern covers)."""
+    pattern = HostPattern.parse(key)
     if pattern.kind is PatternKind.EXACT:
         return pattern.text
     names = leaf_names(leaf, path)
     for name in names:
-        host = name.replace("*", _PROBE_LABEL, 1) if name.startswith("*.") else name
+        host, below = split_name(name)
         try:
-            host = normalize_host(host)
+            canonical = "*." * below + normalize_host(host)
+            if policy is not None:
+                applies = _applies(policy, key, canonical)
+            else:
+                applies = pattern.matches(host, below=below)
         except HostError:
             continue
-        if policy is None or _covers(policy, key, host):
-            return host
+        if applies:
+            return canonical
     raise ConfigurationError(
         f"{path}: the leaf's names ({', '.join(names) or 'none'}) include none that the key "
         f"{key!r} covers"
@@ -300,47 +304,44 @@ def _host_for_leaf(key: str, leaf: object, policy: Policy | None, path: str) -> 
 
 def _connect_target(
     key: str, policy: Policy, addresses: Mapping[str, str]
-) -> tuple[str, str, int] | str:
-    """(SNI host, connect host, port) for a key, or a note saying why it is skipped."""
-    pattern = Pattern.parse(key)
+) -> tuple[str, str, str, int] | str:
+    """(verdict name, SNI host, connect host, port) for a key, or a note saying why it is
+    skipped."""
+    pattern = HostPattern.parse(key)
     address = addresses.get(key)
-    if pattern.kind is PatternKind.EXACT:
-        sni = pattern.text
-    elif pattern.kind is PatternKind.ONE_LABEL:
-        if address is None:
-            return (
-                f"{key}: a '*.' key names no host to connect to; give --address {key}=HOST:PORT "
-                f"or --chain {key}=FILE"
-            )
-        sni = probe_host(key)
-    else:
-        sni = pattern.base
-        if not _covers(policy, key, sni):
-            return (
-                f"{key}: its base name {sni} has a rule of its own; give --chain {key}=FILE "
-                "to check this key"
-            )
+    name = key_name(key)
+    if pattern.kind is PatternKind.ONE_LABEL and address is None:
+        return (
+            f"{key}: a '*.' key names no host to connect to; give --address {key}=HOST:PORT "
+            f"or --chain {key}=FILE"
+        )
+    if pattern.kind is PatternKind.ANY_LABELS and not _applies(policy, key, name):
+        return (
+            f"{key}: its base name {name} has a rule of its own; give --chain {key}=FILE "
+            "to check this key"
+        )
+    sni = example_host(name)  # a '*.' key's server is asked for a host under it
     if address is None:
-        return sni, sni, 443
+        return name, sni, sni, 443
     try:
         host, port = parse_target(address, 443)
     except ValueError as exc:
         raise ConfigurationError(f"--address {key}={address}: {exc}") from None
-    return sni, host, port
+    return name, sni, host, port
 
 
 async def _fetch_all(
-    jobs: list[tuple[str, str, str, int]], cafile: str | None, timeout: float
+    jobs: list[tuple[str, str, str, str, int]], cafile: str | None, timeout: float
 ) -> list[DomainChain]:
-    async def one(key: str, sni: str, host: str, port: int) -> DomainChain:
+    async def one(key: str, name: str, sni: str, host: str, port: int) -> DomainChain:
         origin = f"connect {host}:{port}"
         try:
             fetched = await fetch_chain_async(
                 host, port, cafile=cafile, servername=sni, timeout=timeout
             )
         except ConnectError as exc:
-            return DomainChain(key=key, host=sni, chain=(), origin=origin, error=str(exc))
-        return DomainChain(key=key, host=sni, chain=fetched.verified, origin=origin)
+            return DomainChain(key=key, host=name, chain=(), origin=origin, error=str(exc))
+        return DomainChain(key=key, host=name, chain=fetched.verified, origin=origin)
 
     return list(await asyncio.gather(*(one(*job) for job in jobs)))
 
@@ -378,17 +379,17 @@ def acquire_chains(
         if not Path(path).is_file():
             raise ConfigurationError(f"--chain {key}={path}: {path}: no such file")
         out[key] = chain_for_file(key, path, cafile, policy)
-    jobs: list[tuple[str, str, str, int]] = []
+    jobs: list[tuple[str, str, str, str, int]] = []
     for key in policy.domains:
         if key in out:
             continue
         if not connect and key not in addresses:
-            out[key] = DomainChain(key=key, host=probe_host(key), chain=(), origin="none")
+            out[key] = DomainChain(key=key, host=key_name(key), chain=(), origin="none")
             continue
         target = _connect_target(key, policy, addresses)
         if isinstance(target, str):
             out[key] = DomainChain(
-                key=key, host=probe_host(key), chain=(), origin="none", note=target
+                key=key, host=key_name(key), chain=(), origin="none", note=target
             )
         else:
             jobs.append((key, *target))
@@ -408,8 +409,8 @@ class PinInfo:
     Attributes:
         pin: the pin.
         slots: the rule fields listing it (``pins``, ``leaf_pins``, ``ca_pins``).
-        positions: verified-chain positions it names (decided by `certpin.verdict`); empty for a
-            backup pin or when no chain is known.
+        positions: verified-chain positions it names (`Pin.matches`); empty for a backup pin
+            or when no chain is known.
         certs: the chain certificates at those positions.
         spare: the ``--key`` file it names, or None.
     """
@@ -436,23 +437,27 @@ def classify_pins(
     rule: DomainRule,
     certs: Sequence[ChainCert],
     spares: Sequence[SpareKey],
-    now: dt.datetime,
+    now: dt.datetime | None = None,
 ) -> list[PinInfo]:
-    """Every distinct pin of `rule`, in order, with the chain certificates and spare key named."""
+    """Every distinct pin of `rule`, in order, with the chain certificates and spare key named.
+
+    `now` is ignored (what a pin names does not depend on the time); callers written when it
+    was needed may still pass it.
+    """
     chain = [c.der for c in certs]
     out = []
     for pin in rule.all_pins:
         slots = tuple(
             name for name in ("pins", "leaf_pins", "ca_pins") if pin in getattr(rule, name)
         )
-        positions = tuple(pin_positions(pin, chain, now)) if chain else ()
+        positions = tuple(pin_positions(pin, chain))
         out.append(
             PinInfo(
                 pin=pin,
                 slots=slots,
                 positions=positions,
                 certs=tuple(certs[i] for i in positions),
-                spare=identify_spare(pin, spares, now),
+                spare=identify_spare(pin, spares),
             )
         )
     return out

@@ -78,7 +78,7 @@ def build_inventory(
     for key, rule in policy.domains.items():
         chain = chains.get(key)
         certs = describe_chain(chain.chain) if chain is not None and chain.available else []
-        infos = classify_pins(rule, certs, spares, now)
+        infos = classify_pins(rule, certs, spares)
         candidates: list[tuple[dt.datetime, str]] = []
         if certs:
             candidates.append(

@@ -5,8 +5,8 @@ domain (``--chain``/``--connect``) or the spare keys given with ``--key``. Every
 severity (``error`` fails the run, ``warning`` fails it with ``--strict``, ``info`` never), a
 one-line why and a fix. docs/lint.md has the table; `RULES` is its source.
 
-Whether a pin names a certificate is decided by `certpin.verdict` (via
-`certpin.lifecycle.chains`), never here.
+Whether the policy accepts a chain is `certpin.verdict`'s decision, which certificate a pin names
+`Pin.matches` (via `certpin.lifecycle.chains`); neither is re-implemented here.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from certpin.core.hosts import Pattern, PatternKind
+from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import day
-from certpin.core.verdict import VerdictStatus, verdict
+from certpin.core.verdict import VerdictStatus
 from certpin.lifecycle.chains import (
     DomainChain,
     PinInfo,
@@ -28,7 +28,7 @@ from certpin.lifecycle.chains import (
     classify_pins,
     describe_chain,
     key_family,
-    probe_host,
+    verdict_for_name,
 )
 
 __all__ = ["RULES", "Finding", "Rule", "Severity", "exit_code", "lint_policy"]
@@ -314,24 +314,23 @@ def _policy_rules(policy: Policy, key: str, rule: DomainRule, now: dt.datetime) 
 def parent_rule(policy: Policy, key: str) -> DomainRule | None:
     """The rule that would apply to `key`'s hosts if `key` were removed, when it is broader.
 
-    Found with `Policy.lookup` itself (so precedence is exactly the client's), on the policy
-    without `key`, for a host the key covers; kept only when it hangs off an ancestor domain or
-    is a broader pattern on the same base (``**.x`` over ``x`` and ``*.x``; ``x`` with
-    include_subdomains over ``*.x``).
+    The rules covering the key's hosts come from `Policy.rules_covering` in the client's
+    order of precedence (for ``*.base``: the hosts one label under base); the first one that
+    is not the key's own is what would apply without it. It is kept only when it hangs off an
+    ancestor domain or is a broader pattern on the same base (``**.x`` over ``x`` and ``*.x``;
+    ``x`` with include_subdomains over ``*.x``).
     """
-    pattern = Pattern.parse(key)
-    rest = Policy(
-        domains={k: r for k, r in policy.domains.items() if k != key},
-        unpinned_hosts=policy.unpinned_hosts,
-    )
-    found = rest.lookup(probe_host(key))
+    pattern = HostPattern.parse(key)
+    below = 1 if pattern.kind is PatternKind.ONE_LABEL else 0
+    covering = policy.rules_covering(pattern.base, below=below)
+    found = next((r for r in covering if r.pattern != key), None)
     if found is None:
         return None
-    other = Pattern.parse(found.pattern)
+    other = HostPattern.parse(found.pattern)
     if pattern.base.endswith("." + other.base):
         return found
     if other.base != pattern.base:
-        return None  # Defensive: lookup only returns rules on the host or its ancestors
+        return None  # Defensive: only rules on the host or its ancestors cover it
     if other.kind is PatternKind.ANY_LABELS and pattern.kind is not PatternKind.ANY_LABELS:
         return found
     if pattern.kind is PatternKind.ONE_LABEL and other.kind is PatternKind.EXACT:
@@ -352,7 +351,7 @@ def _chain_rules(
 ) -> list[Finding]:
     out: list[Finding] = []
     certs = describe_chain(chain.chain) if chain is not None and chain.available else []
-    infos = classify_pins(rule, certs, spares, now)
+    infos = classify_pins(rule, certs, spares)
     out += _key_rules(key, certs, spares, infos)
     if chain is None or not chain.available:
         if chain is not None and chain.error:
@@ -360,7 +359,7 @@ def _chain_rules(
         elif chain is not None and chain.note:
             out.append(_finding("CP208", key, f"chain rules skipped: {chain.note}", "info"))
         return out
-    result = verdict(chain.host, chain.chain, policy, now)
+    result = verdict_for_name(chain.host, chain.chain, policy, now)
     if result.status is VerdictStatus.FAILED:
         out.append(
             _finding(

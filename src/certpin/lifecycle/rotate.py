@@ -20,12 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from certpin._errors import ConfigurationError, PinFormatError, PolicyError
-from certpin.core.hosts import HostError, Pattern
+from certpin.core.hosts import HostError, HostPattern
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import day, iso
-from certpin.core.verdict import Verdict, verdict
-from certpin.lifecycle.chains import ChainCert, DomainChain, describe_chain
+from certpin.core.verdict import Verdict
+from certpin.lifecycle.chains import (
+    ChainCert,
+    DomainChain,
+    describe_chain,
+    split_name,
+    verdict_for_name,
+)
 
 __all__ = [
     "DeployedVersion",
@@ -38,8 +44,6 @@ __all__ = [
     "plan_rotation",
     "version_name",
 ]
-
-_PROBE_LABEL = "certpin-probe"
 
 
 @dataclass(frozen=True)
@@ -192,9 +196,10 @@ def _describe_version(outcome: VersionOutcome) -> str:
     return outcome.version.name + ("" if share is None else f" ({share:.0%} of users)")
 
 
-def _policy_key_for(policy: Policy, host: str) -> str | None:
+def _policy_key_for(policy: Policy, name: str) -> str | None:
+    host, below = split_name(name)
     try:
-        rule = policy.lookup(host)
+        rule = policy.lookup(host, below=below)
     except ValueError:
         return None
     return None if rule is None else rule.pattern
@@ -245,10 +250,6 @@ def _aliases(version: DeployedVersion) -> set[str]:
     return names
 
 
-def _concrete(name: str) -> str:
-    return f"{_PROBE_LABEL}.{name[2:]}" if name.startswith("*.") else name
-
-
 def plan_rotation(
     deployed: Sequence[DeployedVersion],
     chain: Sequence[bytes],
@@ -260,14 +261,14 @@ def plan_rotation(
     Args:
         deployed: the versions clients run.
         chain: the next chain, verified (leaf first, root last).
-        names: the leaf's names (SubjectAltName); a ``*.`` name is checked as
-            ``certpin-probe.<rest>``.
+        names: the leaf's names (SubjectAltName); a ``*.base`` name is checked for the hosts
+            one label under base that have no key of their own (`verdict_for_name`).
         now: the time to judge rule expiry at (default: now).
     """
     now = now or dt.datetime.now(dt.UTC)
-    hosts = [_concrete(n) for n in names]
     outcomes = tuple(
-        VersionOutcome(d, tuple(verdict(h, chain, d.policy, now) for h in hosts)) for d in deployed
+        VersionOutcome(d, tuple(verdict_for_name(n, chain, d.policy, now) for n in names))
+        for d in deployed
     )
     return RotationPlan(tuple(chain), tuple(names), outcomes, tuple(describe_chain(chain)))
 
@@ -292,7 +293,7 @@ def parse_pin_spec(text: str, option: str) -> tuple[Pin, str | None]:
     except PinFormatError as exc:
         raise ConfigurationError(f"{option} {text!r}: {exc}") from None
     try:
-        key = Pattern.parse(domain).text
+        key = HostPattern.parse(domain).text
     except HostError as exc:
         raise ConfigurationError(f"{option} {text!r}: invalid domain: {exc}") from None
     return pin, key
@@ -359,7 +360,7 @@ def next_version(
 
 def _known_key(policy: Policy, key: str, option: str) -> str:
     try:
-        canonical = Pattern.parse(key).text
+        canonical = HostPattern.parse(key).text
     except HostError as exc:
         raise ConfigurationError(f"{option}: invalid domain: {exc}") from None
     if canonical not in policy.domains:
@@ -387,7 +388,7 @@ def lockouts(
     out = []
     for chain in chains.values():
         if chain.available:
-            result = verdict(chain.host, chain.chain, policy, now)
+            result = verdict_for_name(chain.host, chain.chain, policy, now)
             if not result.allowed:  # a report-only mismatch reports, it does not lock out
                 out.append(result)
     return out

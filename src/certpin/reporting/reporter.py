@@ -2,7 +2,7 @@
 
 Use it as the ``on_failure`` hook of a pinning context::
 
-    reporter = certpin.Reporter(policy, spool_dir="~/.cache/myapp/pin-reports")
+    reporter = certpin.reporting.Reporter(policy, spool_dir="~/.cache/myapp/pin-reports")
     ctx = certpin.create_default_context(policy, on_failure=reporter)
 
 Guarantees:
@@ -33,7 +33,6 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import hashlib
-import http.client
 import json
 import logging
 import os
@@ -48,10 +47,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from certpin._io import http
+from certpin._io.atomic import atomic_write
 from certpin._version import __version__
 from certpin.core.hosts import HostError, normalize_host
 from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import Policy, PolicyProvider, as_provider
+from certpin.core.times import iso
 from certpin.tls.context import PinFailure, create_default_context
 
 __all__ = ["Reporter", "ReporterStats", "build_report", "reporting_hook"]
@@ -100,9 +102,8 @@ def _pin_text(pin: Pin) -> str:
 
 
 def _iso(when: dt.datetime) -> str:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # A clock given without a zone reads UTC (``iso`` would take it as local time).
+    return iso(when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC))
 
 
 def build_report(
@@ -397,33 +398,25 @@ class Reporter:
         if parts.scheme == "http" and not self.allow_http:
             log.error("certpin reporter: refusing unencrypted report URI %r (allow_http)", uri)
             return "rejected"
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        conn: http.client.HTTPConnection
         try:
-            if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(
-                    parts.hostname, parts.port, context=self._context(), timeout=self.timeout
-                )
-            else:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
-            try:
-                conn.request(
-                    "POST",
-                    path,
-                    body,
-                    {"Content-Type": "application/json", "User-Agent": f"certpin/{__version__}"},
-                )
-                response = conn.getresponse()
-                response.read(_MAX_RESPONSE)
-                status = response.status
-            finally:
-                conn.close()
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            log.warning("certpin reporter: cannot send report to %s: %s", uri, exc)
+            response = http.request(
+                uri,
+                context=self._context() if parts.scheme == "https" else None,
+                method="POST",
+                body=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "User-Agent": f"certpin/{__version__}",
+                },
+                timeout=self.timeout,
+                max_body=_MAX_RESPONSE,
+            )
+        except http.ERRORS as exc:
+            reason = getattr(exc, "reason", None) or exc  # urllib's URLError wraps the cause
+            log.warning("certpin reporter: cannot send report to %s: %s", uri, reason)
             return "failed"
-        if 200 <= status < 300:
+        status = response.status
+        if response.ok:
             return "sent"
         if 400 <= status < 500 and status != 429:
             log.error("certpin reporter: %s rejected the report (HTTP %d)", uri, status)
@@ -441,17 +434,10 @@ class Reporter:
             tag = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:12]
             name = f"{time.time_ns():020d}-{report.get('report-id', 'x')}-{tag}.json"
             data = json.dumps({"uri": uri, "report": report}).encode("utf-8")
-            tmp = self.spool_dir / f".{name}.tmp"
-            # Atomic: a crash leaves either no file or the whole file, never a torn one.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             path = self.spool_dir / name
-            os.replace(tmp, path)
-            _fsync_dir(self.spool_dir)
+            # Atomic: a crash leaves either no file or the whole file, never a torn one. The
+            # temporary file starts with "." and is never taken for a report (_spool_files).
+            atomic_write(path, data, mode=0o600)
             if count:
                 with self._cond:
                     self._count(spooled=1)
@@ -490,19 +476,6 @@ class Reporter:
             if outcome == "failed":
                 return  # still offline: keep the order, try again later
             path.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Defensive: some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # Defensive
-        pass
-    finally:
-        os.close(fd)
 
 
 def reporting_hook(

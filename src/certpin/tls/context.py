@@ -2,9 +2,10 @@
 
 One mechanism pins every Python TLS client: the context's ``sslsocket_class`` (blocking sockets:
 http.client, urllib, urllib3/requests, httpx sync, websockets sync) and ``sslobject_class``
-(memory BIOs: asyncio, httpx async, aiohttp, websockets async) are subclasses whose
-``do_handshake()`` runs the verdict as soon as OpenSSL has verified the chain and the host name,
-before the caller can write a single application byte.
+(memory BIOs: asyncio, httpx async, aiohttp, websockets async) are subclasses
+(`certpin.tls.sockets`) whose ``do_handshake()`` runs this context's check (`_enforce`: the
+verdict, the failure hook) as soon as OpenSSL has verified the chain and the host name, before
+the caller can write a single application byte.
 
 Fail-closed rules enforced here:
 - the context refuses ``CERT_NONE``/``CERT_OPTIONAL`` and ``check_hostname = False`` (with
@@ -22,32 +23,32 @@ import _ssl
 import datetime as dt
 import logging
 import os
-import socket
 import ssl
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from certpin._errors import InsecureContextError, PinValidationError
 from certpin.core.policy import Policy, PolicyProvider, as_provider
 from certpin.core.verdict import Verdict, VerdictStatus, verdict
+from certpin.tls.sockets import (
+    Sessions,
+    _PinningSSLObject,
+    _PinningSSLSocket,
+    served_chain,
+    verified_chain,
+)
 
 __all__ = [
+    "ContextOptions",
     "PinFailure",
     "PinningContext",
     "create_default_context",
-    "served_chain",
-    "verified_chain",
     "verifying_context",
 ]
 
 log = logging.getLogger("certpin.enforce")
-
-_DER = 2  # _ssl.ENCODING_DER; 1 (PEM) would return str
-_SESSION_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,20 @@ class PinFailure:
 OnFailure = Callable[[PinFailure], None]
 
 
+class ContextOptions(TypedDict, total=False):
+    """The keyword arguments of `create_default_context` (documented there), for the APIs that
+    pass them on: `certpin.requests.PinningAdapter`, `KnownPins.create_default_context`."""
+
+    cafile: str | os.PathLike[str] | None
+    capath: str | os.PathLike[str] | None
+    cadata: str | bytes | None
+    on_failure: OnFailure | None
+    allow_partial_chain: bool
+    x509_strict: bool
+    trust: Literal["default", "truststore"]
+    clock: Callable[[], dt.datetime] | None
+
+
 def _original_sslcontext() -> type[ssl.SSLContext]:
     # truststore.inject_into_ssl() replaces ssl.SSLContext with a wrapper that hands sockets to
     # an inner context; subclassing the wrapper would bypass our socket classes, so always build
@@ -102,8 +117,7 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
     _certpin_policy: Callable[[], Policy]
     _certpin_on_failure: OnFailure | None
     _certpin_clock: Callable[[], dt.datetime]
-    _certpin_sessions: OrderedDict[bytes, tuple[str, tuple[bytes, ...]]]
-    _certpin_lock: threading.Lock
+    _certpin_sessions: Sessions
     # A certpin.KnownPins when built by KnownPins.create_default_context (trust on first use).
     _certpin_tofu: Any = None
 
@@ -166,6 +180,11 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
         """The policy in force now (what the next handshake is checked against)."""
         return self._certpin_policy()
 
+    def _certpin_enforce(self, conn: ssl.SSLSocket | ssl.SSLObject) -> None:
+        # Called by the socket classes after every handshake; `_enforce` is looked up at call
+        # time (bench/handshake_overhead.py times it).
+        _enforce(conn, self)
+
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # noqa: N802
         # After truststore.inject_into_ssl(), ssl.SSLContext is truststore's class and a
@@ -194,172 +213,6 @@ def _instance_class(klass: type) -> type:
             key, type(klass.__name__, (klass, current), {"__module__": klass.__module__})
         )
     return alias
-
-
-# The plain descriptors, so the overriding properties below can delegate without recursion.
-_SOCKET_SESSION: Any = ssl.SSLSocket.session
-_OBJECT_SESSION: Any = ssl.SSLObject.session
-
-
-_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-def _dead(conn: ssl.SSLSocket | ssl.SSLObject) -> PinValidationError:
-    return PinValidationError(
-        f"refusing I/O on a TLS connection to {conn.server_hostname!r}: its handshake or pin "
-        f"check failed ({conn._certpin_failed}) and it was shut down; open a new connection"  # type: ignore[union-attr]
-    )
-
-
-class _PinningSSLSocket(ssl.SSLSocket):
-    # Set by the hook once the verdict allowed the connection. I/O before that first runs the
-    # handshake (and so the pin check): with do_handshake_on_connect=False, OpenSSL would
-    # otherwise complete the handshake implicitly inside send()/recv() and skip the hook.
-    _certpin_checked = False
-    # The reason, once the handshake or the pin check failed: the socket is dead from then on.
-    # CPython's SSLSocket._real_connect (ctx.wrap_socket(socket.socket()); connect()) catches a
-    # handshake error, sets _sslobj = None and re-raises, leaving a connected TCP socket whose
-    # send() then writes in *cleartext* to whoever is on the path. So a failure shuts the TCP
-    # connection down (OkHttp closes the socket) and every later I/O method raises.
-    _certpin_failed: str | None = None
-
-    def do_handshake(self, block: bool = False) -> None:
-        if self._certpin_failed is not None:
-            raise _dead(self)
-        try:
-            super().do_handshake(block)
-            _enforce(self, self.context)
-        except _WANT:
-            raise  # a non-blocking handshake in progress, not a failure
-        except BaseException as exc:
-            self._certpin_kill(exc)
-            raise
-
-    def _certpin_kill(self, exc: BaseException) -> None:
-        self._certpin_failed = f"{type(exc).__name__}: {exc}"
-        # SHUT_RDWR at the OS level also stops the paths that bypass Python's methods
-        # (os.write on fileno(), sendfile's os.sendfile, socket.socket.send(sock, ...)).
-        try:
-            socket.socket.shutdown(self, socket.SHUT_RDWR)
-        except OSError:
-            pass  # not connected (yet) or already reset: nothing can be sent either way
-
-    def _certpin_ensure_checked(self) -> None:
-        if self._certpin_failed is not None:
-            raise _dead(self)
-        if not self._certpin_checked and getattr(self, "_sslobj", None) is not None:
-            self.do_handshake()
-
-    def connect(self, addr: Any) -> None:
-        if self._certpin_failed is not None:
-            raise _dead(self)
-        super().connect(addr)
-
-    def connect_ex(self, addr: Any) -> int:
-        if self._certpin_failed is not None:
-            raise _dead(self)
-        return super().connect_ex(addr)
-
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:
-        self._certpin_ensure_checked()
-        return super().read(len, buffer)
-
-    def write(self, data: Any) -> int:
-        self._certpin_ensure_checked()
-        return super().write(data)
-
-    def send(self, data: Any, flags: int = 0) -> int:
-        self._certpin_ensure_checked()
-        return super().send(data, flags)
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        self._certpin_ensure_checked()
-        super().sendall(data, flags)
-
-    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
-        self._certpin_ensure_checked()
-        if addr is None:
-            return super().sendto(data, flags_or_addr)
-        return super().sendto(data, flags_or_addr, addr)
-
-    def sendmsg(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
-        self._certpin_ensure_checked()
-        return super().sendmsg(*args, **kwargs)
-
-    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        self._certpin_ensure_checked()
-        return super().sendfile(file, offset, count)
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        self._certpin_ensure_checked()
-        return super().recv(buflen, flags)
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        self._certpin_ensure_checked()
-        return super().recv_into(buffer, nbytes, flags)
-
-    def recvfrom(self, buflen: int = 1024, flags: int = 0) -> tuple[bytes, Any]:
-        self._certpin_ensure_checked()
-        return super().recvfrom(buflen, flags)
-
-    def recvfrom_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> Any:
-        self._certpin_ensure_checked()
-        return super().recvfrom_into(buffer, nbytes, flags)
-
-    def recvmsg(self, *args: Any, **kwargs: Any) -> Any:
-        self._certpin_ensure_checked()
-        return super().recvmsg(*args, **kwargs)
-
-    def recvmsg_into(self, *args: Any, **kwargs: Any) -> Any:
-        self._certpin_ensure_checked()
-        return super().recvmsg_into(*args, **kwargs)
-
-    @property
-    def session(self) -> ssl.SSLSession | None:
-        sess: ssl.SSLSession | None = _SOCKET_SESSION.__get__(self)
-        _remember_session(self, sess)
-        return sess
-
-    @session.setter
-    def session(self, value: ssl.SSLSession | None) -> None:
-        _SOCKET_SESSION.__set__(self, value)
-
-
-class _PinningSSLObject(ssl.SSLObject):
-    _certpin_checked = False  # see _PinningSSLSocket
-    _certpin_failed: str | None = None  # see _PinningSSLSocket: a failed object stays dead
-
-    def do_handshake(self) -> None:
-        if self._certpin_failed is not None:
-            raise _dead(self)
-        try:
-            super().do_handshake()
-            _enforce(self, self.context)
-        except _WANT:
-            raise
-        except BaseException as exc:
-            self._certpin_failed = f"{type(exc).__name__}: {exc}"
-            raise
-
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:
-        if not self._certpin_checked or self._certpin_failed is not None:
-            self.do_handshake()
-        return super().read(len, buffer)
-
-    def write(self, data: Any) -> int:
-        if not self._certpin_checked or self._certpin_failed is not None:
-            self.do_handshake()
-        return super().write(data)
-
-    @property
-    def session(self) -> ssl.SSLSession | None:
-        sess: ssl.SSLSession | None = _OBJECT_SESSION.__get__(self)
-        _remember_session(self, sess)
-        return sess
-
-    @session.setter
-    def session(self, value: ssl.SSLSession | None) -> None:
-        _OBJECT_SESSION.__set__(self, value)
 
 
 def create_default_context(
@@ -405,8 +258,7 @@ def create_default_context(
     ctx._certpin_policy = getter
     ctx._certpin_on_failure = on_failure
     ctx._certpin_clock = clock or _utcnow
-    ctx._certpin_sessions = OrderedDict()
-    ctx._certpin_lock = threading.Lock()
+    ctx._certpin_sessions = Sessions()
     return ctx
 
 
@@ -489,40 +341,10 @@ def _utcnow() -> dt.datetime:
 
 # -- the hook -------------------------------------------------------------------------------------
 
-if sys.version_info >= (3, 13):
 
-    def verified_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
-        """The chain OpenSSL verified for this connection, DER, leaf first (may be empty)."""
-        return tuple(conn.get_verified_chain())
-
-    def served_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
-        """The chain the peer sent, DER, leaf first. For reports only, never for decisions."""
-        return tuple(conn.get_unverified_chain())
-
-else:  # 3.11/3.12: only the private _sslobj API exists, returning _ssl.Certificate or None.
-
-    def verified_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
-        """The chain OpenSSL verified for this connection, DER, leaf first (may be empty)."""
-        raw = conn._sslobj  # type: ignore[union-attr]
-        if raw is None:
-            return ()
-        return tuple(c.public_bytes(_DER) for c in raw.get_verified_chain() or ())
-
-    def served_chain(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[bytes, ...]:
-        """The chain the peer sent, DER, leaf first. For reports only, never for decisions."""
-        raw = conn._sslobj  # type: ignore[union-attr]
-        if raw is None:
-            return ()
-        return tuple(c.public_bytes(_DER) for c in raw.get_unverified_chain() or ())
-
-
-def _chains(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    return verified_chain(conn), served_chain(conn)
-
-
-def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
-    if not isinstance(ctx, PinningContext):  # Defensive: a foreign context reused our classes.
-        raise PinValidationError("certpin socket class used without a certpin PinningContext")
+def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> None:
+    """The pin check of `ctx` for `conn`, whose handshake has just completed (see the module
+    docstring): returns when the connection may be used, raises `PinValidationError` when not."""
     # The C descriptors: the Python properties build a VerifyMode enum on every read (≈ 3 µs).
     if _VERIFY_MODE.__get__(ctx) != _CERT_REQUIRED or not _CHECK_HOSTNAME.__get__(ctx):
         raise PinValidationError(
@@ -535,7 +357,7 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: ssl.SSLContext) -> None:
     if not verified and conn.session_reused:
         # A resumed session carries no chain (both APIs return empty): re-use the chain that
         # was verified when the session was established, or fail closed.
-        verified = _recall_session(conn, ctx)
+        verified = ctx._certpin_sessions.recall(conn)
     conn._certpin_verified = verified  # type: ignore[union-attr]
     policy = ctx._certpin_policy()
     now = ctx._certpin_clock()
@@ -587,29 +409,3 @@ def _peer_port(conn: ssl.SSLSocket | ssl.SSLObject) -> int | None:
         except (OSError, IndexError, TypeError, ValueError):
             return None
     return None
-
-
-def _remember_session(conn: ssl.SSLSocket | ssl.SSLObject, sess: ssl.SSLSession | None) -> None:
-    verified = getattr(conn, "_certpin_verified", None)
-    if sess is None or not verified:
-        return
-    ctx = conn.context
-    if not isinstance(ctx, PinningContext):  # Defensive
-        return
-    # Keyed by session id, bound to the host it was verified for: OpenSSL does not re-check the
-    # host name on resumption, so a session offered to another host must not borrow the chain.
-    with ctx._certpin_lock:
-        ctx._certpin_sessions[sess.id] = (conn.server_hostname or "", verified)
-        ctx._certpin_sessions.move_to_end(sess.id)
-        while len(ctx._certpin_sessions) > _SESSION_CACHE_SIZE:
-            ctx._certpin_sessions.popitem(last=False)
-
-
-def _recall_session(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> tuple[bytes, ...]:
-    getter = _SOCKET_SESSION if isinstance(conn, ssl.SSLSocket) else _OBJECT_SESSION
-    sess: ssl.SSLSession | None = getter.__get__(conn)
-    if sess is None:
-        return ()
-    with ctx._certpin_lock:
-        host, chain = ctx._certpin_sessions.get(sess.id, ("", ()))
-    return chain if host and host == conn.server_hostname else ()

@@ -4,8 +4,8 @@
 `certpin.tls.context.verifying_context`, which verifies exactly like a pinning context, and return
 the chain OpenSSL verified (for decisions) and the chain the server sent (for display).
 
-certpin's own TLS machinery (`certpin.tls.context`) is imported on first use, so the CLI starts
-quickly.
+The pinning context's module (`certpin.tls.context`, which loads the core's verdict) is imported
+on first use, so the CLI starts quickly.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from certpin._errors import CertpinError
 from certpin.core.hosts import HostError, normalize_host
+from certpin.tls.sockets import served_chain, verified_chain
 
 __all__ = [
     "ConnectError",
+    "FetchOptions",
     "FetchedChain",
     "fetch_chain",
     "fetch_chain_async",
@@ -90,88 +93,110 @@ def format_target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _context(cafile: str | os.PathLike[str] | None) -> ssl.SSLContext:
-    from certpin.tls.context import verifying_context
+class FetchOptions(TypedDict, total=False):
+    """The keyword arguments of `fetch_chain` and `fetch_chain_async`.
 
-    return verifying_context(cafile=cafile)
+    Attributes:
+        cafile: trust anchors (PEM) when no `context` is given (default: the system store).
+        servername: the name sent as SNI and verified (default: the host).
+        timeout: seconds for the connection and the handshake (default `DEFAULT_TIMEOUT`).
+        context: the client context (default: `certpin.tls.context.verifying_context`, which
+            verifies exactly like a pinning context).
+    """
 
-
-def _describe_failure(where: str, sni: str, timeout: float, exc: BaseException) -> ConnectError:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or exc.reason
-        return ConnectError(f"{where}: certificate verification failed for {sni!r}: {detail}")
-    if isinstance(exc, ssl.SSLError):
-        return ConnectError(f"{where}: TLS handshake failed: {exc.reason or exc}")
-    if isinstance(exc, TimeoutError):
-        return ConnectError(f"{where}: timed out after {timeout:g} s")
-    if isinstance(exc, socket.gaierror):
-        return ConnectError(
-            f"{where}: cannot resolve {where.rsplit(':', 1)[0]!r}: {exc.strerror or exc}"
-        )
-    if isinstance(exc, OSError):
-        # asyncio wraps a refused connect as "Connect call failed (...)": say what errno says.
-        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-        return ConnectError(f"{where}: cannot connect: {reason}")
-    raise exc  # Defensive: not a connection failure; let it surface
+    cafile: str | os.PathLike[str] | None
+    servername: str | None
+    timeout: float
+    context: ssl.SSLContext | None
 
 
-def fetch_chain(
-    host: str,
-    port: int,
-    *,
-    cafile: str | os.PathLike[str] | None = None,
-    servername: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    context: ssl.SSLContext | None = None,
-) -> FetchedChain:
+@dataclass(frozen=True)
+class _Attempt:
+    """One connection to make: where, as whom, with what, within how long."""
+
+    host: str
+    port: int
+    sni: str
+    context: ssl.SSLContext
+    timeout: float
+
+    @classmethod
+    def of(cls, host: str, port: int, options: FetchOptions) -> _Attempt:
+        context = options.get("context")
+        if context is None:
+            from certpin.tls.context import verifying_context
+
+            context = verifying_context(cafile=options.get("cafile"))
+        sni = options.get("servername") or host
+        return cls(host, port, sni, context, options.get("timeout", DEFAULT_TIMEOUT))
+
+    @property
+    def where(self) -> str:
+        return format_target(self.host, self.port)
+
+    def chains(self, tls: ssl.SSLSocket | ssl.SSLObject) -> FetchedChain:
+        verified, served = verified_chain(tls), served_chain(tls)
+        if not verified:  # Defensive: CERT_REQUIRED guarantees a chain on a fresh handshake.
+            raise ConnectError(
+                f"{self.where}: the handshake produced no verified certificate chain"
+            )
+        return FetchedChain(self.host, self.port, self.sni, verified, served)
+
+    def failure(self, exc: BaseException) -> ConnectError:
+        """The connection failure `exc` as a `ConnectError` that says what happened."""
+        where, sni, timeout = self.where, self.sni, self.timeout
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            detail = exc.verify_message or exc.reason
+            return ConnectError(f"{where}: certificate verification failed for {sni!r}: {detail}")
+        if isinstance(exc, ssl.SSLError):
+            return ConnectError(f"{where}: TLS handshake failed: {exc.reason or exc}")
+        if isinstance(exc, TimeoutError):
+            return ConnectError(f"{where}: timed out after {timeout:g} s")
+        if isinstance(exc, socket.gaierror):
+            return ConnectError(
+                f"{where}: cannot resolve {where.rsplit(':', 1)[0]!r}: {exc.strerror or exc}"
+            )
+        if isinstance(exc, OSError):
+            # asyncio wraps a refused connect as "Connect call failed (...)": say what errno says.
+            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+            return ConnectError(f"{where}: cannot connect: {reason}")
+        raise exc  # Defensive: not a connection failure; let it surface
+
+
+def fetch_chain(host: str, port: int, **options: Unpack[FetchOptions]) -> FetchedChain:
     """Connect, verify like a pinning context would, and return the chains.
 
     Raises:
         ConnectError: TCP, TLS or certificate/host name verification failed.
     """
-    from certpin.tls.context import served_chain, verified_chain
-
-    sni = servername or host
-    ctx = context or _context(cafile)
-    where = format_target(host, port)
+    attempt = _Attempt.of(host, port, options)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            with ctx.wrap_socket(sock, server_hostname=sni) as tls:
-                verified, served = verified_chain(tls), served_chain(tls)
+        with socket.create_connection((host, port), timeout=attempt.timeout) as sock:
+            with attempt.context.wrap_socket(sock, server_hostname=attempt.sni) as tls:
+                return attempt.chains(tls)
     except (OSError, ssl.SSLError) as exc:
-        raise _describe_failure(where, sni, timeout, exc) from None
-    if not verified:  # Defensive: CERT_REQUIRED guarantees a chain on a fresh handshake.
-        raise ConnectError(f"{where}: the handshake produced no verified certificate chain")
-    return FetchedChain(host, port, sni, verified, served)
+        raise attempt.failure(exc) from None
 
 
-async def fetch_chain_async(
-    host: str,
-    port: int,
-    *,
-    cafile: str | os.PathLike[str] | None = None,
-    servername: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    context: ssl.SSLContext | None = None,
-) -> FetchedChain:
-    """`fetch_chain` on asyncio: many endpoints concurrently, each bounded by `timeout`."""
+async def fetch_chain_async(host: str, port: int, **options: Unpack[FetchOptions]) -> FetchedChain:
+    """`fetch_chain` on asyncio: many endpoints concurrently, each bounded by its timeout."""
     import asyncio
 
-    from certpin.tls.context import served_chain, verified_chain
-
-    sni = servername or host
-    ctx = context or _context(cafile)
-    where = format_target(host, port)
+    attempt = _Attempt.of(host, port, options)
+    timeout = attempt.timeout
     writer = None
     try:
         async with asyncio.timeout(timeout):
             _reader, writer = await asyncio.open_connection(
-                host, port, ssl=ctx, server_hostname=sni, ssl_handshake_timeout=timeout
+                host,
+                port,
+                ssl=attempt.context,
+                server_hostname=attempt.sni,
+                ssl_handshake_timeout=timeout,
             )
-            tls = writer.get_extra_info("ssl_object")
-            verified, served = verified_chain(tls), served_chain(tls)
+            return attempt.chains(writer.get_extra_info("ssl_object"))
     except (OSError, ssl.SSLError) as exc:
-        raise _describe_failure(where, sni, timeout, exc) from None
+        raise attempt.failure(exc) from None
     finally:
         if writer is not None:
             writer.close()
@@ -179,6 +204,3 @@ async def fetch_chain_async(
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             except (OSError, ssl.SSLError, TimeoutError):
                 pass
-    if not verified:  # Defensive: CERT_REQUIRED guarantees a chain on a fresh handshake.
-        raise ConnectError(f"{where}: the handshake produced no verified certificate chain")
-    return FetchedChain(host, port, sni, verified, served)

@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from certpin._errors import ConfigurationError
-from certpin.core.hosts import Pattern, PatternKind
+from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.policy import Policy
 from certpin.core.times import iso
 from certpin.core.verdict import Verdict, VerdictStatus, verdict
@@ -430,7 +430,7 @@ def policy_targets(policy: Policy, port: int = 443) -> list[Target]:
     """The policy's exact domain keys as targets (wildcard keys name no host to connect to)."""
     out = []
     for key in policy.domains:
-        if Pattern.parse(key).kind is PatternKind.EXACT:
+        if HostPattern.parse(key).kind is PatternKind.EXACT:
             out.append(Target(key, port))
     return out
 

@@ -17,15 +17,15 @@ import logging
 import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any, Literal
 
 from certpin._errors import ConfigurationError
+from certpin._io import http
 from certpin._io.atomic import atomic_write
 from certpin.core.policy import Policy
 from certpin.core.times import iso, parse_iso
@@ -198,12 +198,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect could move the POST to another host or to plain http: refuse them all.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 @dataclass
 class Webhook:
     """POSTs alert events as JSON.
@@ -235,38 +229,35 @@ class Webhook:
                 f"--webhook {self.url!r}: plain http is only allowed to localhost/loopback; "
                 "use https (the alerts describe your endpoints and must not be forged)"
             )
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        self._context: SSLContext | None = None
         if parts.scheme == "https":
             from certpin.tls.context import create_default_context
 
-            ctx = create_default_context(self.policy, cafile=self.cafile)
-            handlers.append(urllib.request.HTTPSHandler(context=ctx))
-        self._opener = urllib.request.build_opener(*handlers)
+            self._context = create_default_context(self.policy, cafile=self.cafile)
 
     def post(self, event: Mapping[str, Any], timeout: float | None = None) -> bool:
         """Deliver one event (blocking, bounded by `timeout`, default ``self.timeout``); True if
         the server took it."""
-        body = json.dumps(event).encode()
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "certpin-monitor"},
-        )
         try:
-            with self._opener.open(request, timeout=timeout or self.timeout) as response:
-                response.read(65536)
-        except urllib.error.HTTPError as exc:
-            with self._count:
-                self.failed += 1
-            log.warning("webhook %s: HTTP %s %s", self.url, exc.code, exc.reason)
-            exc.close()
-            return False
-        except (OSError, ValueError) as exc:  # URLError, timeouts, TLS and pin failures
+            response = http.request(
+                self.url,
+                context=self._context,
+                method="POST",
+                body=json.dumps(event).encode(),
+                headers={"Content-Type": "application/json", "User-Agent": "certpin-monitor"},
+                timeout=timeout or self.timeout,
+                max_body=65536,
+            )
+        except http.ERRORS as exc:  # URLError, timeouts, TLS and pin failures
             with self._count:
                 self.failed += 1
             reason = getattr(exc, "reason", None) or exc
             log.warning("webhook %s: delivery failed: %s", self.url, reason)
+            return False
+        if not response.ok:  # a redirect too: it could move the POST to another host
+            with self._count:
+                self.failed += 1
+            log.warning("webhook %s: HTTP %s %s", self.url, response.status, response.reason)
             return False
         with self._count:
             self.delivered += 1

@@ -1,7 +1,10 @@
-"""The collector's schema: ordered migrations (DDL) and the SQLAlchemy Core tables used to query.
+"""The collector's schema: ordered migrations and the SQLAlchemy Core tables used to query.
 
-The DDL in `MIGRATIONS` is what creates the tables; the `sa.Table` objects below only describe
-them for queries and must be kept in step with the latest migration.
+The DDL in `MIGRATIONS` is what creates the tables: a migration is the record of what was run on
+every database in service, so a released step is frozen text and never regenerated (a newer
+SQLAlchemy could render other DDL). The `sa.Table` objects below only describe the tables for
+queries and must be kept in step with the latest migration (tests/collector/test_chains.py
+compares them with a migrated database).
 
 Chains (v2): each distinct certificate chain is stored once in ``chains``, keyed by the SHA-256
 of its stored text (a JSON array of base64 DER); a report row keeps that key. An incident
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 __all__ = [
@@ -26,6 +30,7 @@ __all__ = [
     "alerts",
     "chain_sha256",
     "chains",
+    "insert",
     "reports",
     "schema_version",
     "seen_pins",
@@ -37,16 +42,90 @@ def chain_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _columns(kind: Any, *names: str) -> list[sa.Column[Any]]:
+    return [sa.Column(name, kind) for name in names]
+
+
+_meta = sa.MetaData()
+schema_version = sa.Table("schema_version", _meta, sa.Column("version", sa.Integer))
+reports = sa.Table(
+    "reports",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    *_columns(sa.BigInteger, "received_us", "last_duplicate_us", "client_time_us"),
+    *_columns(sa.Integer, "duplicates", "port", "validation_result"),
+    *_columns(sa.Boolean, "include_subdomains", "enforce"),
+    *_columns(
+        sa.Text,
+        "report_key",
+        "source",
+        "dialect",
+        "hostname",
+        "noted_hostname",
+        "date_time",
+        "effective_expiration",
+        "known_pins",
+        "validated_chain_sha256",
+        "served_chain_sha256",
+        "app_id",
+        "app_version",
+        "app_platform",
+        "app_platform_version",
+        "app_vendor_id",
+        "library",
+        "verdict_status",
+        "verdict_reason",
+        "unexpected_pin",
+        "unexpected_subject",
+        "unexpected_issuer",
+        "body",
+    ),
+)
+chains = sa.Table(
+    "chains", _meta, sa.Column("sha256", sa.Text, primary_key=True), sa.Column("ders", sa.Text)
+)
+seen_pins = sa.Table(
+    "seen_pins",
+    _meta,
+    *(sa.Column(name, sa.Text, primary_key=True) for name in ("hostname", "pin")),
+    sa.Column("first_seen_us", sa.BigInteger),
+    sa.Column("first_report_key", sa.Text),
+)
+alerts = sa.Table(
+    "alerts",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    *_columns(sa.Text, "dedup_key", "kind", "hostname", "detail"),
+    sa.Column("created_us", sa.BigInteger),
+)
+
+
+def insert(dialect: str, table: sa.Table) -> Any:
+    """The dialect's own INSERT construct (it has ``on_conflict_do_nothing``)."""
+    return (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+
+
 def _move_chains(conn: Connection) -> None:
-    """v2 data step: the inline chains of v1 rows into ``chains``, the rows keep the key."""
+    """v2 data step: the inline chains of v1 rows into ``chains``; the rows keep the key.
+
+    The v1 columns were renamed just before, so ``*_chain_sha256`` still hold the chain texts.
+    """
     last = 0
+    into_chains = insert(conn.dialect.name, chains).on_conflict_do_nothing()
+    set_keys = (
+        sa.update(reports)
+        .where(reports.c.id == sa.bindparam("row_id"))
+        .values(
+            validated_chain_sha256=sa.bindparam("validated"),
+            served_chain_sha256=sa.bindparam("served"),
+        )
+    )
     while True:
         rows = conn.execute(
-            sa.text(
-                "SELECT id, validated_chain_sha256, served_chain_sha256 FROM reports "
-                "WHERE id > :last ORDER BY id LIMIT 1000"
-            ),
-            {"last": last},
+            sa.select(reports.c.id, reports.c.validated_chain_sha256, reports.c.served_chain_sha256)
+            .where(reports.c.id > last)
+            .order_by(reports.c.id)
+            .limit(1000)
         ).all()
         if not rows:
             return
@@ -55,20 +134,9 @@ def _move_chains(conn: Connection) -> None:
         for row_id, validated, served in rows:
             keys = chain_sha256(validated), chain_sha256(served)
             found.update(zip(keys, (validated, served), strict=True))
-            updates.append({"i": row_id, "v": keys[0], "s": keys[1]})
-        conn.execute(
-            sa.text(
-                "INSERT INTO chains (sha256, ders) VALUES (:k, :t) ON CONFLICT (sha256) DO NOTHING"
-            ),
-            [{"k": k, "t": t} for k, t in sorted(found.items())],
-        )
-        conn.execute(
-            sa.text(
-                "UPDATE reports SET validated_chain_sha256 = :v, served_chain_sha256 = :s "
-                "WHERE id = :i"
-            ),
-            updates,
-        )
+            updates.append({"row_id": row_id, "validated": keys[0], "served": keys[1]})
+        conn.execute(into_chains, [{"sha256": k, "ders": t} for k, t in sorted(found.items())])
+        conn.execute(set_keys, updates)
         last = rows[-1][0]
 
 
@@ -151,65 +219,3 @@ PK = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "postgresql": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
 }
-
-_meta = sa.MetaData()
-schema_version = sa.Table("schema_version", _meta, sa.Column("version", sa.Integer))
-reports = sa.Table(
-    "reports",
-    _meta,
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("report_key", sa.Text),
-    sa.Column("received_us", sa.BigInteger),
-    sa.Column("duplicates", sa.Integer),
-    sa.Column("last_duplicate_us", sa.BigInteger),
-    sa.Column("source", sa.Text),
-    sa.Column("dialect", sa.Text),
-    sa.Column("hostname", sa.Text),
-    sa.Column("port", sa.Integer),
-    sa.Column("noted_hostname", sa.Text),
-    sa.Column("date_time", sa.Text),
-    sa.Column("client_time_us", sa.BigInteger),
-    sa.Column("include_subdomains", sa.Boolean),
-    sa.Column("enforce", sa.Boolean),
-    sa.Column("validation_result", sa.Integer),
-    sa.Column("effective_expiration", sa.Text),
-    sa.Column("known_pins", sa.Text),
-    sa.Column("validated_chain_sha256", sa.Text),
-    sa.Column("served_chain_sha256", sa.Text),
-    sa.Column("app_id", sa.Text),
-    sa.Column("app_version", sa.Text),
-    sa.Column("app_platform", sa.Text),
-    sa.Column("app_platform_version", sa.Text),
-    sa.Column("app_vendor_id", sa.Text),
-    sa.Column("library", sa.Text),
-    sa.Column("verdict_status", sa.Text),
-    sa.Column("verdict_reason", sa.Text),
-    sa.Column("unexpected_pin", sa.Text),
-    sa.Column("unexpected_subject", sa.Text),
-    sa.Column("unexpected_issuer", sa.Text),
-    sa.Column("body", sa.Text),
-)
-chains = sa.Table(
-    "chains",
-    _meta,
-    sa.Column("sha256", sa.Text, primary_key=True),
-    sa.Column("ders", sa.Text),
-)
-seen_pins = sa.Table(
-    "seen_pins",
-    _meta,
-    sa.Column("hostname", sa.Text, primary_key=True),
-    sa.Column("pin", sa.Text, primary_key=True),
-    sa.Column("first_seen_us", sa.BigInteger),
-    sa.Column("first_report_key", sa.Text),
-)
-alerts = sa.Table(
-    "alerts",
-    _meta,
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("dedup_key", sa.Text),
-    sa.Column("kind", sa.Text),
-    sa.Column("hostname", sa.Text),
-    sa.Column("detail", sa.Text),
-    sa.Column("created_us", sa.BigInteger),
-)

@@ -1,0 +1,53 @@
+"""How every verb writes: results to stdout, ``certpin: …`` lines to stderr, files with ``-o``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["error", "note", "print_json", "warn", "write_output"]
+
+
+def error(message: str) -> None:
+    """``certpin: error: …`` on stderr (the verb then exits non-zero)."""
+    click.echo(f"certpin: error: {message}", err=True)
+
+
+def warn(message: str) -> None:
+    """``certpin: warning: …`` on stderr."""
+    click.echo(f"certpin: warning: {message}", err=True)
+
+
+def note(message: str) -> None:
+    """``certpin: …`` on stderr: what was written, what was skipped."""
+    click.echo(f"certpin: {message}", err=True)
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout, indented, non-ASCII kept as is."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def write_output(text: str, output: str | None, *, exclusive: bool = False) -> None:
+    """`text` to stdout (`output` None or ``-``), or to the file `output`.
+
+    Args:
+        exclusive: refuse to replace an existing file (``rotate next``: earlier versions stay
+            as they are deployed).
+
+    Raises:
+        click.FileError: the file cannot be written (exit code 2), naming it.
+    """
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with Path(output).open("x" if exclusive else "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise click.FileError(output, hint=exc.strerror or str(exc)) from None
