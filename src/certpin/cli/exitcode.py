@@ -30,9 +30,10 @@ class ExitCode(IntEnum):
 
 def for_verdict(result: Verdict) -> ExitCode:
     """``check``'s exit code: OK when a client would connect with CA validation and the pins
-    agree (match, unpinned, expired rule); FAILED for a mismatch — also in report-only mode, so
-    that CI notices before enforcement is switched on — and for a denied host."""
-    from certpin.core.verdict import VerdictStatus
+    agree (`Outcome` PINNED: match or unpinned; CA_ONLY: expired rule or kill switch); FAILED
+    for a mismatch — also in report-only mode, so that CI notices before enforcement is
+    switched on — and for a denied host."""
+    from certpin.core.verdict import Outcome
 
-    passing = {VerdictStatus.OK, VerdictStatus.UNPINNED, VerdictStatus.EXPIRED}
-    return ExitCode.OK if result.status in passing else ExitCode.FAILED
+    passing = {Outcome.PINNED, Outcome.CA_ONLY}
+    return ExitCode.OK if result.outcome in passing else ExitCode.FAILED

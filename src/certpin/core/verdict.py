@@ -20,7 +20,7 @@ from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import instant
 
-__all__ = ["ChainEntry", "Verdict", "VerdictStatus", "verdict"]
+__all__ = ["ChainEntry", "Outcome", "Verdict", "VerdictStatus", "verdict"]
 
 
 class VerdictStatus(StrEnum):
@@ -43,6 +43,31 @@ class VerdictStatus(StrEnum):
     """The host's pins were recorded on first use and the verified chain no longer matches:
     `Verdict.expected_pins` are the recorded (old) pins, ``chain[0].pin`` the new leaf pin."""
 
+
+class Outcome(StrEnum):
+    """What a verdict means for whoever acts on it: the one classification the TLS hook, the
+    monitor and the CLI's exit codes share (`Verdict.outcome`)."""
+
+    PINNED = "pinned"
+    """The pins matched, or no rule covers the host (``ok``, ``unpinned``): nothing to say."""
+    CA_ONLY = "ca_only"
+    """The host has a rule but it does not apply now (``expired``, ``killed``): the connection
+    is allowed on CA validation alone, loudly."""
+    MISMATCH = "mismatch"
+    """The pins did not match (``failed``, ``tofu_mismatch``), enforced or report-only."""
+    DENIED = "denied"
+    """No rule covers the host and the policy denies unpinned hosts."""
+
+
+_OUTCOMES = {
+    "ok": Outcome.PINNED,
+    "unpinned": Outcome.PINNED,
+    "expired": Outcome.CA_ONLY,
+    "killed": Outcome.CA_ONLY,
+    "failed": Outcome.MISMATCH,
+    "tofu_mismatch": Outcome.MISMATCH,
+    "denied": Outcome.DENIED,
+}
 
 #: statuses that let a connection through regardless of mode.
 _PASSING = frozenset(
@@ -142,6 +167,12 @@ class Verdict:
     def allowed(self) -> bool:
         """True when the connection may proceed (report-only failures are allowed)."""
         return self.status in _PASSING or (self.pin_failure and self.report_only)
+
+    @property
+    def outcome(self) -> Outcome:
+        """The verdict classified for action (see `Outcome`); `allowed` says whether a
+        ``MISMATCH`` still lets the connection through (report-only)."""
+        return _OUTCOMES[self.status.value]
 
     @property
     def noted_hostname(self) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypedDict
 
 from certpin._errors import InsecureContextError, PinValidationError
 from certpin.core.policy import Policy, PolicyProvider, as_provider
-from certpin.core.verdict import Verdict, VerdictStatus, verdict
+from certpin.core.verdict import Outcome, Verdict, verdict
 from certpin.tls.sockets import (
     Sessions,
     _PinningSSLObject,
@@ -372,9 +372,10 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> None:
     conn.certpin_verdict = result  # type: ignore[union-attr]
     if result.allowed:
         conn._certpin_checked = True  # type: ignore[union-attr]
-    if result.status is VerdictStatus.OK or result.status is VerdictStatus.UNPINNED:
+    outcome = result.outcome
+    if outcome is Outcome.PINNED:
         return
-    if result.status is VerdictStatus.EXPIRED or result.status is VerdictStatus.KILLED:
+    if outcome is Outcome.CA_ONLY:
         log.warning(
             "certpin: %s — connection to %s allowed (CA validation only)", result.reason, host
         )

@@ -36,7 +36,7 @@ from certpin._errors import ConfigurationError
 from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.policy import Policy
 from certpin.core.times import iso
-from certpin.core.verdict import Verdict, VerdictStatus, verdict
+from certpin.core.verdict import Outcome, Verdict, VerdictStatus, verdict
 from certpin.lifecycle.monitor.state import (
     STATUSES,
     WEBHOOK_BUDGET,
@@ -299,9 +299,9 @@ def _expiry_warnings(
 def _status(result: Verdict, warnings: Sequence[str]) -> Status:
     # The verdict's own properties decide (a new status such as KILLED is classified there,
     # once). Report-only failures are mismatches too (`certpin check` exits 1 for them as well).
-    if result.status is VerdictStatus.DENIED:
+    if result.outcome is Outcome.DENIED:
         return "denied"
-    if result.pin_failure or not result.allowed:
+    if result.outcome is Outcome.MISMATCH:
         return "mismatch"
     return "warn" if warnings else "ok"
 
