@@ -24,28 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from certpin.core.policy import Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    Notes,
-    build_policy,
-    check_host,
-    check_size,
-    clip,
-    dump_plist,
-    header_lines,
-    host_entries,
-    no_expiry_note,
-    no_report_note,
-    parse_pin,
-    policy_notes,
-    sha256_spki,
-    skip_report_only,
-    version_from_comment,
-)
+from certpin.formats import _common as common
 from certpin.formats._structured import expect, label, load_plist
 
 FMT = "Apple ATS"
@@ -54,18 +33,18 @@ MAX_BYTES = 1024 * 1024
 _KEY = "SPKI-SHA256-BASE64"
 
 
-def export_ats(policy: Policy, options: ExportOptions) -> ExportResult:
-    notes = Notes()
-    policy_notes(policy, notes, FMT)
+def export_ats(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
+    notes = common.Notes()
+    common.policy_notes(policy, notes, FMT)
     pinned: dict[str, Any] = {}
-    for entry in host_entries(policy, notes, FMT):
+    for entry in common.host_entries(policy, notes, FMT):
         rule = entry.rule
-        if skip_report_only(rule, notes, FMT):
+        if common.skip_report_only(rule, notes, FMT):
             continue
-        no_expiry_note(rule, notes, FMT)
-        no_report_note(rule, notes, FMT)
-        ca = sha256_spki(rule.ca_pins + rule.pins, rule.pattern, notes, FMT)
-        leaf = sha256_spki(rule.leaf_pins, rule.pattern, notes, FMT)
+        common.no_expiry_note(rule, notes, FMT)
+        common.no_report_note(rule, notes, FMT)
+        ca = common.sha256_spki(rule.ca_pins + rule.pins, rule.pattern, notes, FMT)
+        leaf = common.sha256_spki(rule.leaf_pins, rule.pattern, notes, FMT)
         if rule.pins:
             extra = (
                 "; certpin requires those and the ca_pins, ATS any of them" if rule.ca_pins else ""
@@ -86,11 +65,11 @@ def export_ats(policy: Policy, options: ExportOptions) -> ExportResult:
             body["NSPinnedLeafIdentities"] = [{_KEY: p.base64} for p in leaf]
         pinned[entry.host] = body
     doc = {"NSAppTransportSecurity": {"NSPinnedDomains": pinned}}
-    return notes.result(dump_plist(doc, header_lines(policy, FMT)))
+    return notes.result(common.dump_plist(doc, common.header_lines(policy, FMT)))
 
 
-def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    check_size(data, source, MAX_BYTES)
+def import_ats(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
+    common.check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")
     if "NSAppTransportSecurity" in root:
         ats = expect(root["NSAppTransportSecurity"], dict, source, "NSAppTransportSecurity")
@@ -98,16 +77,16 @@ def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult
     elif "NSPinnedDomains" in root:
         ats, loc = root, "NSPinnedDomains"
     else:
-        raise FormatError(
+        raise common.FormatError(
             "no NSAppTransportSecurity dictionary with NSPinnedDomains found", source=source
         )
     pinned = expect(ats.get("NSPinnedDomains", {}), dict, source, loc)
-    notes = Notes()
+    notes = common.Notes()
     domains: dict[str, dict[str, Any]] = {}
     for host, body in pinned.items():
         # Keys are strings: load_plist refuses any other dictionary key.
         where = f"{loc}.{label(host)}"
-        name = check_host(host, source, where)
+        name = common.check_host(host, source, where)
         expect(body, dict, source, where)
         for key in body:
             if key not in (
@@ -115,7 +94,9 @@ def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult
                 "NSPinnedCAIdentities",
                 "NSPinnedLeafIdentities",
             ):
-                raise FormatError(f"unknown key {clip(key)}", source=source, location=where)
+                raise common.FormatError(
+                    f"unknown key {common.clip(key)}", source=source, location=where
+                )
         include = expect(
             body.get("NSIncludesSubdomains", False), bool, source, f"{where}.NSIncludesSubdomains"
         )
@@ -130,17 +111,17 @@ def import_ats(data: bytes, source: str, options: ImportOptions) -> ImportResult
                 at = f"{where}.{key}[{i}]"
                 expect(item, dict, source, at)
                 value = expect(item.get(_KEY), str, source, f"{at}.{_KEY}")
-                pins.append(str(parse_pin("sha256/" + value.strip(), source, at)))
+                pins.append(str(common.parse_pin("sha256/" + value.strip(), source, at)))
             rule[slot] = pins
         if not rule["leaf_pins"] and not rule["ca_pins"]:
-            raise FormatError(
+            raise common.FormatError(
                 "needs NSPinnedCAIdentities or NSPinnedLeafIdentities",
                 source=source,
                 location=where,
             )
         if name in domains:
-            raise FormatError(f"{name!r} is configured twice", source=source, location=where)
+            raise common.FormatError(f"{name!r} is configured twice", source=source, location=where)
         domains[name] = rule
-    return build_policy(
-        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"), source)
+    return common.build_policy(
+        domains, source, notes, common.version_from_comment(data.decode("utf-8", "replace"), source)
     )

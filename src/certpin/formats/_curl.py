@@ -23,26 +23,7 @@ from urllib.parse import urlsplit
 from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.pins import Pin
 from certpin.core.policy import Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    Notes,
-    build_policy,
-    check_host,
-    check_text,
-    clip,
-    header_lines,
-    no_expiry_note,
-    no_report_note,
-    parse_pin,
-    policy_notes,
-    sha256_spki,
-    skip_report_only,
-    version_from_comment,
-)
+from certpin.formats import _common as common
 
 FMT = "curl"
 #: The import size cap: a shell script of curl commands.
@@ -54,13 +35,13 @@ def pinnedpubkey(pins: list[Pin]) -> str:
     return ";".join(f"sha256//{p.base64}" for p in pins)
 
 
-def export_curl(policy: Policy, options: ExportOptions) -> ExportResult:
-    notes = Notes()
-    policy_notes(policy, notes, FMT)
-    out = ["#!/bin/sh", *("# " + line for line in header_lines(policy, FMT))]
+def export_curl(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
+    notes = common.Notes()
+    common.policy_notes(policy, notes, FMT)
+    out = ["#!/bin/sh", *("# " + line for line in common.header_lines(policy, FMT))]
     out.append("# curl compares --pinnedpubkey with the server's leaf key only (never a CA key).")
     for rule in policy.domains.values():
-        if skip_report_only(rule, notes, FMT):
+        if common.skip_report_only(rule, notes, FMT):
             continue
         if rule.ca_pins:
             notes.warn(
@@ -73,12 +54,12 @@ def export_curl(policy: Policy, options: ExportOptions) -> ExportResult:
                 "`pins` exported as leaf pins: curl only compares the leaf key, so a CA key "
                 "among them never matches (list leaf keys under leaf_pins for an exact export)",
             )
-        pins = sha256_spki(rule.pins + rule.leaf_pins, rule.pattern, notes, FMT)
+        pins = common.sha256_spki(rule.pins + rule.leaf_pins, rule.pattern, notes, FMT)
         if not pins:
             notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
             continue
-        no_expiry_note(rule, notes, FMT)
-        no_report_note(rule, notes, FMT)
+        common.no_expiry_note(rule, notes, FMT)
+        common.no_report_note(rule, notes, FMT)
         value = shlex.quote(pinnedpubkey(pins))
         pattern = HostPattern.parse(rule.pattern)
         out.append("")
@@ -99,10 +80,10 @@ def _url(host: str) -> str:
     return f"https://[{host}]/" if ":" in host else f"https://{host}/"
 
 
-def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    text = check_text(data, source, MAX_BYTES)
+def import_curl(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
+    text = common.check_text(data, source, MAX_BYTES)
     domains: dict[str, dict[str, Any]] = {}
-    notes = Notes()
+    notes = common.Notes()
     for number, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith("#") or "--pinnedpubkey" not in line:
             continue
@@ -110,7 +91,7 @@ def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResul
         try:
             words = shlex.split(line, comments=True)
         except ValueError as exc:
-            raise FormatError(
+            raise common.FormatError(
                 f"cannot split the command: {exc}", source=source, location=where
             ) from None
         value = url = None
@@ -122,14 +103,14 @@ def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResul
             elif word.startswith("https://") and url is None:
                 url = word
         if value is None or url is None:
-            raise FormatError(
+            raise common.FormatError(
                 "expected --pinnedpubkey 'sha256//…' and an https:// URL on the line",
                 source=source,
                 location=where,
             )
         if not value.startswith("sha256//"):
-            raise FormatError(
-                f"--pinnedpubkey {clip(value)} is a key file, not sha256// hashes; run "
+            raise common.FormatError(
+                f"--pinnedpubkey {common.clip(value)} is a key file, not sha256// hashes; run "
                 "`certpin pin FILE` to get its pin",
                 source=source,
                 location=where,
@@ -137,16 +118,16 @@ def import_curl(data: bytes, source: str, options: ImportOptions) -> ImportResul
         try:
             hostname = urlsplit(url).hostname or ""
         except ValueError as exc:  # an unbalanced "[" of an IPv6 literal, say
-            raise FormatError(
-                f"invalid URL {clip(url)}: {exc}", source=source, location=where
+            raise common.FormatError(
+                f"invalid URL {common.clip(url)}: {exc}", source=source, location=where
             ) from None
-        host = check_host(hostname, source, where)
-        pins = [str(parse_pin(item, source, where)) for item in value.split(";") if item]
+        host = common.check_host(hostname, source, where)
+        pins = [str(common.parse_pin(item, source, where)) for item in value.split(";") if item]
         if host in domains:
-            raise FormatError(f"{host!r} is pinned twice", source=source, location=where)
+            raise common.FormatError(f"{host!r} is pinned twice", source=source, location=where)
         domains[host] = {"leaf_pins": pins}
     if not domains:
-        raise FormatError(
+        raise common.FormatError(
             "no curl command with --pinnedpubkey and an https:// URL found", source=source
         )
-    return build_policy(domains, source, notes, version_from_comment(text, source))
+    return common.build_policy(domains, source, notes, common.version_from_comment(text, source))

@@ -26,25 +26,7 @@ import re
 from typing import Any
 
 from certpin.core.policy import Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    Notes,
-    any_position_pins,
-    build_policy,
-    check_host,
-    check_text,
-    checked_uri,
-    clip,
-    header_lines,
-    host_entries,
-    parse_pin,
-    policy_notes,
-    version_from_comment,
-)
+from certpin.formats import _common as common
 
 FMT = "HPKP"
 #: The import size cap: a file of response headers.
@@ -56,13 +38,13 @@ _DEPRECATED = (
 )
 
 
-def export_hpkp(policy: Policy, options: ExportOptions) -> ExportResult:
-    notes = Notes()
-    policy_notes(policy, notes, FMT)
-    out = [*("# " + line for line in header_lines(policy, FMT)), f"# {_DEPRECATED}"]
-    for entry in host_entries(policy, notes, FMT):
+def export_hpkp(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
+    notes = common.Notes()
+    common.policy_notes(policy, notes, FMT)
+    out = [*("# " + line for line in common.header_lines(policy, FMT)), f"# {_DEPRECATED}"]
+    for entry in common.host_entries(policy, notes, FMT):
         rule = entry.rule
-        pins = any_position_pins(rule, notes, FMT)
+        pins = common.any_position_pins(rule, notes, FMT)
         if not pins:
             notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
             continue
@@ -76,7 +58,7 @@ def export_hpkp(policy: Policy, options: ExportOptions) -> ExportResult:
         if entry.include_subdomains:
             parts.append("includeSubDomains")
         if rule.report_uris:
-            uri = checked_uri(rule.report_uris[0], policy, rule, FMT)
+            uri = common.checked_uri(rule.report_uris[0], policy, rule, FMT)
             parts.append(f'report-uri="{uri}"')
             if len(rule.report_uris) > 1:
                 notes.warn(rule.pattern, "HPKP takes one report-uri: the others are left out")
@@ -90,23 +72,23 @@ _HOST = re.compile(r"^\s*#\s*host:\s*(\S+)\s*$", re.IGNORECASE)
 _DIRECTIVE = re.compile(r'\s*([A-Za-z0-9-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;\s]*))?\s*(?:;|$)')
 
 
-def import_hpkp(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    text = check_text(data, source, MAX_BYTES)
-    notes = Notes()
+def import_hpkp(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
+    text = common.check_text(data, source, MAX_BYTES)
+    notes = common.Notes()
     domains: dict[str, dict[str, Any]] = {}
     host: str | None = None
     for number, line in enumerate(text.splitlines(), 1):
         where = f"line {number}"
         m = _HOST.match(line)
         if m:
-            host = check_host(m.group(1), source, where)
+            host = common.check_host(m.group(1), source, where)
             continue
         m = _HEADER.match(line)
         if not m:
             continue
-        name = host or (options.domain and check_host(options.domain, source, "--domain"))
+        name = host or (options.domain and common.check_host(options.domain, source, "--domain"))
         if not name:
-            raise FormatError(
+            raise common.FormatError(
                 "a header without a host: put a '# host: NAME' line before it or pass --domain",
                 source=source,
                 location=where,
@@ -118,12 +100,12 @@ def import_hpkp(data: bytes, source: str, options: ImportOptions) -> ImportResul
             host = None
             continue
         if name in domains:
-            raise FormatError(f"{name!r} has two headers", source=source, location=where)
+            raise common.FormatError(f"{name!r} has two headers", source=source, location=where)
         domains[name] = rule
         host = None
     if not domains:
-        raise FormatError("no Public-Key-Pins header found", source=source)
-    return build_policy(domains, source, notes, version_from_comment(text, source))
+        raise common.FormatError("no Public-Key-Pins header found", source=source)
+    return common.build_policy(domains, source, notes, common.version_from_comment(text, source))
 
 
 def _directives(value: str, source: str, where: str) -> dict[str, Any]:
@@ -135,8 +117,8 @@ def _directives(value: str, source: str, where: str) -> dict[str, Any]:
     while pos < len(value):
         m = _DIRECTIVE.match(value, pos)
         if m is None or m.end() == pos:
-            raise FormatError(
-                f"cannot parse the header at {clip(value[pos : pos + 30])}",
+            raise common.FormatError(
+                f"cannot parse the header at {common.clip(value[pos : pos + 30])}",
                 source=source,
                 location=where,
             )
@@ -144,11 +126,13 @@ def _directives(value: str, source: str, where: str) -> dict[str, Any]:
         name, arg = m.group(1).lower(), m.group(2)
         arg = arg[1:-1] if arg and arg.startswith('"') else arg
         if name.startswith("pin-"):
-            pins.append(str(parse_pin(f'{name}="{arg}"', source, where)))
+            pins.append(str(common.parse_pin(f'{name}="{arg}"', source, where)))
         elif name == "max-age":
             if not arg or not re.fullmatch(r"[0-9]{1,12}", arg):
-                raise FormatError(
-                    f"max-age={clip(arg or '')} is not a number", source=source, location=where
+                raise common.FormatError(
+                    f"max-age={common.clip(arg or '')} is not a number",
+                    source=source,
+                    location=where,
                 )
             max_age = int(arg)
         elif name == "includesubdomains":
@@ -156,12 +140,14 @@ def _directives(value: str, source: str, where: str) -> dict[str, Any]:
         elif name == "report-uri":
             rule["report_uris"] = [arg]
         else:
-            raise FormatError(
-                f"unknown directive {clip(m.group(1))}", source=source, location=where
+            raise common.FormatError(
+                f"unknown directive {common.clip(m.group(1))}", source=source, location=where
             )
     if max_age is None:
-        raise FormatError("max-age is required (RFC 7469 §2.1.2)", source=source, location=where)
+        raise common.FormatError(
+            "max-age is required (RFC 7469 §2.1.2)", source=source, location=where
+        )
     if not pins:
-        raise FormatError("no pin-sha256 directive", source=source, location=where)
+        raise common.FormatError("no pin-sha256 directive", source=source, location=where)
     rule["max_age"] = max_age
     return rule

@@ -31,21 +31,7 @@ from typing import Any
 from certpin._errors import CertificateLoadError
 from certpin.core.pins import Pin
 from certpin.core.policy import Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    Notes,
-    build_policy,
-    check_host,
-    check_size,
-    clip_message,
-    comment_safe,
-    dump_plist,
-    header_lines,
-)
+from certpin.formats import _common as common
 from certpin.formats._structured import describe, expect, load_plist
 
 FMT = "mobileconfig"
@@ -62,16 +48,16 @@ def _pinned(der: bytes, pins: Iterable[Pin]) -> bool:
     return any(pin.matches(der) for pin in pins)
 
 
-def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
+def export_mobileconfig(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
     from certpin.core.sources import load_sources
 
     if not options.certs:
-        raise FormatError(
+        raise common.FormatError(
             "mobileconfig needs the pinned CA certificates: pass --cert FILE (a policy holds "
             "hashes, not certificates)",
             source=policy.source,
         )
-    notes = Notes()
+    notes = common.Notes()
     all_pins = tuple(dict.fromkeys(p for r in policy.domains.values() for p in r.all_pins))
     payloads: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -79,21 +65,23 @@ def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
         try:
             (src,) = load_sources(der, source="--cert")
         except (CertificateLoadError, ValueError) as exc:
-            raise FormatError(f"not a certificate: {exc}", source="--cert") from None
+            raise common.FormatError(f"not a certificate: {exc}", source="--cert") from None
         fingerprint = hashlib.sha256(src.der).hexdigest()
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
         if src.kind != "certificate":
-            raise FormatError(f"{src.kind} given; --cert takes CA certificates", source="--cert")
+            raise common.FormatError(
+                f"{src.kind} given; --cert takes CA certificates", source="--cert"
+            )
         if not src.is_ca:
-            raise FormatError(
+            raise common.FormatError(
                 f"{src.subject} is not a CA certificate: a profile distributes anchors, not "
                 "leaf certificates",
                 source="--cert",
             )
         if not _pinned(src.der, all_pins):
-            raise FormatError(
+            raise common.FormatError(
                 f"{src.subject} ({src.pin}) is not pinned by the policy: refusing to distribute "
                 "an anchor the policy does not name",
                 source="--cert",
@@ -105,7 +93,7 @@ def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
                 "PayloadVersion": 1,
                 "PayloadIdentifier": f"{options.identifier}.{fingerprint[:16]}",
                 "PayloadUUID": str(uuid.uuid5(_NAMESPACE, fingerprint)).upper(),
-                "PayloadDisplayName": comment_safe(src.subject or fingerprint),
+                "PayloadDisplayName": common.comment_safe(src.subject or fingerprint),
                 "PayloadDescription": f"SPKI pin {src.pin}",
                 "PayloadCertificateFileName": f"{fingerprint[:16]}.cer",
                 "PayloadContent": src.der,
@@ -136,18 +124,20 @@ def export_mobileconfig(policy: Policy, options: ExportOptions) -> ExportResult:
         ).upper(),
         "PayloadDisplayName": "Pinned CA certificates",
         "PayloadDescription": (
-            f"CA certificates pinned by {comment_safe(policy.source)}{version}. Anchor "
+            f"CA certificates pinned by {common.comment_safe(policy.source)}{version}. Anchor "
             "distribution only: the pins themselves are in the app's configuration."
         ),
         "PayloadContent": payloads,
     }
-    return notes.result(dump_plist(doc, header_lines(policy, FMT)))
+    return notes.result(common.dump_plist(doc, common.header_lines(policy, FMT)))
 
 
-def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> ImportResult:
+def import_mobileconfig(
+    data: bytes, source: str, options: common.ImportOptions
+) -> common.ImportResult:
     from certpin.core.sources import load_sources
 
-    check_size(data, source, MAX_BYTES)
+    common.check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")
     items = expect(root.get("PayloadContent", []), list, source, "PayloadContent")
     pins: dict[str, None] = {}  # ordered, and a membership test that does not scan a list
@@ -165,32 +155,34 @@ def import_mobileconfig(data: bytes, source: str, options: ImportOptions) -> Imp
             # hostile DER (x509.InvalidVersion from a version field of 5, seen by the fuzz
             # tests): whatever it is, this payload is not a certificate, and that is an error
             # of this file.
-            problem = clip_message(str(exc)) or type(exc).__name__
-            raise FormatError(
+            problem = common.clip_message(str(exc)) or type(exc).__name__
+            raise common.FormatError(
                 f"not a certificate: {problem}", source=source, location=where
             ) from None
         if len(found) != 1 or found[0].kind != "certificate":
-            raise FormatError(
+            raise common.FormatError(
                 f"{kind} payload must hold one DER certificate", source=source, location=where
             )
         pins.setdefault(str(found[0].pin))
     if not pins:
-        raise FormatError("no com.apple.security.root or .pkcs1 certificate payload", source=source)
+        raise common.FormatError(
+            "no com.apple.security.root or .pkcs1 certificate payload", source=source
+        )
     if not options.domain:
-        raise FormatError(
+        raise common.FormatError(
             f"a configuration profile holds {len(pins)} certificate(s) but names no domain: "
             "pass --domain HOST to pin them as that host's ca_pins",
             source=source,
         )
-    host = check_host(options.domain, source, "--domain")
+    host = common.check_host(options.domain, source, "--domain")
     version = root.get("PayloadVersion")
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, int) or version < 0
     ):
-        raise FormatError(
+        raise common.FormatError(
             f"must be a non-negative integer, got {describe(version)}",
             source=source,
             location="PayloadVersion",
         )
-    notes = Notes()
-    return build_policy({host: {"ca_pins": list(pins)}}, source, notes, version)
+    notes = common.Notes()
+    return common.build_policy({host: {"ca_pins": list(pins)}}, source, notes, version)

@@ -22,30 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from certpin.core.policy import Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    Notes,
-    any_position_pins,
-    build_policy,
-    check_host,
-    check_report_uri,
-    check_size,
-    checked_uri,
-    expiry_date,
-    header_lines,
-    host_entries,
-    no_report_note,
-    parse_date,
-    parse_pin,
-    policy_notes,
-    skip_report_only,
-    version_from_comment,
-    xml_escape,
-)
+from certpin.formats import _common as common
 from certpin.formats._structured import Node, label, parse_xml
 
 NSC = "Android Network Security Config"
@@ -57,26 +34,26 @@ TRUSTKIT = "TrustKit Android"
 MAX_BYTES = 1024 * 1024
 
 
-def export_nsc(policy: Policy, options: ExportOptions) -> ExportResult:
+def export_nsc(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
     return _export(policy, trustkit=False)
 
 
-def export_trustkit_android(policy: Policy, options: ExportOptions) -> ExportResult:
+def export_trustkit_android(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
     return _export(policy, trustkit=True)
 
 
-def _export(policy: Policy, *, trustkit: bool) -> ExportResult:
+def _export(policy: Policy, *, trustkit: bool) -> common.ExportResult:
     fmt = TRUSTKIT if trustkit else NSC
-    notes = Notes()
-    policy_notes(policy, notes, fmt)
+    notes = common.Notes()
+    common.policy_notes(policy, notes, fmt)
     out = ['<?xml version="1.0" encoding="utf-8"?>']
-    out += [f"<!-- {xml_escape(line)} -->" for line in header_lines(policy, fmt)]
+    out += [f"<!-- {common.xml_escape(line)} -->" for line in common.header_lines(policy, fmt)]
     out.append("<network-security-config>")
-    for entry in host_entries(policy, notes, fmt):
+    for entry in common.host_entries(policy, notes, fmt):
         rule = entry.rule
-        if not trustkit and skip_report_only(rule, notes, fmt):
+        if not trustkit and common.skip_report_only(rule, notes, fmt):
             continue
-        pins = any_position_pins(rule, notes, fmt)
+        pins = common.any_position_pins(rule, notes, fmt)
         if not pins:
             notes.warn(rule.pattern, f"left out: no pin {fmt} can express")
             continue
@@ -90,8 +67,10 @@ def _export(policy: Policy, *, trustkit: bool) -> ExportResult:
             )
         include = "true" if entry.include_subdomains else "false"
         out.append("  <domain-config>")
-        out.append(f'    <domain includeSubdomains="{include}">{xml_escape(entry.host)}</domain>')
-        expires = expiry_date(rule, notes, fmt)
+        out.append(
+            f'    <domain includeSubdomains="{include}">{common.xml_escape(entry.host)}</domain>'
+        )
+        expires = common.expiry_date(rule, notes, fmt)
         attr = f' expiration="{expires}"' if expires else ""
         out.append(f"    <pin-set{attr}>")
         out += [f'      <pin digest="SHA-256">{pin.base64}</pin>' for pin in pins]
@@ -101,13 +80,16 @@ def _export(policy: Policy, *, trustkit: bool) -> ExportResult:
             tk = f'    <trustkit-config enforcePinning="{enforce}" disableDefaultReportUri="true"'
             if rule.report_uris:
                 out.append(tk + ">")
-                uris = [xml_escape(checked_uri(u, policy, rule, fmt)) for u in rule.report_uris]
+                uris = [
+                    common.xml_escape(common.checked_uri(u, policy, rule, fmt))
+                    for u in rule.report_uris
+                ]
                 out += [f"      <report-uri>{u}</report-uri>" for u in uris]
                 out.append("    </trustkit-config>")
             else:
                 out.append(tk + " />")
         else:
-            no_report_note(rule, notes, fmt)
+            common.no_report_note(rule, notes, fmt)
         out.append("  </domain-config>")
     out.append("</network-security-config>")
     return notes.result("\n".join(out) + "\n")
@@ -116,16 +98,16 @@ def _export(policy: Policy, *, trustkit: bool) -> ExportResult:
 # -- import ---------------------------------------------------------------------------------------
 
 
-def import_nsc(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    check_size(data, source, MAX_BYTES)
+def import_nsc(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
+    common.check_size(data, source, MAX_BYTES)
     root = parse_xml(data, source)
     if root.tag != "network-security-config":
-        raise FormatError(
+        raise common.FormatError(
             f"the root element must be <network-security-config>, got <{root.name}>",
             source=source,
             location=root.where(),
         )
-    notes = Notes()
+    notes = common.Notes()
     domains: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
     for child in root.children:
@@ -137,13 +119,13 @@ def import_nsc(data: bytes, source: str, options: ImportOptions) -> ImportResult
                 "ignored: certpin policies hold pins, not trust anchors or cleartext settings",
             )
         else:
-            raise FormatError(
+            raise common.FormatError(
                 f"unknown element <{child.name}> in <network-security-config>",
                 source=source,
                 location=child.where(),
             )
-    return build_policy(
-        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"), source)
+    return common.build_policy(
+        domains, source, notes, common.version_from_comment(data.decode("utf-8", "replace"), source)
     )
 
 
@@ -154,11 +136,11 @@ def _domain_config(
     domains: dict[str, dict[str, Any]],
     lines: dict[str, int],
     source: str,
-    notes: Notes,
+    notes: common.Notes,
     depth: int,
 ) -> None:
     if depth > MAX_NESTING:
-        raise FormatError(
+        raise common.FormatError(
             f"<domain-config> nested more than {MAX_NESTING} levels deep",
             source=source,
             location=node.where(),
@@ -169,7 +151,7 @@ def _domain_config(
     for child in node.children:
         if child.tag == "domain":
             include = _bool(child, "includeSubdomains", False, source)
-            host = check_host(child.text.strip(), source, child.where())
+            host = common.check_host(child.text.strip(), source, child.where())
             hosts.append((host, include, child))
         elif child.tag == "pin-set":
             pin_set = child
@@ -183,13 +165,13 @@ def _domain_config(
                 "ignored: a certpin policy holds pins, not trust anchors",
             )
         else:
-            raise FormatError(
+            raise common.FormatError(
                 f"unknown element <{child.name}> in <domain-config>",
                 source=source,
                 location=child.where(),
             )
     if not hosts:
-        raise FormatError(
+        raise common.FormatError(
             "a <domain-config> needs at least one <domain>", source=source, location=node.where()
         )
     body = _rule_body(pin_set, tk, source, notes) if pin_set is not None else None
@@ -198,7 +180,7 @@ def _domain_config(
             notes.warn(f"{source}: {where.where()}", f"{host} has no <pin-set>: not pinned")
             continue
         if host in domains:
-            raise FormatError(
+            raise common.FormatError(
                 f"domain {host!r} is already configured at line {lines[host]}",
                 source=source,
                 location=where.where(),
@@ -209,31 +191,31 @@ def _domain_config(
         _domain_config(child, pin_set, tk, domains, lines, source, notes, depth + 1)
 
 
-def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: Notes) -> dict[str, Any]:
+def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: common.Notes) -> dict[str, Any]:
     pins = []
     for child in pin_set.children:
         if child.tag != "pin":
-            raise FormatError(
+            raise common.FormatError(
                 f"unknown element <{child.name}> in <pin-set>",
                 source=source,
                 location=child.where(),
             )
         digest = child.attrib.get("digest")
         if digest != "SHA-256":
-            raise FormatError(
+            raise common.FormatError(
                 f'<pin digest="{label(digest or "")}">: Android only accepts digest="SHA-256"',
                 source=source,
                 location=child.where(),
             )
-        pins.append(str(parse_pin("sha256/" + child.text.strip(), source, child.where())))
+        pins.append(str(common.parse_pin("sha256/" + child.text.strip(), source, child.where())))
     if not pins:
-        raise FormatError(
+        raise common.FormatError(
             "a <pin-set> needs at least one <pin>", source=source, location=pin_set.where()
         )
     body: dict[str, Any] = {"pins": pins}
     expiration = pin_set.attrib.get("expiration")
     if expiration is not None:
-        body["expires"] = parse_date(expiration, source, pin_set.where())
+        body["expires"] = common.parse_date(expiration, source, pin_set.where())
     if tk is not None:
         body["enforce"] = _bool(tk, "enforcePinning", False, source)
         if not _bool(tk, "disableDefaultReportUri", False, source):
@@ -244,12 +226,12 @@ def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: Notes) -> dic
         uris = []
         for child in tk.children:
             if child.tag != "report-uri":
-                raise FormatError(
+                raise common.FormatError(
                     f"unknown element <{child.name}> in <trustkit-config>",
                     source=source,
                     location=child.where(),
                 )
-            uris.append(check_report_uri(child.text.strip(), source, child.where()))
+            uris.append(common.check_report_uri(child.text.strip(), source, child.where()))
         body["report_uris"] = uris
     return body
 
@@ -259,7 +241,7 @@ def _bool(node: Node, name: str, default: bool, source: str) -> bool:
     if value is None:
         return default
     if value not in ("true", "false"):
-        raise FormatError(
+        raise common.FormatError(
             f'{name}="{label(value)}": expected "true" or "false"',
             source=source,
             location=node.where(),

@@ -33,27 +33,7 @@ from typing import Any
 from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    LineCounter,
-    Notes,
-    any_position_pins,
-    build_policy,
-    check_host,
-    check_text,
-    clip,
-    header_lines,
-    no_expiry_note,
-    no_report_note,
-    parse_pin,
-    policy_notes,
-    skip_report_only,
-    version_from_comment,
-)
+from certpin.formats import _common as common
 
 #: The import size cap: a source file holding a CertificatePinner.
 MAX_BYTES = 1024 * 1024
@@ -122,15 +102,15 @@ def _host_classes(pattern: HostPattern, include: bool) -> list[int]:
 # -- export ---------------------------------------------------------------------------------------
 
 
-def export_kotlin(policy: Policy, options: ExportOptions) -> ExportResult:
+def export_kotlin(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
     return _export(policy, options.okhttp, java=False)
 
 
-def export_java(policy: Policy, options: ExportOptions) -> ExportResult:
+def export_java(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
     return _export(policy, options.okhttp, java=True)
 
 
-def _okhttp_patterns(rule: DomainRule, version: int, notes: Notes) -> list[str]:
+def _okhttp_patterns(rule: DomainRule, version: int, notes: common.Notes) -> list[str]:
     pattern = HostPattern.parse(rule.pattern)
     if pattern.kind is PatternKind.ONE_LABEL:
         return [pattern.text]
@@ -146,23 +126,23 @@ def _okhttp_patterns(rule: DomainRule, version: int, notes: Notes) -> list[str]:
     return [pattern.base, f"*.{pattern.base}"]
 
 
-def _export(policy: Policy, version: int, *, java: bool) -> ExportResult:
+def _export(policy: Policy, version: int, *, java: bool) -> common.ExportResult:
     if version not in (3, 4):
-        raise FormatError(f"unsupported OkHttp version {version}: expected 3 or 4")
+        raise common.FormatError(f"unsupported OkHttp version {version}: expected 3 or 4")
     fmt = f"OkHttp {version}"
-    notes = Notes()
-    policy_notes(policy, notes, fmt)
+    notes = common.Notes()
+    common.policy_notes(policy, notes, fmt)
     entries: list[tuple[str, list[Pin]]] = []
     exported: list[tuple[DomainRule, list[Pin]]] = []
     for rule in policy.domains.values():
-        if skip_report_only(rule, notes, fmt):
+        if common.skip_report_only(rule, notes, fmt):
             continue
-        pins = any_position_pins(rule, notes, fmt)
+        pins = common.any_position_pins(rule, notes, fmt)
         if not pins:
             notes.warn(rule.pattern, f"left out: no pin {fmt} can express")
             continue
-        no_expiry_note(rule, notes, fmt)
-        no_report_note(rule, notes, fmt)
+        common.no_expiry_note(rule, notes, fmt)
+        common.no_report_note(rule, notes, fmt)
         for okp in _okhttp_patterns(rule, version, notes):
             entries.append((okp, pins))
         exported.append((rule, pins))
@@ -188,7 +168,7 @@ def _export(policy: Policy, version: int, *, java: bool) -> ExportResult:
                     f"{len(extra)} pin(s) of {broader} (weaker than certpin, which applies "
                     f"{rule.pattern!r} alone)",
                 )
-    lines = ["// " + line for line in header_lines(policy, fmt)]
+    lines = ["// " + line for line in common.header_lines(policy, fmt)]
     adds = [
         ".add(" + ", ".join(_java_string(s) for s in (okp, *(str(p) for p in pins))) + ")"
         for okp, pins in entries
@@ -221,7 +201,7 @@ def _export(policy: Policy, version: int, *, java: bool) -> ExportResult:
 
 
 def _okhttp_patterns_quiet(rule: DomainRule, version: int) -> list[str]:
-    return _okhttp_patterns(rule, version, Notes())
+    return _okhttp_patterns(rule, version, common.Notes())
 
 
 def _java_string(text: str) -> str:
@@ -237,29 +217,29 @@ _ARGS = re.compile(r"\s*,\s*(" + _STRING + r")")
 _CLOSE = re.compile(r"\s*,?\s*\)")
 
 
-def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    text = check_text(data, source, MAX_BYTES)
-    version = version_from_comment(text, source)  # the export's header comment says it
+def import_okhttp(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
+    text = common.check_text(data, source, MAX_BYTES)
+    version = common.version_from_comment(text, source)  # the export's header comment says it
     text = strip_comments(text, source)
-    lines = LineCounter(text)
+    lines = common.LineCounter(text)
     # pattern -> its pins (a dict: ordered, and deduplicated without scanning a list)
     entries: dict[str, dict[Pin, None]] = {}
     first_line: dict[str, int] = {}
     for m in _ADD.finditer(text):
         line = lines.line(m.start())
         where = f"line {line}"
-        pattern = check_host(_unquote(m.group(1)), source, where, pattern=True)
+        pattern = common.check_host(_unquote(m.group(1)), source, where, pattern=True)
         pos = m.end()
         pins: list[Pin] = []
         while True:
             arg = _ARGS.match(text, pos)
             if arg is None:
                 break
-            pins.append(parse_pin(_unquote(arg.group(1)), source, where))
+            pins.append(common.parse_pin(_unquote(arg.group(1)), source, where))
             pos = arg.end()
         close = _CLOSE.match(text, pos)
         if close is None or not pins:
-            raise FormatError(
+            raise common.FormatError(
                 ".add(…) must list the host pattern and its pins as string literals "
                 '(.add("api.example.com", "sha256/…", …))',
                 source=source,
@@ -268,10 +248,12 @@ def import_okhttp(data: bytes, source: str, options: ImportOptions) -> ImportRes
         entries.setdefault(pattern, {}).update(dict.fromkeys(pins))
         first_line.setdefault(pattern, line)
     if not entries:
-        raise FormatError('no CertificatePinner .add("host", "sha256/…") call found', source=source)
-    notes = Notes()
+        raise common.FormatError(
+            'no CertificatePinner .add("host", "sha256/…") call found', source=source
+        )
+    notes = common.Notes()
     domains = _translate({k: list(v) for k, v in entries.items()}, notes, source, first_line)
-    return build_policy(domains, source, notes, version)
+    return common.build_policy(domains, source, notes, version)
 
 
 _INTERESTING = re.compile(r"[\"'/]")  # what may start a literal or a comment
@@ -319,14 +301,14 @@ def strip_comments(text: str, source: str) -> str:
         elif text.startswith("/*", i):
             end = text.find("*/", i + 2)
             if end < 0:
-                raise FormatError(
+                raise common.FormatError(
                     "unterminated /* comment",
                     source=source,
                     location=f"line {text.count(chr(10), 0, i) + 1}",
                 )
             inner = text.find("/*", i + 2, end)
             if inner >= 0:
-                raise FormatError(
+                raise common.FormatError(
                     "a /* inside a block comment: Java ends the comment at the first */, Kotlin "
                     "nests it, so what is live is ambiguous; remove the inner /*",
                     source=source,
@@ -347,7 +329,7 @@ def _unquote(literal: str) -> str:
 
 
 def _translate(
-    found: dict[str, list[Pin]], notes: Notes, source: str, first_line: dict[str, int]
+    found: dict[str, list[Pin]], notes: common.Notes, source: str, first_line: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
     """certpin rules giving every host the pins OkHttp's union of patterns gives it."""
     index = _Patterns(found.items())
@@ -358,10 +340,10 @@ def _translate(
         nonlocal total
         total += len(pins)
         if total > MAX_IMPORTED_PINS:
-            raise FormatError(
+            raise common.FormatError(
                 f"OkHttp's union of patterns gives the imported rules more than "
-                f"{MAX_IMPORTED_PINS} pins in all (at {clip(key)}): not a configuration certpin "
-                "imports",
+                f"{MAX_IMPORTED_PINS} pins in all (at {common.clip(key)}): not a configuration "
+                "certpin imports",
                 source=source,
                 location=f"line {first_line.get(key, 1)}",
             )
@@ -390,7 +372,7 @@ def _translate(
 
 
 def _note_added(
-    key: str, own: list[Pin], pins: list[Pin], sources: list[str], notes: Notes
+    key: str, own: list[Pin], pins: list[Pin], sources: list[str], notes: common.Notes
 ) -> None:
     mine = set(own)
     added = [p for p in pins if p not in mine]

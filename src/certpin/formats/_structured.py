@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from xml.parsers import expat
 
-from certpin.formats._common import FormatError, clip_message, one_line
+from certpin.formats import _common as common
 
 __all__ = [
     "MAX_PLIST_DEPTH",
@@ -60,7 +60,7 @@ _LABEL = 60
 def label(text: str) -> str:
     """An untrusted name (a dictionary key, an element name) for a location: at most 60
     characters, control and line-separator characters replaced by ``?``."""
-    return one_line(text if len(text) <= _LABEL else text[:_LABEL] + "…")
+    return common.one_line(text if len(text) <= _LABEL else text[:_LABEL] + "…")
 
 
 def describe(value: object) -> str:
@@ -103,7 +103,7 @@ def expect(value: Any, kind: type, source: str, location: str) -> Any:
     ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if not ok:
         want = _KIND_NAMES.get(kind, f"a {kind.__name__}")
-        raise FormatError(
+        raise common.FormatError(
             f"must be {want}, got {describe(value)}", source=source, location=location
         )
     return value
@@ -153,7 +153,7 @@ def _expat(
 
     def refuse(problem: str) -> NoReturn:
         where = f"line {parser.CurrentLineNumber}, column {parser.CurrentColumnNumber + 1}"
-        raise FormatError(problem, source=source, location=where)
+        raise common.FormatError(problem, source=source, location=where)
 
     def on_start(tag: str, attrs: dict[str, str]) -> None:
         nonlocal depth
@@ -195,16 +195,16 @@ def _expat(
         parser.CharacterDataHandler = text
     try:
         parser.Parse(data, True)
-    except FormatError:
+    except common.FormatError:
         raise
     except expat.ExpatError as exc:
-        raise FormatError(
+        raise common.FormatError(
             f"invalid XML: {expat.errors.messages[exc.code]}",
             source=source,
             location=f"line {exc.lineno}, column {exc.offset + 1}",
         ) from None
     except (LookupError, ValueError) as exc:  # an encoding declaration expat cannot use
-        refuse(f"invalid XML: {clip_message(str(exc))}")
+        refuse(f"invalid XML: {common.clip_message(str(exc))}")
 
 
 def parse_xml(data: bytes, source: str) -> Node:
@@ -257,8 +257,8 @@ def load_plist(data: bytes, source: str) -> Any:
         # plistlib documents InvalidFileException, but its readers let ValueError, IndexError,
         # TypeError (an unhashable key) and others through on hostile input. The structure was
         # bounded above, so anything raised here means the file is not a valid plist.
-        problem = clip_message(str(exc)) or type(exc).__name__
-        raise FormatError(
+        problem = common.clip_message(str(exc)) or type(exc).__name__
+        raise common.FormatError(
             f"not a valid property list: {problem}", source=source, location=where
         ) from None
 
@@ -271,7 +271,7 @@ def _scan_xml_plist(data: bytes, source: str) -> None:
         if tag not in ("plist", "key"):
             count += 1
             if count > MAX_PLIST_VALUES:
-                raise FormatError(_TOO_MANY, source=source, location=f"line {line}")
+                raise common.FormatError(_TOO_MANY, source=source, location=f"line {line}")
 
     # <plist> is one element level above the top value.
     _expat(data, source, max_depth=MAX_PLIST_DEPTH + 1, too_deep=_TOO_DEEP, start=start, end=_nop)
@@ -291,7 +291,7 @@ def _walk_binary(data: bytes, source: str) -> None:
     end = len(data) - _TRAILER.size
 
     def refuse(problem: str, location: str) -> NoReturn:
-        raise FormatError(problem, source=source, location=location)
+        raise common.FormatError(problem, source=source, location=location)
 
     if end < 8:
         refuse("truncated binary property list", f"byte {len(data)}")

@@ -20,29 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from certpin.core.policy import Policy
-from certpin.formats._common import (
-    ExportOptions,
-    ExportResult,
-    FormatError,
-    ImportOptions,
-    ImportResult,
-    Notes,
-    any_position_pins,
-    build_policy,
-    check_host,
-    check_report_uri,
-    check_size,
-    checked_uri,
-    clip,
-    dump_plist,
-    expiry_date,
-    header_lines,
-    host_entries,
-    parse_date,
-    parse_pin,
-    policy_notes,
-    version_from_comment,
-)
+from certpin.formats import _common as common
 from certpin.formats._structured import expect, label, load_plist
 
 FMT = "TrustKit"
@@ -63,13 +41,13 @@ _DOMAIN_KEYS = frozenset(
 )
 
 
-def export_trustkit_ios(policy: Policy, options: ExportOptions) -> ExportResult:
-    notes = Notes()
-    policy_notes(policy, notes, FMT)
+def export_trustkit_ios(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
+    notes = common.Notes()
+    common.policy_notes(policy, notes, FMT)
     pinned: dict[str, Any] = {}
-    for entry in host_entries(policy, notes, FMT):
+    for entry in common.host_entries(policy, notes, FMT):
         rule = entry.rule
-        pins = any_position_pins(rule, notes, FMT)
+        pins = common.any_position_pins(rule, notes, FMT)
         if not pins:
             notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
             continue
@@ -82,25 +60,29 @@ def export_trustkit_ios(policy: Policy, options: ExportOptions) -> ExportResult:
             "TSKDisableDefaultReportUri": True,
         }
         if rule.report_uris:
-            body["TSKReportUris"] = [checked_uri(u, policy, rule, FMT) for u in rule.report_uris]
-        expires = expiry_date(rule, notes, FMT)
+            body["TSKReportUris"] = [
+                common.checked_uri(u, policy, rule, FMT) for u in rule.report_uris
+            ]
+        expires = common.expiry_date(rule, notes, FMT)
         if expires:
             body["TSKExpirationDate"] = expires
         pinned[entry.host] = body
     doc = {"TSKConfiguration": {"TSKPinnedDomains": pinned}}
-    return notes.result(dump_plist(doc, header_lines(policy, FMT)))
+    return notes.result(common.dump_plist(doc, common.header_lines(policy, FMT)))
 
 
-def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> ImportResult:
-    check_size(data, source, MAX_BYTES)
+def import_trustkit_ios(
+    data: bytes, source: str, options: common.ImportOptions
+) -> common.ImportResult:
+    common.check_size(data, source, MAX_BYTES)
     root = expect(load_plist(data, source), dict, source, "the top level")
     loc = "TSKPinnedDomains"
     if "TSKConfiguration" in root:
         root = expect(root["TSKConfiguration"], dict, source, "TSKConfiguration")
         loc = "TSKConfiguration.TSKPinnedDomains"
     if "TSKPinnedDomains" not in root:
-        raise FormatError("no TSKPinnedDomains dictionary found", source=source)
-    notes = Notes()
+        raise common.FormatError("no TSKPinnedDomains dictionary found", source=source)
+    notes = common.Notes()
     ignore = "TSKIgnorePinningForUserDefinedTrustAnchors"
     prefix = loc.removesuffix("TSKPinnedDomains")
     if expect(root.get(ignore, False), bool, source, prefix + ignore):
@@ -114,11 +96,13 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
     for host, body in pinned.items():
         # Keys are strings: load_plist refuses any other dictionary key.
         where = f"{loc}.{label(host)}"
-        name = check_host(host, source, where)
+        name = common.check_host(host, source, where)
         expect(body, dict, source, where)
         for key in body:
             if key not in _DOMAIN_KEYS:
-                raise FormatError(f"unknown key {clip(key)}", source=source, location=where)
+                raise common.FormatError(
+                    f"unknown key {common.clip(key)}", source=source, location=where
+                )
         if expect(body.get(_EXCLUDE, False), bool, source, f"{where}.{_EXCLUDE}"):
             notes.warn(
                 where,
@@ -133,7 +117,9 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
         for i, value in enumerate(hashes):
             at = f"{where}.TSKPublicKeyHashes[{i}]"
             pins.append(
-                str(parse_pin("sha256/" + expect(value, str, source, at).strip(), source, at))
+                str(
+                    common.parse_pin("sha256/" + expect(value, str, source, at).strip(), source, at)
+                )
             )
         rule: dict[str, Any] = {
             "pins": pins,
@@ -152,11 +138,11 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
         report_uris = []
         for i, uri in enumerate(uris):
             at = f"{where}.TSKReportUris[{i}]"
-            report_uris.append(check_report_uri(expect(uri, str, source, at), source, at))
+            report_uris.append(common.check_report_uri(expect(uri, str, source, at), source, at))
         rule["report_uris"] = report_uris
         if "TSKExpirationDate" in body:
             at = f"{where}.TSKExpirationDate"
-            rule["expires"] = parse_date(
+            rule["expires"] = common.parse_date(
                 expect(body["TSKExpirationDate"], str, source, at), source, at
             )
         at = f"{where}.TSKDisableDefaultReportUri"
@@ -166,8 +152,8 @@ def import_trustkit_ios(data: bytes, source: str, options: ImportOptions) -> Imp
                 "TrustKit also sends reports to its vendor's default report URI here; not imported",
             )
         if name in domains:
-            raise FormatError(f"{name!r} is configured twice", source=source, location=where)
+            raise common.FormatError(f"{name!r} is configured twice", source=source, location=where)
         domains[name] = rule
-    return build_policy(
-        domains, source, notes, version_from_comment(data.decode("utf-8", "replace"), source)
+    return common.build_policy(
+        domains, source, notes, common.version_from_comment(data.decode("utf-8", "replace"), source)
     )
