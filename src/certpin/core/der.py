@@ -24,9 +24,10 @@ class DERError(CertificateLoadError):
     """
 
 
-def read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
-    """Return (tag, start of content, end of element) for the element at `offset`."""
-    end_of_data = len(data)
+def read_tlv(data: bytes, offset: int, limit: int | None = None) -> tuple[int, int, int]:
+    """Return (tag, start of content, end of element) for the element at `offset`, which must
+    lie within ``data[:limit]`` (default: all of `data`)."""
+    end_of_data = len(data) if limit is None else limit
     if offset + 2 > end_of_data:
         raise DERError("truncated DER element")
     tag = data[offset]

@@ -14,6 +14,7 @@ more than the input's size.
 
 from __future__ import annotations
 
+from certpin.core.der import DERError, read_tlv
 from certpin.lifecycle.ct.errors import EntryError
 
 __all__ = ["dns_names", "issuance_tbs", "serial_and_key", "tbs_of_certificate"]
@@ -36,22 +37,12 @@ _STRINGS = {
 
 
 def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, content start, element end) of the DER element at `pos`, within `data[:end]`."""
-    if pos + 2 > end:
-        raise EntryError("certificate: truncated DER element")
-    tag = data[pos]
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > end:
-            raise EntryError("certificate: invalid DER length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    stop = pos + length
-    if stop > end:
-        raise EntryError("certificate: a DER element runs past its container")
-    return tag, pos, stop
+    """(tag, content start, element end) of the DER element at `pos`, within `data[:end]`:
+    the core's DER walk, its errors as a log entry's."""
+    try:
+        return read_tlv(data, pos, end)
+    except DERError as exc:
+        raise EntryError(f"certificate: {exc}") from None
 
 
 def tbs_of_certificate(cert: bytes) -> bytes:
