@@ -166,9 +166,11 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Poli
 
 def _rules(raw_domains: Mapping[Any, Any], source: str) -> dict[str, DomainRule]:
     """The ``domains`` table: canonical pattern -> rule, in document order."""
+    from certpin.core.policy import DomainRule  # policy imports this module: import at use
+
     rules: dict[str, DomainRule] = {}
     for key, body in raw_domains.items():
-        rule = _rule(key, body, source)
+        rule = _rule(key, body, source, DomainRule)
         if rule.pattern in rules:
             first = next(k for k in raw_domains if HostPattern.parse(k).text == rule.pattern)
             raise PolicyError(
@@ -180,13 +182,11 @@ def _rules(raw_domains: Mapping[Any, Any], source: str) -> dict[str, DomainRule]
     return rules
 
 
-def _rule(key: Any, body: Any, source: str) -> DomainRule:
+def _rule(key: Any, body: Any, source: str, rule_class: type[DomainRule]) -> DomainRule:
     """One ``[domains."key"]`` table as a `DomainRule`: the document's fields checked and
     converted here, the rule's own checks by `DomainRule`. (This runs once per rule of every
     policy and bundle loaded: each field is read with one ``get``, and locations are only
     formatted for an error.)"""
-    from certpin.core.policy import DomainRule
-
     try:
         pattern = HostPattern.parse(key)
     except HostError as exc:
@@ -226,7 +226,7 @@ def _rule(key: Any, body: Any, source: str) -> DomainRule:
         except ValueError as exc:
             raise PolicyError(str(exc), source=source, location=f"{_loc(key)}.expires") from None
     try:
-        return DomainRule(
+        return rule_class(
             pattern.text,
             pins,
             leaf_pins,
