@@ -149,3 +149,63 @@ def test_spike_checks_are_throttled_per_host_and_a_trailing_check_catches_up(
     assert during == 1
     assert total == 2
     assert kinds == ["new-pin", "failure-spike"]
+
+
+def test_the_webhook_does_not_follow_a_redirect(
+    tmp_path: Path, report_pki: PKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A redirect could move the alert, and the report details in it, to another host: the
+    # collector posts once to the configured URL and logs the answer (the twin: the direct
+    # URL of the tests above receives its alerts).
+    hits: list[str] = []
+    elsewhere: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            elsewhere.append("GET")
+            self.send_response(204)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)]
+    target = f"http://127.0.0.1:{servers[0].server_address[1]}/stolen"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    servers.append(ThreadingHTTPServer(("127.0.0.1", 0), Redirect))
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    try:
+        url = f"http://127.0.0.1:{servers[1].server_address[1]}/hook"
+        config = AlertConfig(webhook_url=url, window=600, min_reports=50)
+        caplog.set_level(logging.ERROR, logger="certpin.collector.alerts")
+        with CollectorServer(str(tmp_path / "r.db"), rate_limit=None, alerts=config) as srv:
+            with httpx.Client(base_url=srv.url) as client:
+                body = rfc7469_report(report_pki)
+                assert client.post("/reports", content=dumps(body)).status_code == 201
+                _wait(lambda: any("webhook" in r.getMessage() for r in caplog.records))
+                time.sleep(0.2)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for thread in threads:
+            thread.join(5)
+    assert hits == ["/hook"]
+    assert elsewhere == []
+    assert any("HTTP 302" in r.getMessage() for r in caplog.records)

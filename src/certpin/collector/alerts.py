@@ -24,11 +24,12 @@ import asyncio
 import json
 import logging
 import math
-import urllib.request
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from certpin._io import http
 from certpin.collector.dialects import Report
 from certpin.collector.store import Outcome, Store, now_us
 
@@ -176,15 +177,23 @@ class Alerter:
             await asyncio.to_thread(self._post, alert)
 
     def _post(self, alert: dict[str, Any]) -> None:
-        assert self.config.webhook_url is not None
-        request = urllib.request.Request(
-            self.config.webhook_url,
-            data=json.dumps(alert).encode("utf-8"),
-            headers={"Content-Type": "application/json", "User-Agent": "certpin-collector"},
-            method="POST",
-        )
+        # The edges' one HTTP client: CA-verified https (the system store), no redirects (a
+        # redirect could move the POST and its report details to another host), a capped answer.
+        url = self.config.webhook_url
+        assert url is not None
+        context = ssl.create_default_context() if url.startswith("https:") else None
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
-                response.read(1024)
-        except Exception as exc:  # best effort: the log line above is the record
-            log.error("certpin alert webhook %s failed: %s", self.config.webhook_url, exc)
+            response = http.request(
+                url,
+                context=context,
+                method="POST",
+                body=json.dumps(alert).encode("utf-8"),
+                headers={"Content-Type": "application/json", "User-Agent": "certpin-collector"},
+                timeout=self.config.timeout,
+                max_body=1024,
+            )
+        except http.ERRORS as exc:  # best effort: the log line above is the record
+            log.error("certpin alert webhook %s failed: %s", url, exc)
+            return
+        if not response.ok:
+            log.error("certpin alert webhook %s: HTTP %s %s", url, response.status, response.reason)
