@@ -2,8 +2,8 @@
 
 `Coverage` answers "which policy rules would this certificate let someone impersonate?" with the
 core's own lookup (`Policy.lookup`, the rule the TLS hook would apply to that host): an exact
-name asks for itself; a wildcard name ``*.example.com`` asks for every host it is valid for that
-the policy could hold (each policy key one label under example.com, and a label no key uses).
+name asks for itself; a wildcard name ``*.example.com`` asks for every host it is valid for:
+each policy key one label under example.com, and every other host there (``below=1``).
 
 `decide` then runs `certpin.core.verdict.verdict` over the logged certificate and the part of the
 stored issuer chain whose signatures link up. The stored chain is not covered by the log's
@@ -26,17 +26,15 @@ from certpin.core.hosts import HostError, HostPattern, normalize_host
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import iso
-from certpin.core.verdict import VerdictStatus, verdict
+from certpin.core.verdict import Outcome, verdict
 from certpin.lifecycle.ct.certs import dns_names, issuance_tbs, tbs_of_certificate
 from certpin.lifecycle.ct.entries import PRECERT_ENTRY, Entry
 from certpin.lifecycle.ct.errors import EntryError
 
 __all__ = ["Candidate", "Coverage", "decide", "linked_chain", "names_of"]
 
-#: verdicts that mean the rule is in force and the key is one it pins.
-_PINNED = frozenset({VerdictStatus.OK})
-#: verdicts that mean the rule is in force and no pin matched.
-_UNEXPECTED = frozenset({VerdictStatus.FAILED, VerdictStatus.TOFU_MISMATCH})
+#: (host, labels under it: 0 the host itself, 1 every host one label under it; its rule)
+_Hit = tuple[str, int, DomainRule]
 
 
 class Coverage:
@@ -52,11 +50,12 @@ class Coverage:
             if parent:
                 children.setdefault(parent, set()).add(base)
         self._children = children
-        self._cache: dict[str, tuple[tuple[str, DomainRule], ...]] = {}
+        self._cache: dict[str, tuple[_Hit, ...]] = {}
 
-    def rules(self, names: Sequence[str]) -> dict[str, tuple[str, DomainRule]]:
-        """pattern -> (a host the certificate is valid for, the rule that host falls under)."""
-        found: dict[str, tuple[str, DomainRule]] = {}
+    def rules(self, names: Sequence[str]) -> dict[str, _Hit]:
+        """pattern -> (a host the certificate is valid for, how many labels under it — 1 for
+        "every other host under it" —, the rule that host falls under)."""
+        found: dict[str, _Hit] = {}
         for name in names:
             hits = self._cache.get(name)
             if hits is None:
@@ -64,11 +63,11 @@ class Coverage:
                 if len(self._cache) > 100_000:  # bounded: a log repeats the same names a lot
                     self._cache.clear()
                 self._cache[name] = hits
-            for host, rule in hits:
-                found.setdefault(rule.pattern, (host, rule))
+            for hit in hits:
+                found.setdefault(hit[2].pattern, hit)
         return found
 
-    def _name_rules(self, name: str) -> tuple[tuple[str, DomainRule], ...]:
+    def _name_rules(self, name: str) -> tuple[_Hit, ...]:
         wildcard = name.startswith("*.")
         try:
             host = normalize_host(name[2:] if wildcard else name)
@@ -76,17 +75,17 @@ class Coverage:
             return ()  # not a name any client could connect to (IDN junk, spaces, "*" inside)
         if not wildcard:
             rule = self.policy.lookup(host)
-            return () if rule is None else ((host, rule),)
-        # RFC 6125 §6.4.3: "*.B" is valid for exactly one label under B.
-        children = self._children.get(host, set())
-        label = "_certpin-any-label_"
-        while f"{label}.{host}" in children:
-            label += "_"
-        hits = []
-        for probe in (f"{label}.{host}", *sorted(children)):
-            rule = self.policy.lookup(probe)
+            return () if rule is None else ((host, 0, rule),)
+        # RFC 6125 §6.4.3: "*.B" is valid for exactly one label under B: the hosts there that
+        # have a key of their own, and every other one (`below=1`, no label invented).
+        hits: list[_Hit] = []
+        rule = self.policy.lookup(host, below=1)
+        if rule is not None:
+            hits.append((host, 1, rule))
+        for child in sorted(self._children.get(host, ())):
+            rule = self.policy.lookup(child)
             if rule is not None:
-                hits.append((probe, rule))
+                hits.append((child, 0, rule))
         return tuple(hits)
 
 
@@ -96,7 +95,7 @@ class Candidate:
 
     entry: Entry
     names: list[str]
-    rules: dict[str, tuple[str, DomainRule]]
+    rules: dict[str, _Hit]
 
 
 def names_of(entry: Entry) -> list[str]:
@@ -139,14 +138,14 @@ def decide(
     entry = candidate.entry
     chain = [] if leaf is None else linked_chain(leaf, issuers)
     hosts, unexpected = [], False
-    for pattern, (host, _rule) in sorted(candidate.rules.items()):
-        result = verdict(host, chain, policy, now)
-        if result.status in _PINNED:
+    for pattern, (host, below, _rule) in sorted(candidate.rules.items()):
+        outcome = verdict(host, chain, policy, now, below=below).outcome
+        if outcome is Outcome.PINNED:
             hosts.append(pattern)
-        elif result.status in _UNEXPECTED:
+        elif outcome is Outcome.MISMATCH:
             hosts.append(pattern)
             unexpected = True
-        # EXPIRED / KILLED: the rule pins nothing today, as for a TLS connection.
+        # CA_ONLY (expired rule, kill switch): the rule pins nothing today, as for a connection.
     if not hosts:
         return None
     tbs = entry.tbs_or_cert if entry.entry_type == PRECERT_ENTRY else None
