@@ -93,6 +93,23 @@ def write_log_list(path: Path, *servers: RFC6962Server | TiledServer) -> Path:
     return path
 
 
+def watch_once(
+    capsys: pytest.CaptureFixture[str], policy: object, log_list: object, *extra: str
+) -> tuple[int, list[dict[str, Any]], str]:
+    """``certpin ct watch --policy POLICY --log-list LOG_LIST --once --json EXTRA…``."""
+    return run_ct(
+        capsys,
+        "watch",
+        "--policy",
+        str(policy),
+        "--log-list",
+        str(log_list),
+        "--once",
+        "--json",
+        *extra,
+    )
+
+
 def run_ct(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]], str]:
     """``certpin ct ARGV``: (exit code, the JSON records printed (with ``--json``), stderr)."""
     code = cli_main.main(["ct", *argv])

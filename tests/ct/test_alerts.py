@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certpin.core.pins import spki_of_certificate
 from ct._certs import issuance
-from ct.conftest import run_ct, write_log_list
+from ct.conftest import run_ct, watch_once, write_log_list
 from monitor._helpers import WebhookReceiver
 
 
@@ -26,15 +26,10 @@ def test_the_webhook_gets_each_unexpected_certificate(
     first = rfc_log.log.add_precert(i.precert(), i.chain())
     rfc_log.log.add_x509(i.final([rfc_log.log.sct(first)]), i.chain())
     with WebhookReceiver() as hook:
-        code, records, _ = run_ct(
+        code, records, _ = watch_once(
             capsys,
-            "watch",
-            "--policy",
             str(policy),
-            "--log-list",
             str(write_log_list(tmp_path / "l.json", rfc_log)),
-            "--once",
-            "--json",
             "--webhook",
             hook.url,
         )
@@ -69,15 +64,10 @@ def test_a_dead_webhook_does_not_change_the_verdict(capsys, world, policy, rfc_l
     i = issuance(world.rogue, "api.example.com")
     rfc_log.log.add_x509(i.final(), i.chain())
     with WebhookReceiver(status=500) as hook:
-        code, records, err = run_ct(
+        code, records, err = watch_once(
             capsys,
-            "watch",
-            "--policy",
             str(policy),
-            "--log-list",
             str(write_log_list(tmp_path / "l.json", rfc_log)),
-            "--once",
-            "--json",
             "--webhook",
             hook.url,
         )

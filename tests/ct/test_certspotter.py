@@ -19,7 +19,7 @@ from _support.pki import make_key
 from ct._certs import issuance
 from ct._servers import RFC6962Server
 from ct._testlog import TestLog
-from ct.conftest import run_ct, write_log_list
+from ct.conftest import watch_once, write_log_list
 
 CERTSPOTTER = shutil.which("certspotter")
 CLI = Path(__file__).with_name("_cli.py")
@@ -147,15 +147,10 @@ def test_certspotter_discovers_what_certpin_does(capsys, world, tmp_path):
                 server.log.add_x509(i.final(), i.chain())
                 i = issuance(world.ca, "x.wild.example.net", key=world.backup)
                 server.log.add_x509(i.final(), i.chain())
-            code, records, err = run_ct(
+            code, records, err = watch_once(
                 capsys,
-                "watch",
-                "--policy",
                 str(policy),
-                "--log-list",
                 str(lst),
-                "--once",
-                "--json",
                 "--state",
                 str(ours),
             )

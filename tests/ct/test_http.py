@@ -14,7 +14,7 @@ from certpin.lifecycle.ct.http import HttpClient
 from ct._certs import issuance
 from ct._servers import TiledServer
 from ct._testlog import TestLog
-from ct.conftest import run_ct, write_log_list
+from ct.conftest import watch_once, write_log_list
 
 ANSWERS = {
     "/ok": (200, {}, b"hello"),
@@ -115,30 +115,20 @@ def test_gzip_data_tiles_and_dropped_partial_tiles(
         # version exists, and a log may then have dropped the partial one.
         server.log.published = 300
         lst = write_log_list(tmp_path / "l.json", server)
-        code, records, err = run_ct(
+        code, records, err = watch_once(
             capsys,
-            "watch",
-            "--policy",
             str(policy),
-            "--log-list",
             str(lst),
-            "--once",
-            "--json",
             "--state",
             state,
         )
         assert code == 1, err
         assert [r["index"] for r in records] == [5]
         server.log.published = None
-        code, records, _ = run_ct(
+        code, records, _ = watch_once(
             capsys,
-            "watch",
-            "--policy",
             str(policy),
-            "--log-list",
             str(lst),
-            "--once",
-            "--json",
             "--state",
             state,
             "--start-at",

@@ -14,7 +14,7 @@ from certpin.lifecycle.ct.loglist import load_log_list
 from ct._certs import issuance
 from ct._servers import RFC6962Server, TiledServer
 from ct._testlog import TestLog
-from ct.conftest import run_ct, write_log_list
+from ct.conftest import watch_once, write_log_list
 
 KINDS = ["rfc6962", "tiled"]
 
@@ -32,9 +32,7 @@ def _add(server, world, n=1, rogue=False, name="api.example.com"):
 
 
 def _watch(capsys, policy, lst, *extra):
-    return run_ct(
-        capsys, "watch", "--policy", str(policy), "--log-list", str(lst), "--once", "--json", *extra
-    )
+    return watch_once(capsys, str(policy), str(lst), *extra)
 
 
 def _state(tmp_path):

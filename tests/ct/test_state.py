@@ -20,7 +20,7 @@ from certpin.lifecycle.ct.watch import Watcher
 from ct._certs import issuance
 from ct._servers import RFC6962Server, TiledServer
 from ct._testlog import TestLog
-from ct.conftest import run_ct, write_log_list
+from ct.conftest import run_ct, watch_once, write_log_list
 
 KINDS = ["rfc6962", "tiled"]
 CLI = Path(__file__).with_name("_cli.py")
@@ -39,15 +39,10 @@ def _add(server, world, n=1, rogue=True, name="api.example.com"):
 
 
 def _watch(capsys, policy, lst, state, *extra):
-    return run_ct(
+    return watch_once(
         capsys,
-        "watch",
-        "--policy",
         str(policy),
-        "--log-list",
         str(lst),
-        "--once",
-        "--json",
         "--state",
         str(state),
         *extra,

@@ -12,7 +12,7 @@ from _support.pki import make_key, spki_pin
 from ct._certs import issuance
 from ct._servers import RFC6962Server, TiledServer
 from ct._testlog import TestLog
-from ct.conftest import World, run_ct, write_log_list
+from ct.conftest import World, watch_once, write_log_list
 
 KINDS = ["rfc6962", "tiled"]
 
@@ -25,9 +25,7 @@ def server(request: pytest.FixtureRequest):
 
 
 def _watch(capsys, policy: Path, lst: Path, *extra: str):
-    return run_ct(
-        capsys, "watch", "--policy", str(policy), "--log-list", str(lst), "--once", "--json", *extra
-    )
+    return watch_once(capsys, str(policy), str(lst), *extra)
 
 
 def _log_one(server, world: World, *names: str, key=None, rogue=False, precert=False):
