@@ -59,14 +59,14 @@ class Outcome(StrEnum):
     """No rule covers the host and the policy denies unpinned hosts."""
 
 
-_OUTCOMES = {
-    "ok": Outcome.PINNED,
-    "unpinned": Outcome.PINNED,
-    "expired": Outcome.CA_ONLY,
-    "killed": Outcome.CA_ONLY,
-    "failed": Outcome.MISMATCH,
-    "tofu_mismatch": Outcome.MISMATCH,
-    "denied": Outcome.DENIED,
+_OUTCOMES: dict[VerdictStatus, Outcome] = {
+    VerdictStatus.OK: Outcome.PINNED,
+    VerdictStatus.UNPINNED: Outcome.PINNED,
+    VerdictStatus.EXPIRED: Outcome.CA_ONLY,
+    VerdictStatus.KILLED: Outcome.CA_ONLY,
+    VerdictStatus.FAILED: Outcome.MISMATCH,
+    VerdictStatus.TOFU_MISMATCH: Outcome.MISMATCH,
+    VerdictStatus.DENIED: Outcome.DENIED,
 }
 
 #: statuses that let a connection through regardless of mode.
@@ -172,7 +172,7 @@ class Verdict:
     def outcome(self) -> Outcome:
         """The verdict classified for action (see `Outcome`); `allowed` says whether a
         ``MISMATCH`` still lets the connection through (report-only)."""
-        return _OUTCOMES[self.status.value]
+        return _OUTCOMES[self.status]
 
     @property
     def noted_hostname(self) -> str | None:
