@@ -34,6 +34,7 @@ from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import DomainRule, KillSwitch, Policy, PolicyProvider
 from certpin.core.verdict import ChainEntry, Verdict, VerdictStatus, verdict
 from certpin.tls.context import PinFailure, PinningContext, create_default_context
+from certpin.tls.inject import extract_from_ssl, inject_into_ssl
 
 if _TYPE_CHECKING:  # the deprecated spellings below, for type checkers during their last release
     from certpin.dynamic import Bundle as Bundle
@@ -109,6 +110,8 @@ __all__ = [
     "VerdictStatus",
     "__version__",
     "create_default_context",
+    "extract_from_ssl",
+    "inject_into_ssl",
     "normalize_host",
     "verdict",
 ]

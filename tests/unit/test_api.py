@@ -34,6 +34,8 @@ EXPECTED_PUBLIC_NAMES = {
     "VerdictStatus",
     "__version__",
     "create_default_context",
+    "extract_from_ssl",
+    "inject_into_ssl",
     "normalize_host",
     "verdict",
 }

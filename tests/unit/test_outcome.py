@@ -19,6 +19,7 @@ EXPECTED = {
     VerdictStatus.KILLED: Outcome.CA_ONLY,
     VerdictStatus.FAILED: Outcome.MISMATCH,
     VerdictStatus.TOFU_MISMATCH: Outcome.MISMATCH,
+    VerdictStatus.UNTRUSTED: Outcome.MISMATCH,
     VerdictStatus.DENIED: Outcome.DENIED,
 }
 

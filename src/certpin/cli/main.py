@@ -46,6 +46,7 @@ _VERBS: dict[str, str] = {
     "tofu": "certpin.cli.tofu:tofu_group",
     "ct": "certpin.cli.ct:ct_group",
     "serve": "certpin.cli.serve:serve_command",
+    "run": "certpin.cli.run:run_command",
 }
 
 

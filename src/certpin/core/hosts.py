@@ -32,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from encodings.idna import ToASCII, nameprep  # the stdlib IDNA 2003 codec's per-label steps
 from enum import StrEnum
@@ -39,7 +40,14 @@ from functools import lru_cache
 
 from certpin._errors import ConfigurationError
 
-__all__ = ["HostError", "HostPattern", "PatternKind", "is_public_suffix", "normalize_host"]
+__all__ = [
+    "HostError",
+    "HostPattern",
+    "PatternKind",
+    "certificate_names_match",
+    "is_public_suffix",
+    "normalize_host",
+]
 
 # Used with fullmatch: "$" would also match before a final newline ("abc\n").
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
@@ -378,6 +386,46 @@ class HostPattern:
             return below == 1 and name == self.base
         _label, dot, parent = name.partition(".")
         return bool(dot) and parent == self.base
+
+
+def certificate_names_match(
+    host: str, dns_names: Iterable[str], ip_addresses: Iterable[str]
+) -> bool:
+    """True when a certificate with these SubjectAltName entries is issued for `host`, as
+    OpenSSL decides it for a Python client (RFC 6125 §6.4 with CPython's flags): a host name
+    matches a DNS name exactly or through a wildcard that is the whole first label and stands
+    for exactly one label (``*.example.com``: not ``example.com``, not ``a.b.example.com``; no
+    partial wildcards such as ``w*.example.com``; at least two labels after the wildcard); an
+    IP address matches an IP address entry only. The subject's common name is never used.
+
+    For the pinning of contexts whose owner turned ``check_hostname`` off (urllib3 and
+    botocore match names themselves): certpin then checks the name against the *verified*
+    leaf before the pins. A name that does not parse never matches.
+    """
+    try:
+        name = normalize_host(host)
+    except HostError:
+        return False
+    if _is_ip(name):
+        for text in ip_addresses:
+            try:
+                if normalize_host(text) == name:
+                    return True
+            except HostError:
+                continue
+        return False
+    for text in dns_names:
+        try:
+            if text.startswith("*."):
+                if text.count(".") < 2:
+                    continue  # "*.com": OpenSSL wants two labels after the wildcard
+                if HostPattern.parse(text).matches(name):
+                    return True
+            elif "*" not in text and normalize_host(text) == name:
+                return True  # `name` is no IP address here, so neither is a name equal to it
+        except HostError:
+            continue
+    return False
 
 
 #: The earlier name of `HostPattern`, kept inside the core until its callers have moved.

@@ -32,7 +32,14 @@ from certpin._errors import CertificateLoadError
 from certpin.core.der import DERError, read_tlv, spki_from_csr_info
 from certpin.core.pins import Pin, spki_of_certificate
 
-__all__ = ["MAX_FILE_SIZE", "PinSource", "SourceKind", "load_file", "load_sources"]
+__all__ = [
+    "MAX_FILE_SIZE",
+    "PinSource",
+    "SourceKind",
+    "load_file",
+    "load_sources",
+    "subject_alt_names",
+]
 
 #: the largest certificate/key/CSR file `load_file` reads (a system CA bundle is ~250 KiB).
 MAX_FILE_SIZE = 16 * 1024 * 1024
@@ -195,6 +202,25 @@ def _load_pem(data: bytes, source: str, password: bytes | None) -> list[PinSourc
             f"(found {', '.join(skipped[:5])}{more}); expected {_PEM_KINDS}"
         )
     return found
+
+
+def subject_alt_names(der: bytes) -> tuple[list[str], list[str]]:
+    """The DNS names and the IP addresses (as text) of a DER certificate's SubjectAltName
+    extension, in order; two empty lists without the extension.
+
+    Raises:
+        ValueError: `der` is not a certificate, or its extensions do not parse.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    dns = [name.value for name in san if isinstance(name, x509.DNSName)]
+    ips = [str(name.value) for name in san if isinstance(name, x509.IPAddress)]
+    return dns, ips
 
 
 def _shown_label(label: str) -> str:

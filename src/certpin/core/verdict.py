@@ -20,7 +20,7 @@ from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import instant
 
-__all__ = ["ChainEntry", "Outcome", "Verdict", "VerdictStatus", "verdict"]
+__all__ = ["ChainEntry", "Outcome", "Verdict", "VerdictStatus", "untrusted", "verdict"]
 
 
 class VerdictStatus(StrEnum):
@@ -42,6 +42,10 @@ class VerdictStatus(StrEnum):
     TOFU_MISMATCH = "tofu_mismatch"
     """The host's pins were recorded on first use and the verified chain no longer matches:
     `Verdict.expected_pins` are the recorded (old) pins, ``chain[0].pin`` the new leaf pin."""
+    UNTRUSTED = "untrusted"
+    """The host is pinned and its chain failed CA or host-name validation, so there is no
+    verified chain to match pins against (`untrusted`): reported like a pin failure ("CA
+    failure" in a report), never allowed, not even by a report-only rule."""
 
 
 class Outcome(StrEnum):
@@ -54,7 +58,8 @@ class Outcome(StrEnum):
     """The host has a rule but it does not apply now (``expired``, ``killed``): the connection
     is allowed on CA validation alone, loudly."""
     MISMATCH = "mismatch"
-    """The pins did not match (``failed``, ``tofu_mismatch``), enforced or report-only."""
+    """The pins did not match (``failed``, ``tofu_mismatch``), enforced or report-only, or a
+    pinned host's chain failed CA validation (``untrusted``, always refused)."""
     DENIED = "denied"
     """No rule covers the host and the policy denies unpinned hosts."""
 
@@ -66,6 +71,7 @@ _OUTCOMES: dict[VerdictStatus, Outcome] = {
     VerdictStatus.KILLED: Outcome.CA_ONLY,
     VerdictStatus.FAILED: Outcome.MISMATCH,
     VerdictStatus.TOFU_MISMATCH: Outcome.MISMATCH,
+    VerdictStatus.UNTRUSTED: Outcome.MISMATCH,
     VerdictStatus.DENIED: Outcome.DENIED,
 }
 
@@ -274,6 +280,27 @@ def verdict(
     if matched is None:
         return result(VerdictStatus.FAILED, failure)
     return result(VerdictStatus.OK, "a pin of the rule matched the verified chain", matched)
+
+
+def untrusted(host: str, policy: Policy, reason: str, now: dt.datetime) -> Verdict | None:
+    """The verdict for `host` when its chain failed CA or host-name validation (`reason`, e.g.
+    OpenSSL's verify message): ``UNTRUSTED`` when a rule covers the host (or the policy denies
+    unpinned hosts, so every host is pinned), None when it is no business of the pins.
+
+    The commonest interception attempt is a certificate from a CA the client does not trust;
+    the TLS layer refuses it before any pin is looked at, and this verdict lets the failure be
+    reported for a pinned host all the same (TrustKit's ``validation-result`` 2).
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    try:
+        name = normalize_host(host)
+    except ValueError:
+        return None  # no rule can name it; the client refused it already
+    rule = policy.lookup(name)
+    if rule is None and policy.unpinned_hosts != "deny":
+        return None
+    return Verdict(VerdictStatus.UNTRUSTED, name, rule, (), None, reason, now)
 
 
 #: (slot, which chain positions it may match, what the failure reason says)

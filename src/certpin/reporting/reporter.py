@@ -53,6 +53,7 @@ from certpin._version import __version__
 from certpin.core.hosts import HostError, normalize_host
 from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import Policy, PolicyProvider, as_provider
+from certpin.core.verdict import VerdictStatus
 from certpin.core.times import iso
 from certpin.tls.context import PinFailure, create_default_context
 
@@ -112,6 +113,8 @@ def build_report(
     """The RFC 7469 §3 report for `failure`, plus certpin's fields.
 
     ``port`` is 0 when the transport does not expose it (asyncio), as TrustKit Android does.
+    ``validation-result`` is TrustKit's: 1 a pin failure, 2 a CA failure (the chain failed CA
+    or host-name validation on a pinned host; ``validated-certificate-chain`` is then empty).
     ``effective-expiration-date`` is null when the rule never expires.
     """
     result = failure.verdict
@@ -131,6 +134,8 @@ def build_report(
         "certpin-version": __version__,
         "mode": "report-only" if result.report_only else "enforce",
         "verdict-status": str(result.status.value),
+        # TrustKit's TSKTrustEvaluationResult: 1 no pin matched, 2 the chain is not trusted.
+        "validation-result": 2 if result.status is VerdictStatus.UNTRUSTED else 1,
         "verdict-reason": result.reason,
         "report-id": uuid.uuid4().hex,
     }

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from certpin._errors import InsecureContextError, PinValidationError
+from certpin.core.hosts import certificate_names_match
 from certpin.core.policy import Policy, PolicyProvider, as_provider
-from certpin.core.verdict import Outcome, Verdict, verdict
+from certpin.core.sources import subject_alt_names
+from certpin.core.verdict import Outcome, Verdict, untrusted, verdict
 from certpin.tls.sockets import (
     Sessions,
     _PinningSSLObject,
@@ -42,6 +44,8 @@ from certpin.tls.sockets import (
 
 __all__ = [
     "ContextOptions",
+    "check_pins",
+    "report_untrusted",
     "PinFailure",
     "PinningContext",
     "create_default_context",
@@ -185,6 +189,10 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
         # time (bench/handshake_overhead.py times it).
         _enforce(conn, self)
 
+    def _certpin_untrusted(self, conn: ssl.SSLSocket | ssl.SSLObject, exc: Exception) -> None:
+        # Called by the socket classes when OpenSSL refused the chain: reported if pinned.
+        _untrusted_hook(self, conn, exc)
+
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # noqa: N802
         # After truststore.inject_into_ssl(), ssl.SSLContext is truststore's class and a
@@ -236,7 +244,9 @@ def create_default_context(
         cafile, capath, cadata: trust anchors, as for `ssl.create_default_context`. If none is
             given, the system trust store is loaded.
         on_failure: called once per failed pin check (enforced or report-only) with a
-            `PinFailure`. Exceptions it raises are logged and swallowed.
+            `PinFailure`, and once per handshake to a pinned host whose chain failed CA
+            validation (``verdict.status`` is ``UNTRUSTED``: an interception attempt with an
+            untrusted CA). Exceptions it raises are logged and swallowed.
         allow_partial_chain: keep OpenSSL's ``VERIFY_X509_PARTIAL_CHAIN`` (chains may then end
             at an intermediate in the trust store, so a root pin may not be seen). Default off.
         x509_strict: keep OpenSSL's ``VERIFY_X509_STRICT`` (RFC 5280 conformance checks, the
@@ -353,14 +363,37 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> None:
     host = conn.server_hostname
     if not host:
         raise PinValidationError("refusing connection: no server_hostname to look pins up by")
+    check_pins(conn, ctx, host, ctx._certpin_policy())
+
+
+def check_pins(
+    conn: ssl.SSLSocket | ssl.SSLObject,
+    ctx: Any,
+    host: str,
+    policy: Policy,
+    *,
+    check_name: bool = False,
+) -> None:
+    """The verdict for `conn`'s verified chain and `host`, acted on: the connection is marked
+    checked and returns, or the failure is logged, handed to ``ctx._certpin_on_failure`` and
+    (unless report-only) raised as `PinValidationError`.
+
+    `ctx` is a `PinningContext` or a process-wide injected context (`certpin.tls.inject`):
+    anything with ``_certpin_on_failure``, ``_certpin_clock``, ``_certpin_sessions`` and
+    ``_certpin_tofu``. With `check_name` (a context whose owner turned ``check_hostname``
+    off), the verified leaf must also be issued for `host` (`certificate_names_match`).
+    """
     verified = verified_chain(conn)
     if not verified and conn.session_reused:
         # A resumed session carries no chain (both APIs return empty): re-use the chain that
         # was verified when the session was established, or fail closed.
         verified = ctx._certpin_sessions.recall(conn)
     conn._certpin_verified = verified  # type: ignore[union-attr]
-    policy = ctx._certpin_policy()
     now = ctx._certpin_clock()
+    if check_name and verified and not _issued_for(verified[0], host):
+        reason = f"the verified certificate is not issued for {host!r} (host name mismatch)"
+        report_untrusted(conn, ctx, policy, reason, now)
+        raise PinValidationError(f"refusing connection to pinned host {host}: {reason}")
     result = verdict(host, verified, policy, now)
     tofu = ctx._certpin_tofu
     if tofu is not None and result.allowed:
@@ -394,13 +427,74 @@ def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> None:
         log.warning("%s\n  (report-only: connection allowed)", message)
     else:
         log.error("%s", message)
-    if ctx._certpin_on_failure is not None:
-        try:
-            ctx._certpin_on_failure(failure)
-        except Exception:
-            log.exception("certpin: on_failure callback raised; ignoring")
+    _hand_over(ctx, failure)
     if not result.allowed:
         raise PinValidationError(message, result)
+
+
+def report_untrusted(
+    conn: ssl.SSLSocket | ssl.SSLObject,
+    ctx: Any,
+    policy: Policy,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    """Report a chain that failed CA or host-name validation, when the host is pinned (the
+    ``UNTRUSTED`` verdict of `certpin.core.verdict.untrusted`); never raises."""
+    host = conn.server_hostname
+    if not host:
+        return
+    result = untrusted(host, policy, reason, now)
+    if result is None:
+        return
+    try:
+        served = served_chain(conn)
+    except (ValueError, AttributeError):  # pragma: no cover - Defensive: no chain after a failure
+        served = ()
+    log.error("certpin: CA validation failed for pinned host %s: %s", host, reason)
+    failure = PinFailure(
+        verdict=result,
+        host=host,
+        port=_peer_port(conn),
+        served_chain=served,
+        verified_chain=(),
+        noted_hostname=result.noted_hostname,
+        time=now,
+    )
+    _hand_over(ctx, failure)
+
+
+def _untrusted_hook(ctx: Any, conn: ssl.SSLSocket | ssl.SSLObject, exc: Exception) -> None:
+    # The sockets' call when OpenSSL refused the chain (`sockets._untrusted`); never raises,
+    # the handshake error is what the caller sees.
+    try:
+        reason = getattr(exc, "verify_message", None) or str(exc)
+        report_untrusted(
+            conn,
+            ctx,
+            ctx._certpin_policy(),
+            f"CA validation failed: {reason}",
+            ctx._certpin_clock(),
+        )
+    except Exception:
+        log.exception("certpin: reporting a CA validation failure raised; ignoring")
+
+
+def _hand_over(ctx: Any, failure: PinFailure) -> None:
+    hook = ctx._certpin_on_failure
+    if hook is not None:
+        try:
+            hook(failure)
+        except Exception:
+            log.exception("certpin: on_failure callback raised; ignoring")
+
+
+def _issued_for(leaf: bytes, host: str) -> bool:
+    try:
+        dns_names, addresses = subject_alt_names(leaf)
+    except ValueError:
+        return False
+    return certificate_names_match(host, dns_names, addresses)
 
 
 def _peer_port(conn: ssl.SSLSocket | ssl.SSLObject) -> int | None:

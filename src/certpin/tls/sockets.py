@@ -5,9 +5,10 @@ A `certpin.tls.context.PinningContext` hands out `_PinningSSLSocket` (blocking s
 ``do_handshake()`` asks the context for its verdict (``context._certpin_enforce``) as soon as
 OpenSSL has verified the chain and the host name, before the caller can write a single
 application byte; a failed handshake or pin check leaves the connection dead (shut down, every
-later I/O refused). This module also reads a connection's chains (`verified_chain`,
-`served_chain`) and remembers the chain each TLS session was verified with (`Sessions`), since
-a resumed session carries none.
+later I/O refused), and a chain OpenSSL refused is passed to the context's
+``_certpin_untrusted`` (reported when the host is pinned). This module also reads a
+connection's chains (`verified_chain`, `served_chain`) and remembers the chain each TLS session
+was verified with (`Sessions`), since a resumed session carries none.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class _PinningSSLSocket(ssl.SSLSocket):
         except _WANT:
             raise  # a non-blocking handshake in progress, not a failure
         except BaseException as exc:
+            _untrusted(self, exc)
             self._certpin_kill(exc)
             raise
 
@@ -196,6 +198,7 @@ class _PinningSSLObject(ssl.SSLObject):
         except _WANT:
             raise
         except BaseException as exc:
+            _untrusted(self, exc)
             self._certpin_failed = f"{type(exc).__name__}: {exc}"
             raise
 
@@ -262,6 +265,15 @@ def _check(conn: ssl.SSLSocket | ssl.SSLObject) -> None:
     if enforce is None:  # Defensive: a foreign context reused certpin's socket classes
         raise PinValidationError("certpin socket class used without a certpin PinningContext")
     enforce(conn)
+
+
+def _untrusted(conn: ssl.SSLSocket | ssl.SSLObject, exc: BaseException) -> None:
+    """Tell the context that OpenSSL refused the chain (a CA or host-name failure, not certpin's
+    own refusal), so a failure on a pinned host is reported like a pin failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and not isinstance(exc, PinValidationError):
+        report = getattr(conn.context, "_certpin_untrusted", None)
+        if report is not None:
+            report(conn, exc)
 
 
 def _remember(conn: ssl.SSLSocket | ssl.SSLObject, sess: ssl.SSLSession | None) -> None:
