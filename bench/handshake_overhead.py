@@ -8,7 +8,9 @@ interleaved connection by connection (rotating order) so drift hits them equally
            (VERIFY_X509_STRICT on, VERIFY_X509_PARTIAL_CHAIN off): isolates the pin check;
 - pinned:  ``certpin.create_default_context(policy, cafile=root)``, the pin on the intermediate
            (the leaf is checked first and does not match, so the whole chain is walked);
-- dynamic: the same, with the policy given as a callable (a "provider"), asked per handshake.
+- dynamic: the same, with the policy given as a callable (a "provider"), asked per handshake;
+- injected: the plain recipe (``ssl.create_default_context``) built while
+           ``certpin.inject_into_ssl(policy)`` is in force: process-wide pinning (issue 16).
 
 Reports the median per-connection wall time of each, the ratio to plain, and the median of the
 per-round ratios; the client's CPU time per connection; and the time spent inside the hook.
@@ -106,6 +108,12 @@ def run(rounds: int = 20, per_round: int = 50) -> list[Result]:
             "pinned": certpin.create_default_context(policy, cafile=files.root_ca),
             "dynamic": certpin.create_default_context(lambda: policy, cafile=files.root_ca),
         }
+        certpin.inject_into_ssl(policy)
+        try:  # a context made while injected keeps pinning after extract_from_ssl
+            contexts["injected"] = plain_context(files.root_ca)
+        finally:
+            certpin.extract_from_ssl()
+        assert type(contexts["injected"]).__name__ == "InjectedContext"
         server = subprocess.Popen(
             [sys.executable, "-m", "tls_server", str(files.certfile), str(files.keyfile)],
             cwd=BENCH,

@@ -39,7 +39,11 @@ def test_demo_runs_every_step() -> None:
     assert '"hostname": "localhost"' in proc.stdout and '"app": "demo-app"' in proc.stdout
     assert '"unexpected_subject": "CN=localhost (rogue)"' in proc.stdout
     assert "dashboard: https://127.0.0.1:" in proc.stdout
-    assert proc.stdout.count("PASS") == 8
+    # `certpin run`: the same unchanged program reaches the interceptor, then is refused by it.
+    assert "the interceptor read: b'GET / HTTP/1.1'" in proc.stdout
+    assert "refused: Certificate pinning failure for localhost" in proc.stdout
+    assert "application bytes the interceptor got: 0" in proc.stdout
+    assert proc.stdout.count("PASS") == 9
     assert "FAIL" not in proc.stdout
 
 

@@ -191,6 +191,64 @@ def step_report(d: Demo) -> bool:
     return blocked and status == 200 and len(reports) == 1
 
 
+_APP = """\
+# An ordinary program: plain requests, no certpin anywhere.
+import sys
+import requests
+
+good, rogue, cafile = sys.argv[1:]
+for url in (good, rogue):
+    try:
+        reply = requests.get(url, verify=cafile, timeout=5)
+        print(f"{url}: HTTP {reply.status_code}")
+    except requests.exceptions.SSLError as exc:
+        text = str(exc)
+        cause = text[text.find("Certificate pinning failure"):] if "pinning" in text else text
+        print(f"{url}: refused: {cause.split(chr(92))[0].splitlines()[0][:100]}")
+"""
+
+
+def step_certpin_run(d: Demo) -> bool:
+    """A whole program pinned by `certpin run`, unchanged.
+
+    A program that only knows `requests.get(url, verify=both_roots)` reaches the interceptor.
+    `certpin run --policy pins.toml -- python app.py` injects certpin into every Python
+    process it starts: the same program now refuses the interceptor before sending a byte."""
+    import subprocess
+
+    app = d.tmp / "app.py"
+    app.write_text(_APP)
+    args = [f"https://localhost:{d.server.port}/", d.rogue_url, str(d.both_roots)]
+    program = [sys.executable, str(app), *args]
+    pinned_run = [sys.executable, "-m", "certpin", "run", "--policy", str(d.tmp / "pins.toml")]
+    rogue = next(s for s in d.servers if d.rogue_url.endswith(f":{s.port}/"))
+    while not rogue.received.empty():  # what the earlier steps' connections left
+        rogue.received.get_nowait()
+    plain = subprocess.run(program, capture_output=True, text=True, timeout=60)
+    seen = rogue.received.get(timeout=5)
+    say("  $ python app.py", "bold")
+    say("    " + plain.stdout.strip().replace("\n", "\n    "), "yellow")
+    say(f"    the interceptor read: {seen.splitlines()[0]!r}...", "yellow")
+    pinned = subprocess.run(
+        pinned_run + ["--"] + program, capture_output=True, text=True, timeout=60
+    )
+    leaked = rogue.received.get(timeout=5)
+    say("  $ certpin run --policy pins.toml -- python app.py", "bold")
+    say("    " + pinned.stdout.strip().replace("\n", "\n    "), "green")
+    say(f"    application bytes the interceptor got: {len(leaked)}", "bold")
+    lines = pinned.stdout.splitlines()
+    return (
+        plain.returncode == 0
+        and pinned.returncode == 0
+        and seen.startswith(b"GET /")
+        and leaked == b""
+        and len(lines) == 2
+        and lines[0].endswith("HTTP 200")
+        and "refused" in lines[1]
+        and "Certificate pinning failure for localhost" in lines[1]
+    )
+
+
 def _request(d: Demo, ctx: ssl.SSLContext) -> tuple[int, certpin.Verdict]:
     """GET / with http.client (what urllib uses) directly, to see the verdict of the handshake."""
     conn = http.client.HTTPSConnection("localhost", d.server.port, context=ctx, timeout=5)
@@ -343,6 +401,7 @@ STEPS = [
     step_pinned_request,
     step_mitm,
     step_report,
+    step_certpin_run,
     step_rotation,
     step_bundle_rotation,
     step_kill_switch,
