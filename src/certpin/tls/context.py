@@ -32,7 +32,6 @@ from typing import Any, Literal, TypedDict
 from certpin._errors import InsecureContextError, PinValidationError
 from certpin.core.hosts import certificate_names_match
 from certpin.core.policy import Policy, PolicyProvider, as_provider
-from certpin.core.sources import subject_alt_names
 from certpin.core.verdict import Outcome, Verdict, untrusted, verdict
 from certpin.tls.sockets import (
     Sessions,
@@ -490,6 +489,9 @@ def _hand_over(ctx: Any, failure: PinFailure) -> None:
 
 
 def _issued_for(leaf: bytes, host: str) -> bool:
+    # Imported here: `import certpin` must not load cryptography's X.509 code (CLI start-up).
+    from certpin.core.sources import subject_alt_names
+
     try:
         dns_names, addresses = subject_alt_names(leaf)
     except ValueError:
