@@ -24,7 +24,9 @@ venv: $(VENV)/.installed
 # tests that use them skip, saying why, where they are absent. Chromium: the dashboard's
 # real-browser test (tests/browser/, driven by Playwright with executable_path). certspotter:
 # an independent Certificate Transparency client run against the project's test log (tests/ct/).
-SYSTEM_PACKAGES := libokhttp-java curl chromium certspotter
+# aapt and android-framework-res (its framework-res.apk stands in for the SDK's android.jar as
+# `aapt -I`): the real APK the app-audit tests build (tests/formats/test_apps.py).
+SYSTEM_PACKAGES := libokhttp-java curl chromium certspotter aapt android-framework-res
 system-deps:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		missing=""; for p in $(SYSTEM_PACKAGES); do \

@@ -88,6 +88,7 @@ def test_shared_options_are_where_the_docs_say():
         "certpin check",
         "certpin keygen",
         "certpin lint",
+        "certpin diff",
         "certpin inventory",
         "certpin rotate plan",
         "certpin monitor",

@@ -109,6 +109,25 @@ def java() -> bytes:
     ).encode()
 
 
+def swift() -> bytes:
+    """A TrustKit configuration in Swift (trustkit-ios-code), with a constant and a comment."""
+    return (
+        "// certpin policy version: 5\n"
+        f'let backup = "{B}"\n'
+        "let trustKitConfig: [String: Any] = [\n"
+        "    kTSKPinnedDomains: [\n"
+        '        "example.com": [\n'
+        f'            kTSKPublicKeyHashes: ["{A}", backup],  /* the backup key */\n'
+        "            kTSKIncludeSubdomains: true,\n"
+        "            kTSKDisableDefaultReportUri: true,\n"
+        '            kTSKReportUris: ["https://r.example/report"],\n'
+        '            kTSKExpirationDate: "2030-01-01",\n'
+        "        ],\n"
+        "    ],\n"
+        "]\n"
+    ).encode()
+
+
 def curl() -> bytes:
     return (
         "#!/bin/sh\n# certpin policy version: 2\n"
@@ -140,6 +159,7 @@ SAMPLES: dict[str, bytes] = {
     "trustkit-ios": xml_plist(trustkit_ios_doc()),
     "okhttp-kotlin": kotlin(2),
     "okhttp-java": java(),
+    "trustkit-ios-code": swift(),
     "curl": curl(),
     "hpkp": hpkp(),
 }

@@ -118,6 +118,8 @@ def test_shared_references_within_bounds_import(
     data = plist.build(plist.dict_of(doc))
     policy = _import(fmt, data).policy  # type: ignore[attr-defined]
     expected = ["example.com"] if fmt == "mobileconfig" else ["a.example.com", "b.example.com"]
+    if fmt == "ats-plist":  # NSIncludesSubdomains: the host and one label below it
+        expected = ["a.example.com", "*.a.example.com", "b.example.com", "*.b.example.com"]
     assert list(policy.domains) == expected
     path = tmp_path / "shared.plist"
     path.write_bytes(data)

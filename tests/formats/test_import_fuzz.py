@@ -154,6 +154,7 @@ TOKENS = {
     "mobileconfig": _XML_TOKENS,
     "okhttp-kotlin": _CODE_TOKENS,
     "okhttp-java": _CODE_TOKENS,
+    "trustkit-ios-code": [*_CODE_TOKENS, "[", "]", ":", "@{", "@[", "kTSKPinnedDomains", "\\("],
     "curl": _SHELL_TOKENS,
     "hpkp": _HPKP_TOKENS,
 }
@@ -165,6 +166,7 @@ PREFIXES = {
     "trustkit-android": [b"<network-security-config><domain-config>"],
     "okhttp-kotlin": [b'.add("'],
     "okhttp-java": [b'.add("a.example", "sha256/'],
+    "trustkit-ios-code": [b'[kTSKPinnedDomains: ["a.example": [', b'@{kTSKPinnedDomains: @{@"'],
     "curl": [b"curl --pinnedpubkey "],
     "hpkp": [b"# host: a.example\nPublic-Key-Pins: "],
 }

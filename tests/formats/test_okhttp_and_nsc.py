@@ -117,15 +117,21 @@ def test_okhttp3_has_no_double_star() -> None:
 
 def test_okhttp_import_errors_name_the_line() -> None:
     a = _pin()
-    bad_pin = (
+    sha1 = (
         f'val p = CertificatePinner.Builder()\n    .add("a.example.com", "{a}")\n'
         '    .add("b.example.com", "sha1/AAAAAAAAAAAAAAAAAAAAAAAAAAA=")\n'
     )
-    with pytest.raises(FormatError, match=r"Pins\.kt: line 3: .*SHA-1"):
-        FORMATS["okhttp-kotlin"].import_(bad_pin.encode(), "Pins.kt", ImportOptions())
+    # OkHttp accepts SHA-1 pins; certpin has none: left out, naming the line.
+    result = FORMATS["okhttp-kotlin"].import_(sha1.encode(), "Pins.kt", ImportOptions())
+    assert any(w.startswith("Pins.kt: line 3: SHA-1 pin") for w in result.warnings)
+    assert list(result.policy.domains) == ["a.example.com"]
     variable = 'CertificatePinner.Builder()\n\n  .add("a.example.com", PIN_A)\n'
-    with pytest.raises(FormatError, match=r"line 3: \.add\(…\) must list"):
+    unresolved = r"Pins\.kt: none of the 1 .*line 3: 'PIN_A': .*not a constant"
+    with pytest.raises(FormatError, match=unresolved):
         FORMATS["okhttp-kotlin"].import_(variable.encode(), "Pins.kt", ImportOptions())
+    bad = f'CertificatePinner.Builder()\n\n  .add("a.*.example.com", "{a}")\n'
+    with pytest.raises(FormatError, match=r"Pins\.kt: line 3: unexpected pattern"):
+        FORMATS["okhttp-kotlin"].import_(bad.encode(), "Pins.kt", ImportOptions())
     with pytest.raises(FormatError, match="no CertificatePinner"):
         FORMATS["okhttp-kotlin"].import_(b"class Empty", "Pins.kt", ImportOptions())
 
@@ -210,11 +216,6 @@ def test_nsc_nested_domain_config_inherits_the_pin_set() -> None:
             r"line 5, <pin>: .*SHA-256",
         ),
         (
-            '<domain-config>\n<domain includeSubdomains="yes">a.example.com</domain>'
-            "</domain-config>",
-            r"line 3, <domain>: includeSubdomains=\"yes\"",
-        ),
-        (
             "<domain-config>\n<pin-set/></domain-config>",
             r"line 2, <domain-config>: a <domain-config> needs at least one <domain>",
         ),
@@ -223,12 +224,13 @@ def test_nsc_nested_domain_config_inherits_the_pin_set() -> None:
             '<pin digest="SHA-256">{PIN}</pin></pin-set></domain-config>',
             r"line 4, <pin-set>: invalid date",
         ),
-        (
-            "<domain-config>\n<domain>a..example.com</domain></domain-config>",
-            r"line 3, <domain>: invalid host",
-        ),
-        ("<domain-config>\n<bogus/></domain-config>", r"line 3, <bogus>: unknown element"),
         ("<domain-config>", r"line 2, column \d+: invalid XML: mismatched tag"),
+        # What Android itself refuses; what it loads is in test_nsc_realworld.py.
+        (
+            "<domain-config>\n<domain>a.example.com</domain>\n<domain>A.example.com </domain>"
+            "</domain-config>",
+            r"line 4, <domain>: 'a.example.com' has already been specified at line 3",
+        ),
     ],
 )
 def test_nsc_import_errors_name_the_line(body: str, message: str) -> None:
@@ -287,10 +289,13 @@ val pinner = CertificatePinner.Builder()
     .add("docs.example.com", "https://not-a-comment//x".length.toString().let {{ "{live}" }})
     .build(){semi}
 """
-    # The "//" inside the docs.example.com string literal is not a comment: the URL is read
-    # (and refused) as a pin, on the right line.
-    with pytest.raises(FormatError, match="line 8: cannot parse pin 'https://not-a-comment//x'"):
-        FORMATS["okhttp-java"].import_(source.encode(), "P.kt", ImportOptions())
+    # The "//" inside the docs.example.com string literal is not a comment: the expression is
+    # read whole (and named as unresolvable), on the right line.
+    result = FORMATS["okhttp-java"].import_(source.encode(), "P.kt", ImportOptions())
+    assert any(
+        w.startswith('P.kt: line 8: pin \'"https://not-a-comment//x".length')
+        for w in result.warnings
+    ), result.warnings
     source = "\n".join(ln for ln in source.splitlines() if "docs.example.com" not in ln)
     policy = FORMATS["okhttp-java"].import_(source.encode(), "P.kt", ImportOptions()).policy
     assert list(policy.domains) == ["api.example.com"]

@@ -53,7 +53,9 @@ def _expressible(fmt: str) -> Policy:
     if fmt == "ats-plist":
         full = {
             "api.example.com": {"leaf_pins": [a, b], "ca_pins": [c, d]},
-            "example.org": {"ca_pins": [c, d], "include_subdomains": True},
+            # NSIncludesSubdomains covers one label below: the host plus *.host.
+            "example.org": {"ca_pins": [c, d]},
+            "*.example.org": {"ca_pins": [c, d]},
         }
     if fmt.startswith("okhttp"):
         full = {

@@ -42,6 +42,7 @@ _VERBS: dict[str, str] = {
     "monitor": "certpin.cli.monitor:monitor_command",
     "export": "certpin.cli.formats:export_command",
     "import": "certpin.cli.formats:import_command",
+    "diff": "certpin.cli.diff:diff_command",
     "bundle": "certpin.cli.bundle:bundle_group",
     "tofu": "certpin.cli.tofu:tofu_group",
     "ct": "certpin.cli.ct:ct_group",

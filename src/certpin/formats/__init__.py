@@ -14,7 +14,16 @@ for the mapping tables and the bounds on imported files.
 
 from __future__ import annotations
 
-from certpin.formats import _ats, _curl, _hpkp, _mobileconfig, _nsc, _okhttp, _trustkit
+from certpin.formats import (
+    _ats,
+    _curl,
+    _hpkp,
+    _mobileconfig,
+    _nsc,
+    _okhttp,
+    _trustkit,
+    _trustkit_code,
+)
 from certpin.formats._ats import export_ats, import_ats
 from certpin.formats._common import (
     ExportOptions,
@@ -25,11 +34,13 @@ from certpin.formats._common import (
     ImportResult,
 )
 from certpin.formats._curl import export_curl, import_curl
+from certpin.formats._detect import detect
 from certpin.formats._hpkp import export_hpkp, import_hpkp
 from certpin.formats._mobileconfig import export_mobileconfig, import_mobileconfig
 from certpin.formats._nsc import export_nsc, export_trustkit_android, import_nsc
 from certpin.formats._okhttp import export_java, export_kotlin, import_okhttp
 from certpin.formats._trustkit import export_trustkit_ios, import_trustkit_ios
+from certpin.formats._trustkit_code import export_trustkit_code, import_trustkit_code
 
 __all__ = [
     "FORMATS",
@@ -39,6 +50,7 @@ __all__ = [
     "FormatError",
     "ImportOptions",
     "ImportResult",
+    "detect",
 ]
 
 FORMATS: dict[str, Format] = {
@@ -64,6 +76,13 @@ FORMATS: dict[str, Format] = {
             export_trustkit_ios,
             import_trustkit_ios,
             _trustkit.MAX_BYTES,
+        ),
+        Format(
+            "trustkit-ios-code",
+            "TrustKit iOS/macOS TSKConfiguration in Swift or Objective-C code (export: Swift)",
+            export_trustkit_code,
+            import_trustkit_code,
+            _trustkit_code.MAX_BYTES,
         ),
         Format(
             "trustkit-android",

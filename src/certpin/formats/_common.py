@@ -77,9 +77,12 @@ class ImportOptions:
     Attributes:
         domain: the host the imported pins are for, where the file does not say
             (``mobileconfig``; ``hpkp`` headers without a ``# host:`` line).
+        today: the date an import judges expiry against ("this pin-set has expired: the
+            platform no longer enforces it"). If None, the current UTC date.
     """
 
     domain: str | None = None
+    today: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -451,8 +454,15 @@ def build_policy(
     source: str,
     notes: Notes,
     version: int | None = None,
+    *,
+    where: Mapping[str, str] | None = None,
 ) -> ImportResult:
-    """Validate imported rules into a Policy, marking single-pin rules (warned)."""
+    """Validate imported rules into a Policy, marking single-pin rules (warned).
+
+    Also warns about pins no key can have (`pin_hazards`). `where` maps a rule key to where it
+    was read (``nsc.xml: line 4``) for those warnings; by default they name the key.
+    """
+    pin_hazards(domains, notes, where or {})
     doc: dict[str, Any] = {"domains": {}}
     if version is not None:
         doc["version"] = version
@@ -477,6 +487,57 @@ def build_policy(
             clip_message(exc.problem), source=source, location=exc.location or "the policy"
         ) from None
     return ImportResult(policy, tuple(notes.items))
+
+
+def pin_hazards(
+    domains: Mapping[str, Mapping[str, Any]], notes: Notes, where: Mapping[str, str]
+) -> None:
+    """Warn about imported pins that cannot be what they look like.
+
+    * A placeholder (`certpin.formats._lenient.placeholder_reason`: the SHA-256 of empty input,
+      one repeated character, an ABCDEF… sequence): apps ship them to satisfy a two-pin rule,
+      but no key has them, so they are no backup (``certpin lint`` rule CP109).
+
+    The same pin on unrelated hosts is not judged here: a CA key legitimately recurs across a
+    company's domains, and only the chains tell a borrowed leaf key from it (lint CP209).
+    """
+    # Imported here: _lenient builds on this module (FormatError, Notes, ImportOptions).
+    from certpin.formats._lenient import placeholder_reason
+
+    for key, body in domains.items():
+        at = where.get(key, key)
+        name = "" if at == key else f"{key}: "
+        distinct = list(
+            dict.fromkeys(
+                str(p) for s in ("pins", "leaf_pins", "ca_pins") for p in body.get(s) or ()
+            )
+        )
+        duds = []
+        for text in distinct:
+            try:
+                pin = Pin.parse(text)
+            except PinFormatError:
+                continue  # the policy loader names it
+            reason = placeholder_reason(pin)
+            if reason is not None:
+                duds.append(text)
+                notes.warn(
+                    at,
+                    f"{name}pin {text} is a placeholder ({reason}): no key can have it, so it "
+                    "is no backup (certpin lint CP109)",
+                )
+        real = len(distinct) - len(duds)
+        if duds and real <= 1 and body.get("enforce", True) is not False:
+            notes.warn(
+                at,
+                f"{name}{'no real pin' if real == 0 else 'one real pin'} besides "
+                f"{len(duds)} placeholder(s): "
+                + (
+                    "every connection fails (nothing can match)"
+                    if real == 0
+                    else "there is no backup key: losing or rotating it locks every client out"
+                ),
+            )
 
 
 # -- property lists -------------------------------------------------------------------------------

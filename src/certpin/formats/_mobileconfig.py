@@ -17,7 +17,9 @@ configuration (``ats-plist`` or ``trustkit-ios``).
   (it is not an anchor); a ``ca_pins`` or ``pins`` entry without a matching ``--cert`` is warned
   about (a ``pins`` entry may name a CA).
 
-Import reads the certificate payloads and needs ``--domain HOST``: the pins become that host's
+Import reads the certificate payloads (``.root``, ``.pkcs1`` and ``.pem``, the ones iOS
+installs as certificates; a misspelled type is warned about with a "did you mean", other
+payloads are named in one warning) and needs ``--domain HOST``: the pins become that host's
 ``ca_pins`` (a profile names no domains).
 """
 
@@ -32,11 +34,14 @@ from certpin._errors import CertificateLoadError
 from certpin.core.pins import Pin
 from certpin.core.policy import Policy
 from certpin.formats import _common as common
-from certpin.formats._structured import describe, expect, load_plist
+from certpin.formats._lenient import did_you_mean
+from certpin.formats._structured import describe, expect, label, load_plist
 
 FMT = "mobileconfig"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "mobileconfig.certpin.invalid")
 _ROOT, _PKCS1 = "com.apple.security.root", "com.apple.security.pkcs1"
+#: The payloads iOS installs as a certificate: DER root, DER certificate, PEM certificate.
+_CERTIFICATE_TYPES = (_ROOT, _PKCS1, "com.apple.security.pem")
 #: The import size cap: profiles carry certificates, and MDM profiles bundle other payloads
 #: (Wi-Fi, VPN, fonts) the import skips; 8 MiB leaves room for those.
 MAX_BYTES = 8 * 1024 * 1024
@@ -138,16 +143,28 @@ def import_mobileconfig(
     from certpin.core.sources import load_sources
 
     common.check_size(data, source, MAX_BYTES)
-    root = expect(load_plist(data, source), dict, source, "the top level")
+    notes = common.Notes()
+    root = expect(load_plist(data, source, notes), dict, source, "the top level")
     items = expect(root.get("PayloadContent", []), list, source, "PayloadContent")
     pins: dict[str, None] = {}  # ordered, and a membership test that does not scan a list
+    skipped: dict[str, None] = {}
     for i, item in enumerate(items):
         where = f"PayloadContent[{i}]"
         expect(item, dict, source, where)
         kind = expect(item.get("PayloadType", ""), str, source, f"{where}.PayloadType")
-        if kind not in (_ROOT, _PKCS1):
+        if kind not in _CERTIFICATE_TYPES:
+            dym = did_you_mean(kind, _CERTIFICATE_TYPES)
+            if dym:
+                notes.warn(
+                    f"{where}.PayloadType",
+                    f"unknown payload type {common.clip(kind)}{dym}: iOS does not install it "
+                    "as a certificate, so it is not imported",
+                )
+            else:
+                skipped.setdefault(label(kind))
             continue
         der = expect(item.get("PayloadContent"), bytes, source, f"{where}.PayloadContent")
+        # (a .pem payload holds the PEM text as data: load_sources reads either encoding)
         try:
             found = load_sources(der, source=f"{source}: {where}")
         except Exception as exc:
@@ -164,9 +181,15 @@ def import_mobileconfig(
                 f"{kind} payload must hold one DER certificate", source=source, location=where
             )
         pins.setdefault(str(found[0].pin))
+    if skipped:
+        notes.warn(
+            source,
+            f"{len(skipped)} other payload type(s) skipped, they carry no certificate: "
+            + common.clip_message(", ".join(skipped)),
+        )
     if not pins:
         raise common.FormatError(
-            "no com.apple.security.root or .pkcs1 certificate payload", source=source
+            "no com.apple.security.root, .pkcs1 or .pem certificate payload", source=source
         )
     if not options.domain:
         raise common.FormatError(
@@ -184,5 +207,4 @@ def import_mobileconfig(
             source=source,
             location="PayloadVersion",
         )
-    notes = common.Notes()
     return common.build_policy({host: {"ca_pins": list(pins)}}, source, notes, version)

@@ -19,19 +19,14 @@ does. Nested ``<domain-config>`` elements inherit the parent's pin-set and trust
 
 from __future__ import annotations
 
-from typing import Any
-
 from certpin.core.policy import Policy
 from certpin.formats import _common as common
-from certpin.formats._structured import Node, label, parse_xml
+from certpin.formats._nsc_import import MAX_BYTES, MAX_NESTING, import_nsc
+
+__all__ = ["MAX_BYTES", "MAX_NESTING", "export_nsc", "export_trustkit_android", "import_nsc"]
 
 NSC = "Android Network Security Config"
-#: how deep <domain-config> elements may nest (real files use one or two levels; the limit keeps
-#: a hostile file from exhausting the stack).
-MAX_NESTING = 32
 TRUSTKIT = "TrustKit Android"
-#: The import size cap: a network_security_config.xml is a few kilobytes.
-MAX_BYTES = 1024 * 1024
 
 
 def export_nsc(policy: Policy, options: common.ExportOptions) -> common.ExportResult:
@@ -95,155 +90,4 @@ def _export(policy: Policy, *, trustkit: bool) -> common.ExportResult:
     return notes.result("\n".join(out) + "\n")
 
 
-# -- import ---------------------------------------------------------------------------------------
-
-
-def import_nsc(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
-    common.check_size(data, source, MAX_BYTES)
-    root = parse_xml(data, source)
-    if root.tag != "network-security-config":
-        raise common.FormatError(
-            f"the root element must be <network-security-config>, got <{root.name}>",
-            source=source,
-            location=root.where(),
-        )
-    notes = common.Notes()
-    domains: dict[str, dict[str, Any]] = {}
-    lines: dict[str, int] = {}
-    for child in root.children:
-        if child.tag == "domain-config":
-            _domain_config(child, None, None, domains, lines, source, notes, 1)
-        elif child.tag in ("base-config", "debug-overrides"):
-            notes.warn(
-                f"{source}: {child.where()}",
-                "ignored: certpin policies hold pins, not trust anchors or cleartext settings",
-            )
-        else:
-            raise common.FormatError(
-                f"unknown element <{child.name}> in <network-security-config>",
-                source=source,
-                location=child.where(),
-            )
-    return common.build_policy(
-        domains, source, notes, common.version_from_comment(data.decode("utf-8", "replace"), source)
-    )
-
-
-def _domain_config(
-    node: Node,
-    parent_pins: Node | None,
-    parent_tk: Node | None,
-    domains: dict[str, dict[str, Any]],
-    lines: dict[str, int],
-    source: str,
-    notes: common.Notes,
-    depth: int,
-) -> None:
-    if depth > MAX_NESTING:
-        raise common.FormatError(
-            f"<domain-config> nested more than {MAX_NESTING} levels deep",
-            source=source,
-            location=node.where(),
-        )
-    pin_set, tk = parent_pins, parent_tk
-    hosts: list[tuple[str, bool, Node]] = []
-    nested: list[Node] = []
-    for child in node.children:
-        if child.tag == "domain":
-            include = _bool(child, "includeSubdomains", False, source)
-            host = common.check_host(child.text.strip(), source, child.where())
-            hosts.append((host, include, child))
-        elif child.tag == "pin-set":
-            pin_set = child
-        elif child.tag == "trustkit-config":
-            tk = child
-        elif child.tag == "domain-config":
-            nested.append(child)
-        elif child.tag == "trust-anchors":
-            notes.warn(
-                f"{source}: {child.where()}",
-                "ignored: a certpin policy holds pins, not trust anchors",
-            )
-        else:
-            raise common.FormatError(
-                f"unknown element <{child.name}> in <domain-config>",
-                source=source,
-                location=child.where(),
-            )
-    if not hosts:
-        raise common.FormatError(
-            "a <domain-config> needs at least one <domain>", source=source, location=node.where()
-        )
-    body = _rule_body(pin_set, tk, source, notes) if pin_set is not None else None
-    for host, include, where in hosts:
-        if body is None:
-            notes.warn(f"{source}: {where.where()}", f"{host} has no <pin-set>: not pinned")
-            continue
-        if host in domains:
-            raise common.FormatError(
-                f"domain {host!r} is already configured at line {lines[host]}",
-                source=source,
-                location=where.where(),
-            )
-        domains[host] = {**body, "include_subdomains": include}
-        lines[host] = where.line
-    for child in nested:
-        _domain_config(child, pin_set, tk, domains, lines, source, notes, depth + 1)
-
-
-def _rule_body(pin_set: Node, tk: Node | None, source: str, notes: common.Notes) -> dict[str, Any]:
-    pins = []
-    for child in pin_set.children:
-        if child.tag != "pin":
-            raise common.FormatError(
-                f"unknown element <{child.name}> in <pin-set>",
-                source=source,
-                location=child.where(),
-            )
-        digest = child.attrib.get("digest")
-        if digest != "SHA-256":
-            raise common.FormatError(
-                f'<pin digest="{label(digest or "")}">: Android only accepts digest="SHA-256"',
-                source=source,
-                location=child.where(),
-            )
-        pins.append(str(common.parse_pin("sha256/" + child.text.strip(), source, child.where())))
-    if not pins:
-        raise common.FormatError(
-            "a <pin-set> needs at least one <pin>", source=source, location=pin_set.where()
-        )
-    body: dict[str, Any] = {"pins": pins}
-    expiration = pin_set.attrib.get("expiration")
-    if expiration is not None:
-        body["expires"] = common.parse_date(expiration, source, pin_set.where())
-    if tk is not None:
-        body["enforce"] = _bool(tk, "enforcePinning", False, source)
-        if not _bool(tk, "disableDefaultReportUri", False, source):
-            notes.warn(
-                f"{source}: {tk.where()}",
-                "TrustKit also sends reports to its vendor's default report URI here; not imported",
-            )
-        uris = []
-        for child in tk.children:
-            if child.tag != "report-uri":
-                raise common.FormatError(
-                    f"unknown element <{child.name}> in <trustkit-config>",
-                    source=source,
-                    location=child.where(),
-                )
-            uris.append(common.check_report_uri(child.text.strip(), source, child.where()))
-        body["report_uris"] = uris
-    return body
-
-
-def _bool(node: Node, name: str, default: bool, source: str) -> bool:
-    value = node.attrib.get(name)
-    if value is None:
-        return default
-    if value not in ("true", "false"):
-        raise common.FormatError(
-            f'{name}="{label(value)}": expected "true" or "false"',
-            source=source,
-            location=node.where(),
-        )
-    return value == "true"
+# -- import: certpin.formats._nsc_import reads a file the way Android does ----------------------

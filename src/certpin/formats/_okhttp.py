@@ -22,18 +22,29 @@ matches the host (it unions them); certpin applies the most specific rule alone.
   accept for it: a rule gets the pins of every broader pattern matching its hosts, and where a
   ``**.b`` pattern's own base ``b`` is matched by another pattern (``*.parent``), an exact rule
   for ``b`` is added. Each change is reported.
+
+**Patterns** (CertificatePinner.kt): ``*.b`` is exactly one label before ``b`` in OkHttp 3 and
+4; ``**.b`` (``b`` itself and every name under it) exists from OkHttp 4.3.0 on. OkHttp 3 does
+not refuse ``**.b``: it reads it as the literal host name ``**.b``, which matches no host, so
+the import (which cannot know the OkHttp version) reads OkHttp 4 semantics, and the OkHttp 3
+export never writes ``**.``.
+
+**Import reads values, not only literals**: hosts and pins may be same-file constants,
+concatenations and arrays (`certpin.formats._code`, `certpin.formats._code_values`); what only
+the running app knows is warned about with its line and expression, and left out.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from certpin.core.hosts import HostPattern, PatternKind
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
+from certpin.formats import _code, _code_values
 from certpin.formats import _common as common
+from certpin.formats._lenient import placeholder_reason, platform_pin
 
 #: The import size cap: a source file holding a CertificatePinner.
 MAX_BYTES = 1024 * 1024
@@ -210,122 +221,237 @@ def _java_string(text: str) -> str:
 
 
 # -- import ---------------------------------------------------------------------------------------
+#
+# What OkHttp does with each argument of CertificatePinner.Builder().add(pattern, vararg pins)
+# (CertificatePinner.kt, Pin's init): a pattern with a '*' anywhere but a leading "*." or "**.",
+# or one toCanonicalHost() refuses, throws IllegalArgumentException when the app builds the
+# pinner (the app crashes: exit 2 here); a pin must start with "sha256/" or "sha1/" and decode
+# with okio's decodeBase64 (else the same exception). "sha1/" pins are valid to OkHttp; certpin
+# has no SHA-1 pins, so they are left out with a warning. An add() without pins adds nothing.
 
-_STRING = r'"(?:[^"\\\n]|\\.)*"'
-_ADD = re.compile(r"\.add\(\s*(" + _STRING + r")")
-_ARGS = re.compile(r"\s*,\s*(" + _STRING + r")")
-_CLOSE = re.compile(r"\s*,?\s*\)")
+_PIN_PREFIXES = ("sha256/", "sha1/")
 
 
 def import_okhttp(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
     text = common.check_text(data, source, MAX_BYTES)
     version = common.version_from_comment(text, source)  # the export's header comment says it
-    text = strip_comments(text, source)
-    lines = common.LineCounter(text)
+    code = _code.Code(text, source, "jvm")
+    evaluator = _code_values.Evaluator(code)
+    notes = common.Notes()
     # pattern -> its pins (a dict: ordered, and deduplicated without scanning a list)
     entries: dict[str, dict[Pin, None]] = {}
     first_line: dict[str, int] = {}
-    for m in _ADD.finditer(text):
-        line = lines.line(m.start())
-        where = f"line {line}"
-        pattern = common.check_host(_unquote(m.group(1)), source, where, pattern=True)
-        pos = m.end()
-        pins: list[Pin] = []
-        while True:
-            arg = _ARGS.match(text, pos)
-            if arg is None:
-                break
-            pins.append(common.parse_pin(_unquote(arg.group(1)), source, where))
-            pos = arg.end()
-        close = _CLOSE.match(text, pos)
-        if close is None or not pins:
-            raise common.FormatError(
-                ".add(…) must list the host pattern and its pins as string literals "
-                '(.add("api.example.com", "sha256/…", …))',
-                source=source,
-                location=where,
-            )
+    calls = unresolved = 0
+    first_unresolved = ""
+    for args in _pinner_calls(code, evaluator):
+        calls += 1
+        found, skipped = _read_call(code, args, source, options, notes)
+        if skipped and not first_unresolved:
+            first_unresolved = skipped
+        if found is None:
+            unresolved += 1
+            continue
+        pattern, pins, line = found
         entries.setdefault(pattern, {}).update(dict.fromkeys(pins))
         first_line.setdefault(pattern, line)
-    if not entries:
+    if not calls:
         raise common.FormatError(
             'no CertificatePinner .add("host", "sha256/…") call found', source=source
         )
-    notes = common.Notes()
-    domains = _translate({k: list(v) for k, v in entries.items()}, notes, source, first_line)
+    found_pins = {k: list(v) for k, v in entries.items() if v}
+    if not found_pins:
+        raise common.FormatError(
+            f"none of the {calls} CertificatePinner .add(…) call(s) could be resolved to a host "
+            f"and a SHA-256 pin statically ({first_unresolved or 'no pins'}): nothing to import",
+            source=source,
+        )
+    domains = _translate(found_pins, notes, source, first_line)
     return common.build_policy(domains, source, notes, version)
 
 
-_INTERESTING = re.compile(r"[\"'/]")  # what may start a literal or a comment
-_LITERAL = {  # up to the closing quote or the end of the line; a backslash escapes any character
-    '"': re.compile(r'"(?:[^"\\\n]|\\[\s\S])*["\n]?'),
-    "'": re.compile(r"'(?:[^'\\\n]|\\[\s\S])*['\n]?"),
-}
+def _read_call(
+    code: _code.Code,
+    args: list[_code_values.Node],
+    source: str,
+    options: common.ImportOptions,
+    notes: common.Notes,
+) -> tuple[tuple[str, list[Pin], int] | None, str]:
+    """One ``.add(pattern, pins…)``: (pattern, its pins, line) or None when its pattern cannot
+    be resolved, and the first thing that could not be resolved (for the final error)."""
+    head = args[0]
+    where = f"{source}: line {head.line}"
+    first_skip = ""
+    pattern_text = head.string()
+    if pattern_text is None:
+        shown = common.clip(code.excerpt(head.first, head.last))
+        why = head.value if not head.resolved else f"a {head.kind}, not a string"
+        notes.warn(
+            where,
+            f".add() pattern {shown} cannot be resolved statically ({why}): its pins are "
+            "not imported; the app pins that host, the imported policy does not",
+        )
+        return None, f"line {head.line}: {shown}: {why}"
+    location = f"line {head.line}"
+    pattern = _okhttp_pattern(pattern_text, source, location)
+    pins: list[Pin] = []
+    for node in args[1:]:
+        at = f"{source}: line {node.line}"
+        text = node.string()
+        if text is None:
+            shown = common.clip(code.excerpt(node.first, node.last))
+            why = node.value if not node.resolved else f"a {node.kind}, not a string"
+            notes.warn(
+                at,
+                f"pin {shown} for {pattern!r} cannot be resolved statically ({why}): not "
+                "imported; the app also accepts it, the imported policy does not",
+            )
+            first_skip = first_skip or f"line {node.line}: {shown}: {why}"
+            continue
+        pin = _okhttp_pin(text, pattern, source, node.line, notes)
+        if pin is not None and pin not in pins:
+            pins.append(pin)
+    if len(args) == 1:
+        notes.warn(where, f".add({pattern!r}) without pins: OkHttp pins nothing for it")
+    return (pattern, pins, head.line), first_skip
 
 
-def strip_comments(text: str, source: str) -> str:
-    """`text` with every ``//`` and ``/* */`` comment blanked out (newlines kept, so line
-    numbers stay right); string and character literals are kept as they are.
+def _okhttp_pattern(text: str, source: str, location: str) -> str:
+    """The pattern as OkHttp accepts it (Pin's init), or the FormatError of a crashing app."""
+    star = text.find("*")
+    allowed = (
+        star < 0
+        or (text.startswith("*.") and text.find("*", 1) < 0)
+        or (text.startswith("**.") and text.find("*", 2) < 0)
+    )
+    if not allowed:
+        raise common.FormatError(
+            f"unexpected pattern {common.clip(text)}: OkHttp throws IllegalArgumentException "
+            "(a '*' is only allowed as a leading '*.' or '**.')",
+            source=source,
+            location=location,
+        )
+    return common.check_host(text, source, location, pattern=True)
 
-    Commented-out code is not live: an ``.add(…)`` in a comment must not become a pin. Java
-    block comments do not nest and Kotlin's do, so a ``/*`` inside a block comment is refused
-    (the two languages would disagree on what is live). One pass, jumping from one quote or
-    slash to the next: linear in the text.
+
+def _okhttp_pin(text: str, pattern: str, source: str, line: int, notes: common.Notes) -> Pin | None:
+    where, location = f"{source}: line {line}", f"line {line}"
+    if text.startswith("sha1/"):
+        notes.warn(
+            where,
+            f"SHA-1 pin {common.clip(text)} for {pattern!r} left out: OkHttp accepts it, "
+            "certpin takes SHA-256 pins only (the imported rule accepts fewer keys)",
+        )
+        return None
+    if not text.startswith("sha256/"):
+        raise common.FormatError(
+            f"pin {common.clip(text)}: OkHttp throws IllegalArgumentException (pins must start "
+            "with 'sha256/' or 'sha1/')",
+            source=source,
+            location=location,
+        )
+    try:
+        pin = platform_pin(
+            text.removeprefix("sha256/"),
+            platform="okhttp",
+            notes=notes,
+            where=where,
+            source=source,
+            location=location,
+        )
+    except common.FormatError as exc:  # name the pin as written, prefix included
+        raise common.FormatError(
+            f"pin {common.clip(text)} refused: {exc.problem}", source=source, location=location
+        ) from None
+    reason = placeholder_reason(pin)
+    if reason:
+        notes.warn(where, f"placeholder pin {pin} for {pattern!r}: no key can have it ({reason})")
+    return pin
+
+
+def _pinner_calls(
+    code: _code.Code, evaluator: _code_values.Evaluator
+) -> Iterator[list[_code_values.Node]]:
+    """The argument lists of the file's CertificatePinner.Builder ``add`` calls.
+
+    An ``add(`` call is the pinner's when its receiver is ``CertificatePinner.Builder()`` or a
+    chain of ``.add(…)`` calls on it, a variable or parameter of that type, or when it is a bare
+    ``add(`` inside ``….apply { }`` on one; any other ``add(`` (a list's, say) counts when one
+    of its arguments is a ``"sha256/…"`` or ``"sha1/…"`` string. One pass; each chain link
+    looks back one step at the link before it (linear, whatever the chain's length).
     """
-    out: list[str] = []
-    i, n = 0, len(text)
+    tokens = code.tokens
+    builders = _builder_names(code)
+    is_builder: dict[int, bool] = {}  # index of a receiver's last token -> is it a Builder?
 
-    def blank(chunk: str) -> str:
-        return "".join(c if c == "\n" else " " for c in chunk)
+    def receiver(last: int) -> bool:
+        """Does the expression ending at token `last` give a CertificatePinner.Builder?"""
+        if last in is_builder:
+            return is_builder[last]
+        result = False
+        if code.is_name(last):
+            result = tokens[last].text in builders
+        elif code.is_op(last, ")"):
+            opened = code.match[last]
+            if code.is_name(opened - 1, "Builder"):
+                result = code.is_op(opened - 2, ".") and code.is_name(
+                    opened - 3, "CertificatePinner"
+                )
+            elif code.is_name(opened - 1, "add") and code.is_op(opened - 2, "."):
+                result = is_builder.get(opened - 3, False)
+        elif code.is_op(last, "}"):  # ….apply { … }
+            opened = code.match[last]
+            result = (
+                code.is_name(opened - 1, "apply")
+                and code.is_op(opened - 2, ".")
+                and is_builder.get(opened - 3, False)
+            )
+        is_builder[last] = result
+        return result
 
-    while i < n:
-        m = _INTERESTING.search(text, i)
-        if m is None:
-            out.append(text[i:])
-            break
-        out.append(text[i : m.start()])
-        i = m.start()
-        ch = text[i]
-        if text.startswith('"""', i):  # Kotlin raw string: no escapes
-            end = text.find('"""', i + 3)
-            end = n if end < 0 else end + 3
-        elif ch in "\"'":
-            literal = _LITERAL[ch].match(text, i)
-            end = literal.end() if literal else i + 1  # (it always matches: the quote is there)
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            out.append(blank(text[i:end]))
-            i = end
+    for i, tok in enumerate(tokens):
+        if tok.kind == "op" and tok.text == "{" and code.is_name(i - 1, "apply"):
+            # Bare add( calls inside ….apply { } act on the receiver of apply.
+            is_builder[code.match[i]] = code.is_op(i - 2, ".") and receiver(i - 3)
+        if tok.kind == "op" and tok.text == ")" and code.is_name(code.match[i] - 1):
+            receiver(i)  # memoise chain links in order
+        if not (tok.kind == "name" and tok.text == "add" and code.is_op(i + 1, "(")):
             continue
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end < 0:
-                raise common.FormatError(
-                    "unterminated /* comment",
-                    source=source,
-                    location=f"line {text.count(chr(10), 0, i) + 1}",
-                )
-            inner = text.find("/*", i + 2, end)
-            if inner >= 0:
-                raise common.FormatError(
-                    "a /* inside a block comment: Java ends the comment at the first */, Kotlin "
-                    "nests it, so what is live is ambiguous; remove the inner /*",
-                    source=source,
-                    location=f"line {text.count(chr(10), 0, inner) + 1}",
-                )
-            out.append(blank(text[i : end + 2]))
-            i = end + 2
-            continue
+        if code.is_op(i - 1, "."):
+            pinner = receiver(i - 2)
         else:
-            end = i + 1  # a lone slash
-        out.append(text[i:end])
-        i = end
-    return "".join(out)
+            block = code.parent[i]
+            pinner = block >= 0 and is_builder.get(code.match[block], False)
+        args = evaluator.arguments(i + 1)
+        if not args:
+            continue
+        if pinner or any((a.string() or "").startswith(_PIN_PREFIXES) for a in args[1:]):
+            yield args
 
 
-def _unquote(literal: str) -> str:
-    return re.sub(r"\\(.)", r"\1", literal[1:-1])
+def _builder_names(code: _code.Code) -> set[str]:
+    """Variables and parameters holding a CertificatePinner.Builder: ``NAME = [new]
+    CertificatePinner.Builder(``, ``NAME: CertificatePinner.Builder``, Java
+    ``CertificatePinner.Builder NAME``."""
+    tokens = code.tokens
+    names: set[str] = set()
+    for i, tok in enumerate(tokens):
+        if not (
+            tok.kind == "name"
+            and tok.text == "CertificatePinner"
+            and code.is_op(i + 1, ".")
+            and code.is_name(i + 2, "Builder")
+        ):
+            continue
+        if code.is_name(i + 3):  # Java: CertificatePinner.Builder builder
+            names.add(tokens[i + 3].text)
+        k = i - 1
+        if code.is_name(k, "new"):
+            k -= 1
+        if (code.is_op(k, "=") or code.is_op(k, ":")) and code.is_name(k - 1):
+            names.add(tokens[k - 1].text)
+        elif code.is_op(k, "=") and code.is_op(k - 1, ">"):
+            pass  # a generic type annotation: not worth following
+    return names
 
 
 def _translate(

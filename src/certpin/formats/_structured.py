@@ -243,12 +243,20 @@ _TOO_MANY = (
 )
 
 
-def load_plist(data: bytes, source: str) -> Any:
-    """Parse an XML or binary property list within the bounds of the module docstring."""
+def load_plist(data: bytes, source: str, notes: common.Notes | None = None) -> Any:
+    """Parse an XML or binary property list within the bounds of the module docstring.
+
+    XML plists are read as CoreFoundation reads them (CFPropertyList.c, ``parseXMLPropertyList``,
+    which Xcode and iOS use): whitespace before ``<?xml`` is skipped, and then the declaration
+    is not looked at (the file is read as UTF-8), where a conforming XML parser refuses the
+    file; the top value may be a bare ``<dict>`` without the ``<plist>`` wrapper. Whitespace
+    before the declaration is reported through `notes`.
+    """
     if data.startswith(b"bplist00"):
         _walk_binary(data, source)
         fmt, where = plistlib.FMT_BINARY, "binary property list"
     else:
+        data = _xml_prolog_as_corefoundation_reads_it(data, source, notes)
         _scan_xml_plist(data, source)
         fmt, where = plistlib.FMT_XML, "XML property list"
     try:
@@ -263,11 +271,53 @@ def load_plist(data: bytes, source: str) -> Any:
         ) from None
 
 
+_BOM = b"\xef\xbb\xbf"
+_XML_SPACE = b" \t\r\n"
+
+
+def _xml_prolog_as_corefoundation_reads_it(
+    data: bytes, source: str, notes: common.Notes | None
+) -> bytes:
+    """`data` with whitespace before ``<?xml`` handled as CoreFoundation does: the declaration
+    is dropped (CF only honours one at the very start; after whitespace it reads UTF-8) and the
+    whitespace kept, so line numbers stay those of the file. Anything else is returned as is."""
+    bom = _BOM if data.startswith(_BOM) else b""
+    body = data[len(bom) :]
+    text = body.lstrip(_XML_SPACE)
+    if len(text) == len(body) or not text.startswith(b"<?xml"):
+        return data
+    end = text.find(b"?>")
+    if end < 0:
+        return data  # expat names the unterminated declaration
+    space = body[: len(body) - len(text)]
+    if notes is not None:
+        notes.warn(
+            f"{source}: line 1",
+            "whitespace before <?xml: XML parsers refuse the file, Xcode and iOS "
+            "(CoreFoundation) skip it and read the file as UTF-8; read the same way",
+        )
+    # An encoding other than UTF-8 in a declaration CF does not read: reading the bytes as
+    # UTF-8 is what CF does, and expat then fails on them as CF would.
+    return bom + space + text[end + 2 :]
+
+
 def _scan_xml_plist(data: bytes, source: str) -> None:
     count = 0
+    first: list[str] = []
 
     def start(tag: str, _attrs: dict[str, str], line: int) -> None:
         nonlocal count
+        if not first:
+            first.append(tag)
+        if tag == "key" and first == ["key"]:
+            # CoreFoundation takes the first element as the whole property list: a pasted
+            # fragment that starts with <key> is one string to it, so it pins nothing.
+            raise common.FormatError(
+                "a fragment that starts with <key>: Xcode reads only its first element (one "
+                "string); wrap the keys and values in <plist><dict> … </dict></plist>",
+                source=source,
+                location=f"line {line}",
+            )
         if tag not in ("plist", "key"):
             count += 1
             if count > MAX_PLIST_VALUES:

@@ -17,10 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from certpin.core.hosts import HostPattern, PatternKind
+from certpin.core.hosts import HostPattern, PatternKind, is_public_suffix
+from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import day
 from certpin.core.verdict import VerdictStatus
+from certpin.formats._lenient import placeholder_reason
 from certpin.lifecycle.chains import (
     DomainChain,
     PinInfo,
@@ -28,6 +30,7 @@ from certpin.lifecycle.chains import (
     classify_pins,
     describe_chain,
     key_family,
+    pin_positions,
     verdict_for_name,
 )
 
@@ -112,6 +115,16 @@ RULES: dict[str, Rule] = {
             "set `enforce = true`, or remove the narrower rule",
         ),
         Rule(
+            "CP109",
+            "warning",
+            "placeholder-pin",
+            "placeholder pin: no key can have it, so it is no backup (the SHA-256 of empty "
+            "input, one repeated character, an ABCDEF… sequence: what apps ship to pass a "
+            "two-pin rule)",
+            "replace it with the pin of a spare key you hold (`certpin keygen`) or of a CA you "
+            "could move to",
+        ),
+        Rule(
             "CP201",
             "error",
             "lock-out",
@@ -167,6 +180,14 @@ RULES: dict[str, Rule] = {
             "no-verified-chain",
             "the domain's verified chain could not be obtained, so chain rules did not run",
             "fix the connection, or give --chain DOMAIN=FILE",
+        ),
+        Rule(
+            "CP209",
+            "warning",
+            "borrowed-leaf-pin",
+            "a backup pin is the leaf key of an unrelated host: this host's server can never "
+            "present it, so it is no backup (a pin copied between rules to pass a two-pin rule)",
+            "replace it with the pin of a spare key you hold for this host (`certpin keygen`)",
         ),
     )
 }
@@ -236,6 +257,7 @@ def lint_policy(
         findings += _policy_rules(policy, key, rule, now)
         chain = (chains or {}).get(key)
         findings += _chain_rules(policy, key, rule, chain, spares, now)
+    findings += _borrowed(policy, chains or {})
     order = {k: i for i, k in enumerate(policy.domains)}
     findings.sort(key=lambda f: (_ORDER[f.severity], order.get(f.domain or "", -1), f.rule))
     return findings
@@ -281,6 +303,7 @@ def _policy_rules(policy: Policy, key: str, rule: DomainRule, now: dt.datetime) 
         out.append(
             _finding("CP105", key, f"expires {day(rule.expires)}, {days} days from now (> 365)")
         )
+    out += _placeholders(key, rule)
     if not rule.enforce and not rule.report_uris:
         out.append(_finding("CP106", key, "report-only (enforce = false) with no report_uris"))
     parent = parent_rule(policy, key)
@@ -336,6 +359,68 @@ def parent_rule(policy: Policy, key: str) -> DomainRule | None:
     if pattern.kind is PatternKind.ONE_LABEL and other.kind is PatternKind.EXACT:
         return found  # an exact key with include_subdomains
     return None
+
+
+def _placeholders(key: str, rule: DomainRule) -> list[Finding]:
+    """CP109: an error when placeholders are all the backup an enforcing rule has."""
+    duds = [(pin, why) for pin in rule.all_pins if (why := placeholder_reason(pin)) is not None]
+    real = len(rule.all_pins) - len(duds)
+    out = []
+    for pin, why in duds:
+        if real == 0:
+            tail = "; the rule has no real pin at all: every connection fails"
+        elif real == 1:
+            tail = "; it is the rule's only backup: rotating the one real key locks clients out"
+        else:
+            tail = ""
+        severity: Severity = "error" if real <= 1 and rule.enforce else "warning"
+        out.append(_finding("CP109", key, f"{pin} is a placeholder ({why}){tail}", severity))
+    return out
+
+
+def _site(key: str) -> str:
+    """The registrable part of a host key (``api.example.co.uk`` -> ``example.co.uk``): its
+    shortest suffix that is not a public suffix. An IP address is its own site."""
+    host = HostPattern.parse(key).base
+    labels = host.split(".")
+    if ":" in host or all(label.isdigit() for label in labels):
+        return host
+    for i in range(len(labels) - 1, -1, -1):
+        candidate = ".".join(labels[i:])
+        if not is_public_suffix(candidate):
+            return candidate
+    return host
+
+
+def _borrowed(policy: Policy, chains: Mapping[str, DomainChain]) -> list[Finding]:
+    """CP209: "the same pin on unrelated hosts", where the chains can tell.
+
+    A CA key legitimately recurs across a company's unrelated domains, so a shared pin alone
+    proves nothing. A pin that is the *leaf* key of another site's verified chain, listed for a
+    host whose own chain does not have it, is a copied pin: that server never presents it.
+    """
+    leaf_of: dict[Pin, list[str]] = {}
+    for key, chain in chains.items():
+        if chain.available and key in policy.domains:
+            leaf_of.setdefault(Pin.for_certificate(chain.chain[0]), []).append(key)
+    out = []
+    for key, rule in policy.domains.items():
+        own = chains.get(key)
+        for pin in rule.all_pins:
+            owners = [k for k in leaf_of.get(pin, ()) if _site(k) != _site(key)]
+            if not owners:
+                continue
+            if own is not None and own.available and pin_positions(pin, own.chain):
+                continue  # this host serves that key too
+            out.append(
+                _finding(
+                    "CP209",
+                    key,
+                    f"{pin} is the leaf key of {owners[0]} (its verified chain), an unrelated "
+                    f"host: {key}'s server never presents it, so it is no backup",
+                )
+            )
+    return out
 
 
 # -- CP2xx: the verified chain and spare keys ------------------------------------------------

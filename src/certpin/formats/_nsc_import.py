@@ -1,0 +1,657 @@
+"""Reading a Network Security Config the way Android does (``android-nsc``, ``trustkit-android``).
+
+The rule (docs/formats.md, "Android Network Security Config"): a file Android loads imports
+(exit 0), with Android's meaning for every rule that can match, and a warning naming the line
+for everything odd; only a file Android itself refuses (its ``XmlConfigSource`` throws a
+``ParserException`` and the app fails to start networking) is a FormatError naming the line.
+What Android does, from AOSP ``android.security.net.config.XmlConfigSource``:
+
+* **Refused** (FormatError): a root other than ``<network-security-config>``; two
+  ``<base-config>`` or ``<debug-overrides>``; ``<domain>``, ``<pin-set>`` or a nested
+  ``<domain-config>`` outside a ``<domain-config>``; a ``<domain-config>`` without ``<domain>``;
+  a ``<domain>`` without text or with child elements; the same domain twice (after trimming and
+  lower-casing); two ``<pin-set>`` or two ``<trust-anchors>`` in one config; a ``<pin>`` whose
+  ``digest`` is not ``SHA-256`` (any case), without text, with child elements, or whose base64
+  ``android.util.Base64`` refuses or which is not 32 bytes; an ``expiration`` SimpleDateFormat
+  (``yyyy-MM-dd``, not lenient) cannot read; ``<certificates>`` without ``src`` or with a ``src``
+  other than ``system``, ``user``, ``wfa`` or a resource; ``<certificateTransparency>``
+  (Android 16) inside ``<debug-overrides>``.
+* **Ignored by Android**, so warned and left out: unknown elements and attributes (with a "did
+  you mean"), ``<pin>`` outside ``<pin-set>``, namespaced attributes (``tools:`` ones quietly:
+  the build tools strip them), values that are not booleans (Android reads the default).
+* **Loaded with a meaning worth saying**: base64 Android decodes leniently (canonical form
+  imported), a lenient ``expiration`` (``2026-1-5``, trailing text), an expired pin-set (not
+  enforced: the host is not pinned on devices today), an empty ``<pin-set>``, a domain no host
+  name can equal (the rule protects nothing: left out), ``overridePins`` trust anchors (the
+  host is effectively unpinned for those CAs), user and app-bundled CA anchors,
+  ``cleartextTrafficPermitted``, ``<certificateTransparency>``, ``<debug-overrides>``.
+
+Inheritance as in Android: a nested ``<domain-config>`` takes its parent's pin-set (with its
+expiration), trust anchors, ``cleartextTrafficPermitted`` and ``<certificateTransparency>``
+when it has none of its own; a top-level one takes them from ``<base-config>`` (trust anchors,
+cleartext, CT), wherever in the file that is. TrustKit's ``<trustkit-config>`` is inherited the
+same way.
+
+Linear: every element is visited once; an inherited value is looked up through at most
+`MAX_NESTING` parents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from certpin.formats import _common as common
+from certpin.formats._lenient import did_you_mean, expired, platform_pin, unmatchable_domain
+from certpin.formats._structured import Node, label, parse_xml
+
+__all__ = ["MAX_BYTES", "MAX_NESTING", "import_nsc"]
+
+#: how deep <domain-config> elements may nest (real files use one or two levels; the limit keeps
+#: a hostile file from exhausting the stack).
+MAX_NESTING = 32
+#: The import size cap: a network_security_config.xml is a few kilobytes.
+MAX_BYTES = 1024 * 1024
+
+_ROOT = "network-security-config"
+_BASE, _DOMAIN, _DEBUG = "base-config", "domain-config", "debug-overrides"
+_CONFIG_ATTRS = ("cleartextTrafficPermitted", "hstsEnforced")
+#: the attributes Android (and TrustKit, for <trustkit-config>) reads on each element.
+_ATTRS: dict[str, tuple[str, ...]] = {
+    _ROOT: (),
+    _BASE: _CONFIG_ATTRS,
+    _DOMAIN: _CONFIG_ATTRS,
+    _DEBUG: _CONFIG_ATTRS,
+    "domain": ("includeSubdomains",),
+    "pin-set": ("expiration",),
+    "pin": ("digest",),
+    "trust-anchors": (),
+    "certificates": ("src", "overridePins"),
+    "certificateTransparency": ("enabled",),
+    "trustkit-config": ("enforcePinning", "disableDefaultReportUri"),
+    "report-uri": (),
+}
+#: the child elements each element may have.
+_CHILDREN: dict[str, tuple[str, ...]] = {
+    _ROOT: (_BASE, _DOMAIN, _DEBUG),
+    _BASE: ("trust-anchors", "certificateTransparency"),
+    _DOMAIN: (
+        "domain",
+        _DOMAIN,
+        "pin-set",
+        "trust-anchors",
+        "certificateTransparency",
+        "trustkit-config",
+    ),
+    _DEBUG: ("trust-anchors",),
+    "domain": (),
+    "pin-set": ("pin",),
+    "pin": (),
+    "trust-anchors": ("certificates",),
+    "certificates": (),
+    "certificateTransparency": (),
+    "trustkit-config": ("report-uri",),
+    "report-uri": (),
+}
+_PARENTS: dict[str, list[str]] = {}
+for _parent, _kids in _CHILDREN.items():
+    for _kid in _kids:
+        _PARENTS.setdefault(_kid, []).append(_parent)
+_OWNER: dict[str, str] = {a.lower(): tag for tag, attrs in _ATTRS.items() for a in attrs}
+#: aapt compiles these spellings into booleans (anything else stays a string, which
+#: XmlResourceParser.getAttributeBooleanValue answers with the default).
+_BOOLEANS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False}
+_BOOLEANS["FALSE"] = False
+#: String.trim(): every character up to U+0020.
+_JAVA_SPACE = "".join(chr(i) for i in range(33))
+#: SimpleDateFormat("yyyy-MM-dd"), not lenient: three numbers, any number of digits each,
+#: anything after the day ignored (DateFormat.parse(String) reads a prefix).
+_DATE = re.compile(r"([0-9]++)-([0-9]++)-([0-9]++)")
+_MAX_DATE_DIGITS = 9
+
+
+@dataclass
+class _PinSet:
+    node: Node
+    pins: list[str]
+    expires: dt.date | None
+
+
+@dataclass
+class _Anchor:
+    src: str
+    override: bool
+    line: int
+
+
+@dataclass
+class _Config:
+    node: Node
+    kind: str
+    parent: _Config | None
+    domains: list[tuple[str, bool, Node]] = field(default_factory=list)
+    pin_set: _PinSet | None = None
+    anchors: list[_Anchor] | None = None
+    cleartext: tuple[bool, Node] | None = None
+    ct: tuple[bool, Node] | None = None
+    tk: Node | None = None
+
+
+@dataclass
+class _Reader:
+    source: str
+    notes: common.Notes
+    options: common.ImportOptions
+    configs: list[_Config] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+    base: _Config | None = None
+    debug: _Config | None = None
+
+    def where(self, node: Node) -> str:
+        return f"{self.source}: {node.where()}"
+
+    def warn(self, node: Node, message: str) -> None:
+        self.notes.warn(self.where(node), message)
+
+    def refuse(self, node: Node, problem: str) -> common.FormatError:
+        return common.FormatError(problem, source=self.source, location=node.where())
+
+
+def import_nsc(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
+    common.check_size(data, source, MAX_BYTES)
+    root = parse_xml(data, source)
+    if root.tag != _ROOT:
+        raise common.FormatError(
+            f"the root element must be <{_ROOT}>, got <{root.name}> (Android refuses the file)",
+            source=source,
+            location=root.where(),
+        )
+    r = _Reader(source, common.Notes(), options)
+    _check_nesting(r, root)
+    _attributes(r, root)
+    for child in root.children:
+        if child.tag == _BASE:
+            if r.base is not None:
+                raise r.refuse(child, "Only one base-config allowed (Android refuses the file)")
+            r.base = _config(r, child, _BASE, None, 1)
+        elif child.tag == _DOMAIN:
+            _config(r, child, _DOMAIN, None, 1)
+        elif child.tag == _DEBUG:
+            if r.debug is not None:
+                raise r.refuse(child, "Only one debug-overrides allowed (Android refuses the file)")
+            r.debug = _config(r, child, _DEBUG, None, 1)
+        else:
+            _unknown_element(r, child, root)
+    if r.debug is not None:
+        _debug_note(r, r.debug)
+    domains: dict[str, dict[str, Any]] = {}
+    lines: dict[str, str] = {}
+    for cfg in r.configs:
+        if cfg.kind == _DOMAIN:
+            for domain, include, node in cfg.domains:
+                _rule(r, cfg, domain, include, node, domains, lines)
+    version = common.version_from_comment(data.decode("utf-8", "replace"), source)
+    return common.build_policy(domains, source, r.notes, version, where=lines)
+
+
+# -- structure ------------------------------------------------------------------------------------
+
+
+def _check_nesting(r: _Reader, root: Node) -> None:
+    """The depth bound first, before anything is read (one pass, no recursion)."""
+    stack = [(child, 1) for child in reversed(root.children) if child.tag == _DOMAIN]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise r.refuse(node, f"<domain-config> nested more than {MAX_NESTING} levels deep")
+        stack += [(c, depth + 1) for c in reversed(node.children) if c.tag == _DOMAIN]
+
+
+def _config(r: _Reader, node: Node, kind: str, parent: _Config | None, depth: int) -> _Config:
+    _attributes(r, node)
+    cfg = _Config(node, kind, parent)
+    # Parents before children, as Android builds them.
+    r.configs.append(cfg)
+    value = _android_bool(r, node, "cleartextTrafficPermitted")
+    if value is not None:
+        cfg.cleartext = (value, node)
+    for child in node.children:
+        tag = child.tag
+        if tag == "domain":
+            if kind != _DOMAIN:
+                raise r.refuse(child, f"domain element not allowed in {kind} (Android refuses it)")
+            cfg.domains.append(_domain(r, child))
+        elif tag == "pin-set":
+            if kind != _DOMAIN:
+                raise r.refuse(child, f"pin-set element not allowed in {kind} (Android refuses it)")
+            if cfg.pin_set is not None:
+                raise r.refuse(child, "Multiple pin-set elements not allowed (Android refuses it)")
+            cfg.pin_set = _pin_set(r, child)
+        elif tag == "trust-anchors":
+            if cfg.anchors is not None:
+                raise r.refuse(
+                    child, "Multiple trust-anchor elements not allowed (Android refuses it)"
+                )
+            cfg.anchors = _anchors(r, child, kind)
+        elif tag == _DOMAIN:
+            if kind != _DOMAIN:
+                raise r.refuse(
+                    child, f"Nested domain-config not allowed in {kind} (Android refuses it)"
+                )
+            _config(r, child, _DOMAIN, cfg, depth + 1)
+        elif tag == "certificateTransparency":
+            if kind == _DEBUG:
+                raise r.refuse(
+                    child, f"certificateTransparency not allowed in {kind} (Android 16 refuses it)"
+                )
+            _attributes(r, child)
+            _no_children(r, child)
+            cfg.ct = (bool(_android_bool(r, child, "enabled")), child)
+        elif tag == "trustkit-config" and kind == _DOMAIN:
+            if cfg.tk is not None:
+                r.warn(
+                    child,
+                    "a second <trustkit-config> in one <domain-config>: TrustKit reads "
+                    "the last one only",
+                )
+            cfg.tk = child
+            _trustkit_structure(r, child)
+        else:
+            _unknown_element(r, child, node)
+    if kind == _DOMAIN and not cfg.domains:
+        raise r.refuse(
+            node,
+            "a <domain-config> needs at least one <domain> (Android refuses the file: "
+            "No domain elements in domain-config)",
+        )
+    return cfg
+
+
+def _domain(r: _Reader, node: Node) -> tuple[str, bool, Node]:
+    _attributes(r, node)
+    if node.children:
+        raise r.refuse(node, "domain contains additional elements (Android refuses the file)")
+    if not node.text:
+        raise r.refuse(node, "Domain name missing (Android refuses the file)")
+    domain = node.text.strip(_JAVA_SPACE).lower()
+    if domain in r.seen:
+        raise r.refuse(
+            node,
+            f"{common.clip(domain)} has already been specified at line {r.seen[domain]} "
+            "(Android refuses the file)",
+        )
+    r.seen[domain] = node.line
+    return domain, bool(_android_bool(r, node, "includeSubdomains")), node
+
+
+def _pin_set(r: _Reader, node: Node) -> _PinSet:
+    _attributes(r, node)
+    text = node.attrib.get("expiration")
+    expires = None if text is None else _expiration(r, node, text)
+    pins: list[str] = []
+    for child in node.children:
+        if child.tag != "pin":
+            _unknown_element(r, child, node)
+            continue
+        _attributes(r, child)
+        digest = child.attrib.get("digest")
+        if digest is None or digest.lower() != "sha-256":
+            raise r.refuse(
+                child,
+                f'<pin digest="{label(digest or "")}">: Android only accepts digest="SHA-256" '
+                "(Unsupported pin digest algorithm: it refuses the file)",
+            )
+        if digest != "SHA-256":
+            r.warn(
+                child,
+                f'digest="{label(digest)}": Android accepts any case, but TrustKit-Android only '
+                '"SHA-256" (it refuses the configuration)',
+            )
+        if child.children:
+            raise r.refuse(child, "pin contains additional elements (Android refuses the file)")
+        if not child.text:
+            raise r.refuse(child, "Missing pin digest (Android refuses the file)")
+        pin = platform_pin(
+            child.text.strip(_JAVA_SPACE),
+            platform="android",
+            notes=r.notes,
+            where=r.where(child),
+            source=r.source,
+            location=child.where(),
+        )
+        if str(pin) in pins:
+            r.warn(child, f"pin {pin} is listed twice in this <pin-set>: it counts once")
+        else:
+            pins.append(str(pin))
+    return _PinSet(node, pins, expires)
+
+
+def _expiration(r: _Reader, node: Node, text: str) -> dt.date | None:
+    m = _DATE.match(text)
+    invalid = (
+        f"invalid date {common.clip(text)}: Android reads expiration as yyyy-MM-dd "
+        "(SimpleDateFormat, not lenient) and refuses the file"
+    )
+    if m is None or any(len(g) > _MAX_DATE_DIGITS for g in m.groups()):
+        raise r.refuse(node, invalid)
+    year, month, day = (int(g) for g in m.groups())
+    if year > 9999 and 1 <= month <= 12 and 1 <= day <= 31:
+        r.warn(
+            node,
+            f"expiration={common.clip(text)} is after the year 9999: the pins never expire "
+            "(imported without expires)",
+        )
+        return None
+    try:
+        date = dt.date(year, month, day)
+    except ValueError:
+        raise r.refuse(node, invalid) from None
+    if text != date.isoformat():
+        r.warn(
+            node,
+            f"expiration={common.clip(text)} is not YYYY-MM-DD: Android reads it as "
+            f"{date.isoformat()}, imported as that",
+        )
+    return date
+
+
+def _anchors(r: _Reader, node: Node, kind: str) -> list[_Anchor]:
+    _attributes(r, node)
+    out = []
+    for child in node.children:
+        if child.tag != "certificates":
+            _unknown_element(r, child, node)
+            continue
+        _attributes(r, child)
+        _no_children(r, child)
+        src = child.attrib.get("src")
+        if src is None:
+            raise r.refuse(
+                child, "certificates element missing src attribute (Android refuses the file)"
+            )
+        if src not in ("system", "user", "wfa") and not src.startswith("@"):
+            raise r.refuse(
+                child,
+                f'src="{label(src)}": Unknown certificates src, should be one of '
+                "system|user|@resourceVal (Android refuses the file)",
+            )
+        # In <debug-overrides> overridePins defaults to true (XmlConfigSource).
+        override = _android_bool(r, child, "overridePins")
+        out.append(_Anchor(src, kind == _DEBUG if override is None else override, child.line))
+    return out
+
+
+def _trustkit_structure(r: _Reader, node: Node) -> None:
+    _attributes(r, node)
+    for child in node.children:
+        if child.tag == "report-uri":
+            _attributes(r, child)
+            _no_children(r, child)
+        else:
+            _unknown_element(r, child, node)
+
+
+# -- unknown names --------------------------------------------------------------------------------
+
+
+def _attributes(r: _Reader, node: Node) -> None:
+    """Warn about every attribute Android does not read on `node` (it ignores them)."""
+    known = _ATTRS.get(node.tag, ())
+    for name, value in node.attrib.items():
+        if name in known:
+            continue
+        prefix, colon, local = name.partition(":")
+        if name == "xmlns" or prefix == "xmlns" or (colon and prefix == "tools"):
+            # Namespace declarations, and tools: attributes (lint hints such as tools:ignore,
+            # which the build strips before Android sees the file): nothing to say.
+            continue
+        shown = f'{label(name)}="{label(value)}"'
+        if colon:
+            hint = f' (did you mean "{local}"?)' if local in known else ""
+            r.warn(
+                node,
+                f"attribute {shown} has a namespace prefix: Android reads the attributes of "
+                f"<{node.name}> without one, so it is ignored{hint}",
+            )
+            continue
+        hint = did_you_mean(name, known)
+        owner = _OWNER.get(name.lower())
+        if not hint and owner is not None and owner != node.tag:
+            hint = f" ({_OWNER_SPELLING.get(name.lower(), name)} belongs on <{owner}>)"
+        r.warn(
+            node,
+            f"attribute {shown} is not one {_reader(node)} reads on <{node.name}>: ignored{hint}",
+        )
+
+
+def _reader(node: Node) -> str:
+    """Who reads `node`: TrustKit its own elements, Android the rest."""
+    return "TrustKit" if node.tag in ("trustkit-config", "report-uri") else "Android"
+
+
+_OWNER_SPELLING: dict[str, str] = {a.lower(): a for attrs in _ATTRS.values() for a in attrs}
+
+
+def _unknown_element(r: _Reader, node: Node, parent: Node) -> None:
+    if node.tag == "pin" and parent.tag != "pin-set":
+        r.warn(
+            node,
+            f"<pin> outside <pin-set> (in <{parent.name}>): Android ignores it, so this pin "
+            "is not enforced",
+        )
+        return
+    homes = _PARENTS.get(node.tag)
+    if homes and parent.tag not in homes:
+        hint = f" (<{node.tag}> belongs in <{'> or <'.join(homes)}>)"
+    else:
+        hint = did_you_mean(node.tag, _CHILDREN.get(parent.tag, ()))
+    r.warn(
+        node,
+        f"<{node.name}> is not an element {_reader(parent)} reads in <{parent.name}>: "
+        f"ignored{hint}",
+    )
+
+
+def _no_children(r: _Reader, node: Node) -> None:
+    for child in node.children:
+        _unknown_element(r, child, node)
+
+
+def _android_bool(r: _Reader, node: Node, name: str) -> bool | None:
+    """The boolean attribute as Android reads it: None when absent; a value aapt does not
+    compile into a boolean reads as the default (warned, None)."""
+    value = node.attrib.get(name)
+    if value is None:
+        return None
+    if value in _BOOLEANS:
+        return _BOOLEANS[value]
+    r.warn(
+        node,
+        f'{name}="{label(value)}" is not a boolean ("true" or "false"): Android reads the '
+        "default instead",
+    )
+    return None
+
+
+def _trustkit_bool(r: _Reader, node: Node, name: str) -> bool | None:
+    """TrustKit reads its attributes with Boolean.parseBoolean: "true" in any case, else false."""
+    value = node.attrib.get(name)
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        r.warn(
+            node,
+            f'{name}="{label(value)}" is not "true" or "false": TrustKit reads it as '
+            f"{'true' if value.lower() == 'true' else 'false'}",
+        )
+    return value.lower() == "true"
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+def _inherited(cfg: _Config, attr: str, base: _Config | None) -> Any:
+    """`attr` of the nearest config up the chain that sets it, ending at <base-config>."""
+    current: _Config | None = cfg
+    while current is not None:
+        value = getattr(current, attr)
+        if value is not None:
+            return value
+        current = current.parent
+    return getattr(base, attr) if base is not None else None
+
+
+def _rule(
+    r: _Reader,
+    cfg: _Config,
+    domain: str,
+    include: bool,
+    node: Node,
+    domains: dict[str, dict[str, Any]],
+    lines: dict[str, str],
+) -> None:
+    pin_set: _PinSet | None = _inherited(cfg, "pin_set", None)
+    if pin_set is None:
+        r.warn(node, f"{common.clip(domain)} has no <pin-set>: not pinned")
+        return
+    if not pin_set.pins:
+        r.warn(
+            node,
+            f"host {common.clip(domain)} is NOT pinned on Android: its <pin-set> "
+            f"(line {pin_set.node.line}) holds no <pin> (an empty pin-set pins nothing)",
+        )
+        return
+    reason = unmatchable_domain(domain)
+    if reason is not None:
+        r.warn(
+            node,
+            f"host {_intended(domain)} is NOT pinned on Android today: {common.clip(domain)} "
+            f"can never match a host name ({reason}); rule left out",
+        )
+        return
+    try:
+        host = common.check_host(domain, r.source, node.where())
+    except common.FormatError as exc:
+        r.warn(
+            node,
+            f"{common.clip(domain)} is pinned on Android, but certpin cannot hold this host "
+            f"name ({exc.problem}): rule left out",
+        )
+        return
+    if host in domains:
+        raise r.refuse(node, f"domain {host!r} is already configured at {lines[host]}")
+    body: dict[str, Any] = {"pins": list(pin_set.pins), "include_subdomains": include}
+    if pin_set.expires is not None:
+        body["expires"] = pin_set.expires.isoformat()
+        if expired(pin_set.expires, r.options):
+            r.warn(
+                node,
+                f"host {host}: its <pin-set> expired on {pin_set.expires.isoformat()} "
+                f"(line {pin_set.node.line}): Android no longer enforces these pins, so {host} "
+                "is NOT pinned on devices today (imported with that expires; certpin lint "
+                "reports it as CP104)",
+            )
+    _trust_notes(r, cfg, host, node)
+    tk: Node | None = _inherited(cfg, "tk", None)
+    if tk is not None:
+        _trustkit_body(r, tk, body)
+    domains[host] = body
+    lines[host] = f"{r.source}: line {node.line}"
+
+
+def _trust_notes(r: _Reader, cfg: _Config, host: str, node: Node) -> None:
+    anchors: list[_Anchor] | None = _inherited(cfg, "anchors", r.base)
+    for anchor in anchors or ():
+        what = _src_name(anchor.src)
+        if anchor.override:
+            r.warn(
+                node,
+                f"host {host} is effectively unpinned on Android for certificates that chain "
+                f'to {what}: <certificates src="{label(anchor.src)}" overridePins="true"> '
+                f"(line {anchor.line}) lets them bypass the pin-set. certpin has no trust "
+                "store that bypasses pins: the imported rule pins them too (stricter than the "
+                "app)",
+            )
+        elif anchor.src == "user":
+            r.warn(
+                node,
+                f'host {host} trusts user-installed CAs (<certificates src="user">, line '
+                f"{anchor.line}); the pins still apply to their certificates, as in certpin",
+            )
+        elif anchor.src != "system":
+            r.warn(
+                node,
+                f"host {host} trusts {what} (line {anchor.line}): a certpin policy holds no "
+                "trust anchors; give the client that CA (cafile=…) or it refuses the chain "
+                "before the pins are checked",
+            )
+    cleartext: tuple[bool, Node] | None = _inherited(cfg, "cleartext", r.base)
+    if cleartext is not None and cleartext[0]:
+        r.warn(
+            node,
+            f'host {host}: cleartextTrafficPermitted="true" (line {cleartext[1].line}): '
+            "the app may use plain http:// to it, where no pin applies (certpin pins TLS "
+            "connections only)",
+        )
+    ct: tuple[bool, Node] | None = _inherited(cfg, "ct", r.base)
+    if ct is not None and ct[0]:
+        r.warn(
+            node,
+            f'host {host}: <certificateTransparency enabled="true"> (line {ct[1].line}): '
+            "Android 16+ also requires Certificate Transparency for it; a certpin policy does "
+            "not carry that requirement (not imported)",
+        )
+
+
+def _src_name(src: str) -> str:
+    return {
+        "system": "the system CAs",
+        "user": "user-installed CAs",
+        "wfa": "the Wi-Fi Alliance CAs",
+    }.get(src, f"the CA certificates of {label(src)}")
+
+
+def _debug_note(r: _Reader, debug: _Config) -> None:
+    if not debug.anchors:
+        return
+    bypass = [a for a in debug.anchors if a.override]
+    names = ", ".join(sorted({_src_name(a.src) for a in debug.anchors}))
+    effect = (
+        "certificates that chain to them bypass the pins of every host (overridePins is "
+        "true by default here)"
+        if bypass
+        else "they are trusted too, and the pins still apply"
+    )
+    r.warn(
+        debug.node,
+        f"<debug-overrides> trusts {names}: only debuggable builds read it, and there {effect}; "
+        "release builds ignore it. Not imported",
+    )
+
+
+def _intended(domain: str) -> str:
+    """The host a domain that cannot match probably meant (for the warning), else the text."""
+    host = domain.split("://", 1)[-1].split("/", 1)[0].strip()
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.strip(".")
+    if host and unmatchable_domain(host) is None:
+        return host
+    return common.clip(domain)
+
+
+def _trustkit_body(r: _Reader, tk: Node, body: dict[str, Any]) -> None:
+    enforce = _trustkit_bool(r, tk, "enforcePinning")
+    body["enforce"] = bool(enforce)
+    if not _trustkit_bool(r, tk, "disableDefaultReportUri"):
+        r.warn(
+            tk,
+            "TrustKit also sends reports to its vendor's default report URI here; not imported",
+        )
+    body["report_uris"] = [
+        common.check_report_uri(child.text.strip(), r.source, child.where())
+        for child in tk.children
+        if child.tag == "report-uri"
+    ]
