@@ -10,6 +10,7 @@ The tree (where a class is defined outside this module, its module is named)::
     │   ├── CertificateLoadError                   a certificate/key/CSR file that does not parse
     │   │   └── DERError              core.der     malformed DER in a certificate or CSR
     │   ├── InsecureContextError                   CERT_NONE / no hostname check on a context
+    │   ├── UnenforceableRuleError                 a rule a client's own TLS stack cannot enforce
     │   ├── HostError                 core.hosts   a host name or pattern certpin refuses
     │   ├── FormatError               formats      a foreign-format file that does not import
     │   ├── StateError, WebhookError  lifecycle.monitor.state
@@ -52,6 +53,7 @@ __all__ = [
     "PinFormatError",
     "PinValidationError",
     "PolicyError",
+    "UnenforceableRuleError",
 ]
 
 
@@ -73,6 +75,25 @@ class CertificateLoadError(ConfigurationError):
 
 class InsecureContextError(ConfigurationError):
     """A pinning context was asked to run without certificate or hostname verification."""
+
+
+class UnenforceableRuleError(ConfigurationError):
+    """A pin rule that a client with its own TLS stack (pycurl, grpcio) cannot enforce exactly.
+
+    certpin refuses rather than enforce a weaker rule (``certpin.tls.pycurl``,
+    ``certpin.tls.grpc``; docs/process-wide.md).
+
+    Attributes:
+        host: the host the rule was looked up for.
+        pattern: the policy key of the rule (None when no rule applies).
+        client: the client that cannot enforce it (``"pycurl"``, ``"grpcio"``).
+    """
+
+    def __init__(self, message: str, *, host: str, pattern: str | None, client: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.pattern = pattern
+        self.client = client
 
 
 class PolicyError(ConfigurationError):

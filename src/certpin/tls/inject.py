@@ -320,9 +320,15 @@ def inject_into_ssl(
             object with ``current_policy()``, a zero-argument callable).
         on_failure: called with a `PinFailure` for every failed pin check and every CA
             validation failure on a pinned host (``verdict.status`` ``UNTRUSTED``).
+
+    Raises:
+        InsecureContextError: urllib3 has been switched to pyOpenSSL
+            (``urllib3.contrib.pyopenssl.inject_into_urllib3()``), which no ``ssl`` hook
+            reaches; undo that first.
     """
     getter = as_provider(policy)
     getter()  # fail now, not at the first handshake, if the provider is broken
+    _refuse_pyopenssl()
     with _lock:
         InjectedContext._certpin_injection = _Injection(getter, on_failure)
         if _undo:
@@ -340,6 +346,21 @@ def inject_into_ssl(
                 ctx.__class__ = InjectedContext
         _undo.append(("marker", None, None, None))
         log.debug("certpin: injected into ssl (%d names patched)", len(_undo) - 1)
+
+
+def _refuse_pyopenssl() -> None:
+    # urllib3.contrib.pyopenssl.inject_into_urllib3() swaps urllib3's SSLContext for
+    # PyOpenSSLContext: OpenSSL through pyOpenSSL, outside the ssl module, so no certpin hook
+    # would run for urllib3/requests/botocore traffic. Refuse rather than pin everything else
+    # and let that traffic through unpinned.
+    for name in ("urllib3.util.ssl_", "pip._vendor.urllib3.util.ssl_"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "IS_PYOPENSSL", False):
+            raise InsecureContextError(
+                f"{name.rsplit('.util', 1)[0]} uses pyOpenSSL (urllib3.contrib.pyopenssl."
+                "inject_into_urllib3()): certpin cannot pin connections made through it; call "
+                "urllib3.contrib.pyopenssl.extract_from_urllib3() before certpin.inject_into_ssl()"
+            )
 
 
 def extract_from_ssl() -> None:
