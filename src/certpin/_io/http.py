@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import socket
 import threading
 import urllib.parse
@@ -33,7 +34,7 @@ from email.message import Message
 from ssl import SSLContext
 from typing import Any
 
-__all__ = ["ERRORS", "Response", "request"]
+__all__ = ["ERRORS", "Response", "is_loopback", "request"]
 
 #: What a failed request raises: urllib's URLError and every socket and TLS error are OSErrors
 #: (a `PinValidationError` too, and the `TimeoutError` of an overrun deadline), a malformed
@@ -132,6 +133,21 @@ def request(
     if fired.is_set():  # the cut can look like a clean end of the body
         raise _overran(url, deadline)
     return response
+
+
+def is_loopback(url: str) -> bool:
+    """True when `url`'s host is ``localhost`` or a loopback address: where the edges accept
+    plain ``http://`` (a collector, a log or a webhook receiver on the same machine)."""
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host.rstrip(".") == "localhost":  # urlsplit lower-cases the host
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _overran(url: str, deadline: float | None) -> TimeoutError:

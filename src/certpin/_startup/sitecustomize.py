@@ -34,6 +34,7 @@ def _pin() -> None:
         return
     try:
         import certpin
+        from certpin._io.http import is_loopback
         from certpin.reporting import Reporter
     except Exception as exc:  # ImportError, or a broken install (a missing cryptography)
         _refuse(
@@ -47,26 +48,16 @@ def _pin() -> None:
         on_failure = None
         if uri:
             on_failure = Reporter(
-                policy, report_uris=[uri], allow_http=_loopback(uri), app="certpin run"
+                # A collector on this machine may be reached over plain HTTP; any other
+                # report URI must be https (the reporter refuses http).
+                policy,
+                report_uris=[uri],
+                allow_http=is_loopback(uri),
+                app="certpin run",
             )
         certpin.inject_into_ssl(policy, on_failure=on_failure)
     except Exception as exc:
         _refuse(f"cannot pin with {path}: {exc}")
-
-
-def _loopback(uri: str) -> bool:
-    # A collector on this machine (http://127.0.0.1:…) may be reached over plain HTTP; any
-    # other report URI must be https (the reporter refuses http).
-    import ipaddress
-    import urllib.parse
-
-    host = urllib.parse.urlsplit(uri).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _chain() -> None:

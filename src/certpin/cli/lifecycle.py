@@ -110,13 +110,23 @@ def lint_command(
 ) -> int:
     """Find the policy mistakes that cause lock-outs or void the pins (rules: docs/lint.md).
 
+    POLICY is a certpin policy, or any file `certpin import` reads (format detected from the
+    content, an .apk or an .ipa included): it is imported, then linted.
+
     Chain rules (CP2xx) run on each key's *verified* chain, from --chain DOMAIN=FILE or
     --live. Exit 0 clean, 1 errors (or warnings with --strict), 2 bad input.
     """
-    from certpin.core.policy import Policy
+    from certpin.cli.formats import load_input
+    from certpin.cli.output import warn
     from certpin.lifecycle.lint import exit_code, lint_policy
 
-    policy = Policy.from_file(policy_file)
+    # A certpin policy, or what an import format, an .apk or an .ipa amounts to (detected):
+    # the import's warnings are printed, then the policy is linted like any other.
+    loaded = load_input(policy_file)
+    policy = loaded.policy
+    if not as_json:
+        for line in loaded.warnings:
+            warn(line)
     spare_keys = spares.load()
     domain_chains = sources.acquire(policy)
     findings = lint_policy(policy, domain_chains, spare_keys, now)
@@ -126,6 +136,8 @@ def lint_command(
         print_json(
             {
                 "policy": policy_file,
+                "format": loaded.fmt,
+                "import_warnings": list(loaded.warnings),
                 "findings": [f.to_json() for f in findings],
                 "counts": counts,
                 "strict": strict,
@@ -170,6 +182,11 @@ def _format(value: str | None) -> dict[str, Any]:
     type=click.Choice(["md", "html", "json"]),
 )
 @output_option()
+@click.option(
+    "--no-revocation",
+    is_flag=True,
+    help="With --live/--address: skip the revocation checks of the live chains.",
+)
 def inventory_command(
     policy_file: str,
     sources: ChainSources,
@@ -178,10 +195,12 @@ def inventory_command(
     as_json: bool,
     html: bool,
     output: str | None,
+    no_revocation: bool,
 ) -> int:
     """Document every pin: what it names, live or backup, expiry and the next rotation.
 
-    Markdown by default; --json or --html for the other renderings.
+    Markdown by default; --json or --html for the other renderings. Live chains (--live,
+    --address) get each certificate's revocation status (--no-revocation skips it).
     """
     from certpin.core.policy import Policy
     from certpin.lifecycle.inventory import build_inventory, render
@@ -192,5 +211,12 @@ def inventory_command(
     spare_keys = spares.load()
     domain_chains = sources.acquire(policy)
     fmt = "json" if as_json else "html" if html else "md"
-    write_output(render(build_inventory(policy, domain_chains, spare_keys, now), fmt), output)
+    revocations = None
+    if not no_revocation:
+        from certpin.lifecycle.inventory import live_revocations
+
+        # the answers must be valid now, whatever --now says about rotation dates
+        revocations = live_revocations(domain_chains, dt.datetime.now(dt.UTC), sources.timeout)
+    document = build_inventory(policy, domain_chains, spare_keys, now, revocations)
+    write_output(render(document, fmt), output)
     return ExitCode.OK

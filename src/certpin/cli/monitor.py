@@ -38,6 +38,7 @@ _STYLES = {
     "warn": "yellow",
     "mismatch": "bold red",
     "denied": "bold red",
+    "revoked": "bold red",
     "error": "red",
 }
 
@@ -86,6 +87,17 @@ _STYLES = {
     metavar="URL",
     help="POST a JSON event here when an endpoint changes (https; http for loopback only).",
 )
+@click.option(
+    "--no-revocation",
+    is_flag=True,
+    help="Skip the revocation checks (stapled OCSP, OCSP responder, CRL).",
+)
+@click.option(
+    "--log-list",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="CT log list (v3 log_list.json) to name and verify the leaf's embedded SCTs.",
+)
 @click.option("--max-runs", type=click.IntRange(min=1), hidden=True, help="Stop after N rounds.")
 def monitor_command(
     targets: tuple[str, ...],
@@ -99,14 +111,17 @@ def monitor_command(
     watch: float | None,
     state_file: str | None,
     webhook: str | None,
+    no_revocation: bool,
+    log_list: str | None,
     max_runs: int | None,
 ) -> int:
     """Check TLS endpoints concurrently: pins (against --policy), chain, expiry, changes.
 
     TARGETS are HOST[:PORT] (default port 443); without TARGETS or --targets-file, the
     policy's exact domain keys are checked. Exit status: 0 all ok; 1 a pin mismatch or a
-    denied host; 2 usage or input error; 3 an endpoint unreachable or failing TLS/CA
-    verification; 4 only expiry warnings (within --warn-days).
+    denied host, or a revoked certificate that a pin covers; 2 usage or input error; 3 an
+    endpoint unreachable or failing TLS/CA verification; 4 only expiry warnings (within
+    --warn-days).
     """
     from certpin.core.policy import Policy
     from certpin.lifecycle.monitor.check import Monitor, Webhook
@@ -120,6 +135,11 @@ def monitor_command(
     if max_runs is not None and watch is None:
         raise click.UsageError("--max-runs only applies with --watch")
     hook = Webhook(webhook, policy=policy, cafile=cafile) if webhook else None
+    logs = None
+    if log_list is not None:
+        from certpin.lifecycle.ct.loglist import load_log_list
+
+        logs = load_log_list(log_list)  # LogListError -> exit 2 before any connection
     monitor = Monitor(
         endpoints,
         policy,
@@ -129,6 +149,8 @@ def monitor_command(
         warn_days=warn_days,
         state_path=state_file,
         webhook=hook,
+        revocation=not no_revocation,
+        log_list=logs,
     )
     with _log_to_stderr():
         if watch is not None:
@@ -335,6 +357,10 @@ def _chain_lines(report: EndpointReport) -> list[str]:
     for cert in report.chain:
         sent = "" if cert.served else "  [not sent by the server]"
         lines.append(f"  #{cert.position}  {cert.pin}  {cert.days_left} d  {cert.subject}{sent}")
+    for rev in report.revocation or ():
+        lines.append(f"  revocation #{rev.position}: {rev.status}: {rev.reason}")
+    if report.scts is not None and report.chain:
+        lines.append(f"  SCTs: {report.scts.summary()}")
     return lines
 
 

@@ -123,10 +123,32 @@ def _chain_sources(chain: Sequence[bytes], fetched: FetchedChain) -> list[PinSou
 # -- check --------------------------------------------------------------------------------------
 
 
+def _revocation_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--no-revocation`` and ``--log-list``: the revocation and SCT report of ``check``."""
+    return apply_options(
+        func,
+        [
+            click.option(
+                "--no-revocation",
+                is_flag=True,
+                help="Skip the revocation checks (stapled OCSP, OCSP responder, CRL).",
+            ),
+            click.option(
+                "--log-list",
+                type=click.Path(dir_okay=False),
+                metavar="FILE",
+                help="CT log list (v3 log_list.json) to name the logs of the leaf's SCTs and "
+                "verify their signatures.",
+            ),
+        ],
+    )
+
+
 @click.command("check", cls=Verb)
 @click.argument("target", metavar="HOST[:PORT]", callback=lambda _c, _p, v: parse_target(v))
 @policy_option(required=True)
 @_connection_options
+@_revocation_options
 @json_option
 def check_command(
     target: tuple[str, int],
@@ -134,26 +156,84 @@ def check_command(
     cafile: str | None,
     servername: str | None,
     timeout: float,
+    no_revocation: bool,
+    log_list: str | None,
     as_json: bool,
 ) -> int:
     """Connect to HOST[:PORT] (default port 443) and check its verified chain against a policy.
 
     The rule is looked up by the SNI name (--servername, default HOST). Exit status: 0 pins
     match, or the host is unpinned or its pins expired; 1 pins do not match (also in
-    report-only mode) or the host is denied; 2 bad policy or usage; 3 connection/TLS failure.
+    report-only mode), the host is denied, or a certificate a pin covers is revoked; 2 bad
+    policy or usage; 3 connection/TLS failure.
+
+    Also reports each certificate's revocation status (the stapled OCSP response, else the
+    OCSP responder, else the CRL; --no-revocation skips it) and the leaf's embedded SCTs.
     """
     from certpin.core.policy import Policy
     from certpin.core.verdict import verdict
+    from certpin.lifecycle.sct import embedded_scts
 
     policy = Policy.from_file(policy_file)  # PolicyError -> exit 2 before any connection
+    logs = _load_log_list(log_list)
     sni = servername or target[0]
     fetched = _fetch(target, cafile, sni, timeout)
-    result = verdict(sni, fetched.verified, policy, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    result = verdict(sni, fetched.verified, policy, now)
+    revocations = None
+    if not no_revocation:
+        from certpin.lifecycle.staple import check_live
+
+        revocations = check_live(
+            fetched.host, fetched.port, sni, fetched.verified, now, timeout=timeout
+        )
+    alerts = _revocation_alerts(result, revocations)
+    chain = fetched.verified
+    scts = embedded_scts(chain[0], chain[1] if len(chain) > 1 else None, logs)
     if as_json:
-        print_json(_verdict_json(result, fetched))
+        document = _verdict_json(result, fetched)
+        document["revocation"] = None if revocations is None else [r.to_json() for r in revocations]
+        document["revocation_alerts"] = alerts
+        document["scts"] = scts.to_json()
+        print_json(document)
     else:
         _print_verdict(result, fetched)
-    return for_verdict(result)
+        _print_revocation(revocations, alerts, scts)
+    code = for_verdict(result)
+    return ExitCode.FAILED if alerts else code
+
+
+def _load_log_list(path: str | None) -> Any:
+    if path is None:
+        return None
+    from certpin.lifecycle.ct.loglist import load_log_list
+
+    return load_log_list(path)  # LogListError (a ConfigurationError) -> exit 2
+
+
+def _revocation_alerts(result: Verdict, revocations: Sequence[Any] | None) -> list[str]:
+    """An alert per revoked certificate that a pin of the host's rule covers."""
+    if revocations is None or result.rule is None:
+        return []
+    from certpin.lifecycle.revocation import alert
+
+    found = (alert(r, result.rule.all_pins) for r in revocations)
+    return [line for line in found if line is not None]
+
+
+def _print_revocation(revocations: Sequence[Any] | None, alerts: list[str], scts: Any) -> None:
+    lines = []
+    if revocations is None:
+        lines.append("  revocation: not checked (--no-revocation)")
+    else:
+        lines.append("  revocation:")
+        for rev in revocations:
+            lines.append(f"    {rev.position}  {rev.status}  {rev.reason}")
+            lines += [f"         tried: {t}" for t in rev.tried if t != rev.reason]
+    lines.append(f"  SCTs:     {scts.summary()}")
+    lines += [f"    {s.reason} ({s.timestamp:%Y-%m-%d})" for s in scts.scts]
+    lines += [f"ALERT: {line}" for line in alerts]
+    click.echo("\n".join(lines))
 
 
 def _mode(result: Verdict) -> str | None:

@@ -22,11 +22,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from certpin.core.policy import Policy
+from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import iso
 from certpin.lifecycle.chains import DomainChain, PinInfo, SpareKey, classify_pins, describe_chain
+from certpin.lifecycle.revocation import Revocation
 
-__all__ = ["FORMATS", "ROTATION_LEAD", "build_inventory", "render"]
+__all__ = ["FORMATS", "ROTATION_LEAD", "build_inventory", "live_revocations", "render"]
 
 ROTATION_LEAD = dt.timedelta(days=30)
 FORMATS = ("md", "html", "json")
@@ -66,16 +67,53 @@ def _pin_entry(info: PinInfo) -> dict[str, Any]:
     return entry
 
 
+def live_revocations(
+    chains: Mapping[str, DomainChain], now: dt.datetime, timeout: float
+) -> dict[str, list[Revocation]]:
+    """The revocation status of each *live* chain (``--live``/``--address``; chain files are
+    not checked: they say nothing about what a server serves now), the server's staple first
+    (`certpin.lifecycle.staple.check_live`)."""
+    from certpin.lifecycle.chain_files import example_host
+    from certpin.lifecycle.staple import check_live
+    from certpin.tls.fetch import parse_target
+
+    out: dict[str, list[Revocation]] = {}
+    for key, chain in chains.items():
+        if not chain.available or not chain.origin.startswith("connect "):
+            continue
+        host, port = parse_target(chain.origin.removeprefix("connect "))
+        sni = example_host(chain.host)
+        out[key] = check_live(host, port, sni, chain.chain, now, timeout=timeout)
+    return out
+
+
+def _revocation_facts(
+    revocations: Sequence[Revocation] | None, rule: DomainRule
+) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    if revocations is None:
+        return None, []
+    from certpin.lifecycle.revocation import alert
+
+    alerts = [alert(r, rule.all_pins) for r in revocations]
+    return [r.to_json() for r in revocations], [a for a in alerts if a is not None]
+
+
 def build_inventory(
     policy: Policy,
     chains: Mapping[str, DomainChain],
     spares: Sequence[SpareKey] = (),
     now: dt.datetime | None = None,
+    revocations: Mapping[str, Sequence[Revocation]] | None = None,
 ) -> dict[str, Any]:
-    """The inventory as a JSON-compatible document (see the module docstring)."""
+    """The inventory as a JSON-compatible document (see the module docstring).
+
+    `revocations` (`live_revocations`) adds each domain's ``revocation`` list and
+    ``revocation_alerts`` (a revoked certificate a pin covers); a domain without one has null.
+    """
     now = now or dt.datetime.now(dt.UTC)
     domains = []
     for key, rule in policy.domains.items():
+        revocation, alerts = _revocation_facts((revocations or {}).get(key), rule)
         chain = chains.get(key)
         certs = describe_chain(chain.chain) if chain is not None and chain.available else []
         infos = classify_pins(rule, certs, spares)
@@ -116,6 +154,8 @@ def build_inventory(
                     }
                     for c in certs
                 ],
+                "revocation": revocation,
+                "revocation_alerts": alerts,
             }
         )
     return {
@@ -173,7 +213,17 @@ def _facts(domain: Mapping[str, Any]) -> list[tuple[str, str]]:
         ),
         ("Chain", domain["chain_source"] or (domain["chain_note"] or "not given")),
         ("Report URIs", ", ".join(domain["report_uris"]) or "none"),
-    ]
+    ] + _revocation_lines(domain)
+
+
+def _revocation_lines(domain: Mapping[str, Any]) -> list[tuple[str, str]]:
+    revocation = domain.get("revocation")
+    if revocation is None:
+        return []
+    text = "; ".join(f"#{r['position']} {r['status']}: {r['reason']}" for r in revocation)
+    out = [("Revocation", text or "nothing to check (no issuer in the chain)")]
+    out += [("ALERT", line) for line in domain.get("revocation_alerts", [])]
+    return out
 
 
 def _md_cell(text: str) -> str:

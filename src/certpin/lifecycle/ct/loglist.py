@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from certpin._io.http import is_loopback
 from certpin.core.toml import DocumentError, parse_json, read_document
 from certpin.lifecycle.ct.errors import LogListError
 from certpin.lifecycle.ct.sth import LogKey
@@ -86,7 +86,7 @@ def load_log_list(source: str, *, fetch: Any = None) -> list[LogInfo]:
     `certpin.lifecycle.ct.errors.LogError`, reported here as a `LogListError`.
     """
     if source.startswith(("https://", "http://")):
-        if source.startswith("http://") and not _loopback(source):
+        if source.startswith("http://") and not is_loopback(source):
             # The list holds the logs' keys, the only trust anchors of the whole watch.
             raise LogListError(
                 f"{source}: the log list holds the logs' keys: fetch it over https "
@@ -115,19 +115,6 @@ def load_log_list(source: str, *, fetch: Any = None) -> list[LogInfo]:
             where = f"{exc.where}: " if exc.where else ""
             raise LogListError(f"{source}: {where}the log list {exc.problem}") from None
     return parse_log_list(text, os.fspath(source))
-
-
-def _loopback(url: str) -> bool:
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_log_list(text: str, source: str) -> list[LogInfo]:

@@ -12,6 +12,8 @@ Statuses, most severe first (docs/monitor.md)::
 
     mismatch  the verified chain matches no pin of the host's rule (enforced or report-only)
     denied    no rule covers the host and the policy denies unpinned hosts
+    revoked   a certificate a pin of the host's rule covers is revoked (OCSP/CRL): rotate to
+              the backup key
     error     no verified chain: refused, timeout, TLS failure, untrusted CA, expired, bad name
     warn      passes, but a certificate or the host's pin rule expires within warn_days
               (or the rule has already expired, or a signed kill switch suspends its pins:
@@ -54,6 +56,9 @@ from certpin.tls.fetch import ConnectError, fetch_chain_async, format_target
 
 if TYPE_CHECKING:
     from certpin.core.sources import PinSource
+    from certpin.lifecycle.ct.loglist import LogInfo
+    from certpin.lifecycle.revocation import Revocation
+    from certpin.lifecycle.sct import SctReport
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -172,6 +177,9 @@ class EndpointReport:
     checked_at: dt.datetime
     elapsed: float
     previous: Snapshot | None = None
+    revocation: tuple[Revocation, ...] | None = None
+    revocation_alerts: tuple[str, ...] = ()
+    scts: SctReport | None = None
 
     @property
     def changed(self) -> bool | None:
@@ -194,7 +202,7 @@ class EndpointReport:
         if self.error is not None:
             return self.error
         assert self.verdict is not None
-        parts = [self.verdict.reason]
+        parts = [*self.revocation_alerts, self.verdict.reason]
         if self.verdict.pin_failure and self.verdict.report_only:
             parts.append("report-only: clients connect and report")
         parts += self.warnings
@@ -236,6 +244,11 @@ class EndpointReport:
             "elapsed_ms": round(self.elapsed * 1000, 1),
             "changed": self.changed,
             "previous": None if self.previous is None else self.previous.to_json(),
+            "revocation": None
+            if self.revocation is None
+            else [r.to_json() for r in self.revocation],
+            "revocation_alerts": list(self.revocation_alerts),
+            "scts": None if self.scts is None else self.scts.to_json(),
         }
 
 
@@ -338,8 +351,15 @@ async def check_endpoint(
     timeout: float = DEFAULT_TIMEOUT,
     warn_days: int = DEFAULT_WARN_DAYS,
     clock: Callable[[], dt.datetime] | None = None,
+    revocation: bool = False,
+    log_list: Sequence[LogInfo] | None = None,
 ) -> EndpointReport:
     """Connect to one endpoint (connect + handshake bounded by `timeout`) and report on it.
+
+    With `revocation`, each certificate's revocation status is checked too
+    (`certpin.lifecycle.staple.check_live`, in a thread, bounded by its deadline); a revoked
+    certificate that a pin covers makes the status ``revoked``. The leaf's embedded SCTs are
+    reported (verified with `log_list` when given).
 
     Never raises for a connection problem: that is a report with status ``error``.
     """
@@ -359,7 +379,7 @@ async def check_endpoint(
         return _error(target, message, now, time.perf_counter() - start)
     except (OSError, ssl.SSLError, ValueError) as exc:  # Defensive: anything else on the wire
         return _error(target, f"{target.key}: {exc}", now, time.perf_counter() - start)
-    return evaluate(
+    report = evaluate(
         target,
         fetched.verified,
         fetched.served,
@@ -367,6 +387,39 @@ async def check_endpoint(
         now,
         warn_days,
         time.perf_counter() - start,
+    )
+    return await _revocation(report, fetched.verified, now, timeout, revocation, log_list)
+
+
+async def _revocation(
+    report: EndpointReport,
+    chain: Sequence[bytes],
+    now: dt.datetime,
+    timeout: float,
+    revocation: bool,
+    log_list: Sequence[LogInfo] | None,
+) -> EndpointReport:
+    """`report` with the chain's revocation status and the leaf's SCTs added."""
+    from certpin.lifecycle.revocation import alert
+    from certpin.lifecycle.sct import embedded_scts
+
+    scts = embedded_scts(chain[0], chain[1] if len(chain) > 1 else None, log_list)
+    if not revocation:
+        return replace(report, scts=scts)
+    from certpin.lifecycle.staple import check_live
+
+    target = report.target
+    revs = await asyncio.to_thread(
+        check_live, target.host, target.port, target.sni, chain, now, timeout=timeout
+    )
+    rule = None if report.verdict is None else report.verdict.rule
+    alerts = [] if rule is None else [alert(r, rule.all_pins) for r in revs]
+    found = tuple(line for line in alerts if line is not None)
+    status = report.status
+    if found and status not in ("mismatch", "denied"):
+        status = "revoked"
+    return replace(
+        report, status=status, revocation=tuple(revs), revocation_alerts=found, scts=scts
     )
 
 
@@ -388,6 +441,8 @@ async def run_once(
     warn_days: int = DEFAULT_WARN_DAYS,
     clock: Callable[[], dt.datetime] | None = None,
     on_report: Callable[[EndpointReport], None] | None = None,
+    revocation: bool = False,
+    log_list: Sequence[LogInfo] | None = None,
 ) -> list[EndpointReport]:
     """Check every target, at most `concurrency` at a time; reports in the order of `targets`.
 
@@ -406,6 +461,8 @@ async def run_once(
                 timeout=timeout,
                 warn_days=warn_days,
                 clock=clock,
+                revocation=revocation,
+                log_list=log_list,
             )
         if on_report is not None:
             on_report(report)
@@ -415,9 +472,9 @@ async def run_once(
 
 
 def exit_code(reports: Iterable[EndpointReport]) -> int:
-    """0 all ok; 1 any mismatch/denied; else 3 any error; else 4 any warning."""
+    """0 all ok; 1 any mismatch/denied/revoked; else 3 any error; else 4 any warning."""
     statuses = {r.status for r in reports}
-    if statuses & {"mismatch", "denied"}:
+    if statuses & {"mismatch", "denied", "revoked"}:
         return EXIT_MISMATCH
     if "error" in statuses:
         return EXIT_CONNECTION
@@ -471,6 +528,8 @@ class Monitor:
     webhook: Webhook | None = None
     clock: Callable[[], dt.datetime] | None = None
     state: dict[str, Snapshot] = field(default_factory=dict)
+    revocation: bool = False
+    log_list: Sequence[LogInfo] | None = None
 
     def __post_init__(self) -> None:
         if self.state_path is not None:
@@ -492,6 +551,8 @@ class Monitor:
             warn_days=self.warn_days,
             clock=self.clock,
             on_report=on_report,
+            revocation=self.revocation,
+            log_list=self.log_list,
         )
         reports = [replace(r, previous=self.state.get(r.target.key)) for r in reports]
         for report in reports:

@@ -11,10 +11,10 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import ipaddress
 import json
 import logging
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -27,6 +27,7 @@ from typing import Any, Literal
 from certpin._errors import ConfigurationError
 from certpin._io import http
 from certpin._io.atomic import atomic_write
+from certpin._io.http import is_loopback
 from certpin.core.policy import Policy
 from certpin.core.times import iso, parse_iso
 from certpin.core.toml import DocumentError, parse_json, read_document, shown
@@ -61,8 +62,8 @@ STATE_VERSION = 1
 #: the largest state file `load_state` reads: about 45 000 endpoints (docs/monitor.md).
 MAX_STATE_SIZE = 16 * 1024 * 1024
 
-Status = Literal["ok", "warn", "mismatch", "denied", "error"]
-STATUSES: tuple[Status, ...] = ("ok", "warn", "mismatch", "denied", "error")
+Status = Literal["ok", "warn", "mismatch", "denied", "revoked", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "warn", "mismatch", "denied", "revoked", "error")
 
 
 class StateError(ConfigurationError):
@@ -189,13 +190,8 @@ def save_state(
 # -- webhook --------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+#: A Bearer token (RFC 6750 b64token, and what header values can carry safely): visible ASCII.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 
 
 @dataclass
@@ -206,7 +202,9 @@ class Webhook:
     the policy has a rule for the webhook's host (`certpin.create_default_context`); plain http
     is accepted for loopback hosts only. Redirects are not followed. A failed delivery is logged
     (logger ``certpin.monitor``) and counted, never raised. `post_all` bounds a round's
-    deliveries: `workers` at a time, `round_budget` seconds in all.
+    deliveries: `workers` at a time, `round_budget` seconds in all. `token`, if given, is sent as
+    ``Authorization: Bearer <token>`` (the collector's ``POST /api/ct`` wants it); it never
+    appears in the repr or the logs.
     """
 
     url: str
@@ -215,6 +213,7 @@ class Webhook:
     timeout: float = WEBHOOK_TIMEOUT
     workers: int = WEBHOOK_WORKERS
     round_budget: float = WEBHOOK_BUDGET
+    token: str | None = field(default=None, repr=False)
     delivered: int = 0
     failed: int = 0
 
@@ -224,10 +223,14 @@ class Webhook:
         host = parts.hostname
         if parts.scheme not in ("https", "http") or not host:
             raise WebhookError(f"--webhook {self.url!r}: expected an https:// URL")
-        if parts.scheme == "http" and not _is_loopback(host):
+        if parts.scheme == "http" and not is_loopback(self.url):
             raise WebhookError(
                 f"--webhook {self.url!r}: plain http is only allowed to localhost/loopback; "
                 "use https (the alerts describe your endpoints and must not be forged)"
+            )
+        if self.token is not None and not _TOKEN.fullmatch(self.token):
+            raise WebhookError(
+                "the webhook token must be 1..4096 visible ASCII characters (no spaces)"
             )
         self._context: SSLContext | None = None
         if parts.scheme == "https":
@@ -238,13 +241,16 @@ class Webhook:
     def post(self, event: Mapping[str, Any], timeout: float | None = None) -> bool:
         """Deliver one event (blocking, bounded by `timeout`, default ``self.timeout``); True if
         the server took it."""
+        headers = {"Content-Type": "application/json", "User-Agent": "certpin-monitor"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = http.request(
                 self.url,
                 context=self._context,
                 method="POST",
                 body=json.dumps(event).encode(),
-                headers={"Content-Type": "application/json", "User-Agent": "certpin-monitor"},
+                headers=headers,
                 timeout=timeout or self.timeout,
                 max_body=65536,
             )
