@@ -53,8 +53,8 @@ from certpin._version import __version__
 from certpin.core.hosts import HostError, normalize_host
 from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import Policy, PolicyProvider, as_provider
-from certpin.core.verdict import VerdictStatus
 from certpin.core.times import iso
+from certpin.core.verdict import VerdictStatus
 from certpin.tls.context import PinFailure, create_default_context
 
 __all__ = ["Reporter", "ReporterStats", "build_report", "reporting_hook"]
