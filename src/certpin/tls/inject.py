@@ -73,37 +73,16 @@ class _Injection:
     on_failure: OnFailure | None
 
 
-class InjectedContext(_SSLContext):  # type: ignore[valid-type,misc]
-    """``ssl.SSLContext`` while certpin is injected (see the module docstring).
+class _CSettings(_SSLContext):  # type: ignore[valid-type,misc]
+    """The settings ssl.py implements as Python properties, set through the C descriptors.
 
-    Every setting works as on a plain context; only client handshakes to pinned hosts are
-    checked. A socket class a library installs (truststore does) is combined with certpin's
-    rather than replacing it.
+    ssl.py's setters call ``super(SSLContext, SSLContext)`` with the *module's* SSLContext,
+    which is `InjectedContext` while injected: they would recurse. Code that computed
+    ``super(ssl.SSLContext, ssl.SSLContext)`` while injected (truststore's
+    ``_original_super_SSLContext``, pip's vendored copy) lands here, on this class, instead of
+    on ssl.py's properties.
     """
 
-    # The injection in force: set by inject_into_ssl and kept after extract_from_ssl, so a
-    # context made while injected keeps pinning (documented).
-    _certpin_injection: ClassVar[_Injection | None] = None
-    _certpin_tofu: ClassVar[Any] = None
-    _certpin_clock = staticmethod(_utcnow)
-
-    @property
-    def _certpin_policy(self) -> Any:
-        injection = type(self)._certpin_injection
-        assert injection is not None  # set before the class is ever handed out
-        return injection.policy
-
-    @property
-    def _certpin_on_failure(self) -> OnFailure | None:
-        injection = type(self)._certpin_injection
-        return None if injection is None else injection.on_failure
-
-    @cached_property
-    def _certpin_sessions(self) -> Sessions:
-        return Sessions()
-
-    # ssl.py's setters call super(SSLContext, SSLContext), with the *module's* SSLContext,
-    # which is this class while injected: they would recurse. Set through the C descriptors.
     @property
     def verify_mode(self) -> ssl.VerifyMode:
         return ssl.VerifyMode(_C_SSLCONTEXT.verify_mode.__get__(self))
@@ -145,6 +124,71 @@ class InjectedContext(_SSLContext):  # type: ignore[valid-type,misc]
     @maximum_version.setter
     def maximum_version(self, value: ssl.TLSVersion) -> None:
         _C_SSLCONTEXT.maximum_version.__set__(self, value)
+
+    @property
+    def _msg_callback(self) -> Any:
+        inner = _C_SSLCONTEXT._msg_callback.__get__(self)
+        return getattr(inner, "user_function", inner)
+
+    @_msg_callback.setter
+    def _msg_callback(self, callback: Any) -> None:
+        # As ssl.py's setter, which would recurse (see above): wrap to pass enums.
+        if callback is None:
+            _C_SSLCONTEXT._msg_callback.__set__(self, None)
+            return
+        if not callable(callback):
+            raise TypeError(f"{callback} is not callable.")
+
+        tls: Any = ssl  # ssl.py's private TLS enums (not in typeshed)
+
+        def inner(
+            conn: Any, direction: str, version: int, content_type: int, msg_type: int, data: bytes
+        ) -> None:
+            content = _enum(tls._TLSContentType, content_type)
+            kind = (
+                tls._TLSAlertType if content == tls._TLSContentType.ALERT else tls._TLSMessageType
+            )
+            callback(
+                conn,
+                direction,
+                _enum(ssl.TLSVersion, version),
+                content,
+                _enum(kind, msg_type),
+                data,
+            )
+
+        inner.user_function = callback  # type: ignore[attr-defined]
+        _C_SSLCONTEXT._msg_callback.__set__(self, inner)
+
+
+class InjectedContext(_CSettings):
+    """``ssl.SSLContext`` while certpin is injected (see the module docstring).
+
+    Every setting works as on a plain context; only client handshakes to pinned hosts are
+    checked. A socket class a library installs (truststore does) is combined with certpin's
+    rather than replacing it.
+    """
+
+    # The injection in force: set by inject_into_ssl and kept after extract_from_ssl, so a
+    # context made while injected keeps pinning (documented).
+    _certpin_injection: ClassVar[_Injection | None] = None
+    _certpin_tofu: ClassVar[Any] = None
+    _certpin_clock = staticmethod(_utcnow)
+
+    @property
+    def _certpin_policy(self) -> Any:
+        injection = type(self)._certpin_injection
+        assert injection is not None  # set before the class is ever handed out
+        return injection.policy
+
+    @property
+    def _certpin_on_failure(self) -> OnFailure | None:
+        injection = type(self)._certpin_injection
+        return None if injection is None else injection.on_failure
+
+    @cached_property
+    def _certpin_sessions(self) -> Sessions:
+        return Sessions()
 
     @property
     def sslsocket_class(self) -> type[ssl.SSLSocket]:
@@ -224,6 +268,13 @@ class InjectedContext(_SSLContext):  # type: ignore[valid-type,misc]
 
     def _certpin_untrusted(self, conn: ssl.SSLSocket | ssl.SSLObject, exc: Exception) -> None:
         _untrusted_hook(self, conn, exc)
+
+
+def _enum(kind: Any, value: int) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        return value  # a value the enum does not know is passed on as the number
 
 
 _COMBINED: dict[tuple[type, type], type] = {}
