@@ -3,7 +3,8 @@
 A server process (this file with ``--serve``) builds an RFC 6962 log of N entries (default
 100 000: a few hundred distinct certificates, each logged many times with its own timestamp, so
 every entry is its own leaf; 1 % are for the watched name) and serves it on loopback with the
-project's test log server (tests/ct/). In the same run, interleaved round by round:
+project's test log server (examples/demo/demo_ctservers.py). In the same run, interleaved
+round by round:
 
 - certpin:     ``certpin ct watch --once --json`` as a subprocess (cold start included), every
                entry fetched, hashed into the tree and checked against the signed root, names
@@ -33,17 +34,18 @@ from pathlib import Path
 
 from _common import BENCH, ROOT, Result, median, print_table
 
-sys.path[:0] = [str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "examples" / "demo")]
 CLI = ROOT / "tests" / "ct" / "_cli.py"
 NAME = "api.example.com"
 
 
 def _serve(entries: int, directory: Path) -> None:
     """Build the log, write the policy, log list and watch list, print the URL, serve."""
+    from demo_ctlog import TestLog
+    from demo_ctservers import RFC6962Server
+
     from _support.pki import make_key, new_root, spki_pin
     from ct._certs import issuance
-    from ct._servers import RFC6962Server
-    from ct._testlog import TestLog
 
     root = new_root("Bench Root")
     ca = root.issue_intermediate("Bench Intermediate")

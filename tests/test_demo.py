@@ -43,7 +43,16 @@ def test_demo_runs_every_step() -> None:
     assert "the interceptor read: b'GET / HTTP/1.1'" in proc.stdout
     assert "refused: Certificate pinning failure for localhost" in proc.stdout
     assert "application bytes the interceptor got: 0" in proc.stdout
-    assert proc.stdout.count("PASS") == 9
+    # CT: the rogue certificate in the log is unexpected (exit 1), key A's is pinned, and the
+    # alert reaches the collector's CT view.
+    assert "pinned localhost: key A (entry #0, CN=certpin demo intermediate)" in proc.stdout
+    assert "unexpected localhost: interceptor's key (entry #1, CN=Inspection intermediate)" in (
+        proc.stdout
+    )
+    assert "exit status 1 (1: an unexpected certificate)" in proc.stdout
+    assert "collector GET /api/ct?host=localhost -> unexpected sha256/" in proc.stdout
+    assert "issued by CN=Inspection intermediate" in proc.stdout
+    assert proc.stdout.count("PASS") == 10
     assert "FAIL" not in proc.stdout
 
 

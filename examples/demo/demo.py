@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from demo_ctlog import TestLog
+from demo_ctservers import RFC6962Server
 from demo_support import (
     CA,
     BundleServer,
@@ -394,6 +396,95 @@ def step_kill_switch(d: Demo) -> bool:
     )
 
 
+def _collector(d: Demo) -> tuple[str, str] | None:
+    """The collector's URL and token, from what step_report showed (None if it did not run)."""
+    url, _, rest = d.dashboard.partition("/  (token: ")
+    return (url, rest.rstrip(")")) if rest else None
+
+
+def step_ct(d: Demo) -> bool:
+    """A rogue certificate caught in a CT log.
+
+    CAs log every certificate they issue in Certificate Transparency logs. A loopback RFC 6962
+    log holds key A's real certificate and the interceptor's certificate for localhost (from
+    step 4). `certpin ct watch` verifies the log's signed tree and every entry, decides each
+    certificate for a pinned name with the same verdict as a connection, and alerts on the
+    one no pin covers: here it also posts it to the collector's CT view."""
+    import json
+    import os
+    import subprocess
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    def chain(stem: str) -> list[bytes]:
+        certs = x509.load_pem_x509_certificates((d.tmp / f"{stem}.pem").read_bytes())
+        return [c.public_bytes(Encoding.DER) for c in certs]
+
+    log_server = d.cleanup.enter_context(RFC6962Server(TestLog(origin="ct.demo/log")))
+    for stem in ("leaf-a", "rogue"):
+        leaf, *issuers = chain(stem)
+        log_server.log.add_x509(leaf, issuers)
+    log_list = d.tmp / "log_list.json"
+    operator = {
+        "name": "demo",
+        "email": [],
+        "logs": [log_server.log.log_list_entry(log_server.url)],
+    }
+    log_list.write_text(json.dumps({"version": "1.0", "operators": [operator]}))
+    command = ["ct", "watch", "--policy", "pins.toml", "--log-list", "log_list.json"]
+    command += ["--once", "--json"]
+    collector = _collector(d)
+    env = dict(os.environ)
+    if collector is not None:
+        (d.tmp / "collector.token").write_text(collector[1] + "\n")
+        command += [
+            "--webhook",
+            f"{collector[0]}/api/ct",
+            "--webhook-token-file",
+            "collector.token",
+        ]
+        env["SSL_CERT_FILE"] = str(d.root_file)  # the webhook trusts the demo's root
+    watch = subprocess.run(
+        [sys.executable, "-m", "certpin", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=d.tmp,
+        env=env,
+    )
+    say("  $ certpin " + " ".join(command), "bold")
+    records = [json.loads(line) for line in watch.stdout.splitlines() if line.startswith("{")]
+    for r in records:
+        name = d.names.get(certpin.Pin.parse(r["spki_pin"]), "interceptor's key")
+        line = (
+            f"    {r['kind']} {', '.join(r['hosts'])}: {name} (entry #{r['index']}, {r['issuer']})"
+        )
+        say(line, "bold red" if r["kind"] == "unexpected" else "green")
+    say(f"  exit status {watch.returncode} (1: an unexpected certificate)", "bold")
+    if watch.stderr.strip():
+        say("  " + watch.stderr.strip(), "yellow")
+    kinds = sorted((r["kind"], r["index"]) for r in records)
+    ok = watch.returncode == 1 and kinds == [("pinned", 0), ("unexpected", 1)]
+    if collector is not None:
+        request = urllib.request.Request(
+            f"{collector[0]}/api/ct?host=localhost",
+            headers={"Authorization": f"Bearer {collector[1]}"},
+        )
+        status, body = _get(request, ssl.create_default_context(cafile=d.root_file))
+        rows = json.loads(body)["certificates"]
+        for row in rows:
+            say(
+                f"  collector GET /api/ct?host=localhost -> {row['kind']} {row['spki_pin']} "
+                f"issued by {row['issuer']}",
+                "cyan",
+            )
+        say(f"  CT view: {collector[0]}/ct", "bold")
+        rogue = next((r for r in records if r["kind"] == "unexpected"), None)
+        ok = ok and status == 200 and [r["spki_pin"] for r in rows] == [rogue and rogue["spki_pin"]]
+    return ok
+
+
 # Later features add their steps here.
 STEPS = [
     step_pki,
@@ -405,6 +496,7 @@ STEPS = [
     step_rotation,
     step_bundle_rotation,
     step_kill_switch,
+    step_ct,
 ]
 
 

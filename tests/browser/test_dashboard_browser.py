@@ -147,6 +147,12 @@ def test_dashboard_in_chromium_shows_the_report_a_client_just_sent(
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 
+    # The index page links the CT view, which opens under the same session and CSP.
+    page.click("a[href='/ct']")
+    page.wait_for_url(collector.url + "/ct")
+    assert "Unexpected certificates per host" in page.inner_text("body")
+    assert not problems, problems
+
     # Log out through the form: back to the login page, and the dashboard is closed again.
     page.click("form.logout button")
     page.wait_for_url(collector.url + "/login")

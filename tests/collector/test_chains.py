@@ -54,7 +54,14 @@ def test_the_query_tables_describe_the_migrated_schema(store: Store) -> None:
     # The DDL of the migrations creates the tables; the Core tables only describe them.
     store.migrate()
     inspector = sa.inspect(store.engine)
-    tables = (schema.reports, schema.chains, schema.seen_pins, schema.alerts)
+    tables = (
+        schema.reports,
+        schema.chains,
+        schema.seen_pins,
+        schema.alerts,
+        schema.ct_certificates,
+        schema.ct_log_errors,
+    )
     assert set(inspector.get_table_names()) == {t.name for t in tables} | {"schema_version"}
     for table in (*tables, schema.schema_version):
         columns = sorted(c["name"] for c in inspector.get_columns(table.name))

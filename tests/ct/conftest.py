@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_ctlog import TestLog
+from demo_ctservers import RFC6962Server, TiledServer
 
 from _support.pki import CA, PrivateKey, make_key, new_root, spki_pin
 from certpin.cli import main as cli_main
-from ct._servers import RFC6962Server, TiledServer
-from ct._testlog import TestLog
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from demo_ctlog import TestLog
+from demo_ctservers import RFC6962Server
 
 from _support.pki import make_key
 from ct._certs import issuance
-from ct._servers import RFC6962Server
-from ct._testlog import TestLog
 from ct.conftest import watch_once, write_log_list
 
 CERTSPOTTER = shutil.which("certspotter")

@@ -8,12 +8,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from demo_ctlog import TestLog
+from demo_ctservers import TiledServer
 
 from certpin.lifecycle.ct.errors import LogError
 from certpin.lifecycle.ct.http import HttpClient
 from ct._certs import issuance
-from ct._servers import TiledServer
-from ct._testlog import TestLog
 from ct.conftest import watch_once, write_log_list
 
 ANSWERS = {

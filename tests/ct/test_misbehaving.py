@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from demo_ctlog import TestLog
+from demo_ctservers import RFC6962Server, TiledServer
 
 from _support.pki import make_key
 from certpin.core.policy import Policy
 from certpin.lifecycle.ct.loglist import load_log_list
 from ct._certs import issuance
-from ct._servers import RFC6962Server, TiledServer
-from ct._testlog import TestLog
 from ct.conftest import watch_once, write_log_list
 
 KINDS = ["rfc6962", "tiled"]

@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from demo_ctlog import TestLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from certpin.lifecycle.ct.errors import EntryError, LogError, LogListError
 from certpin.lifecycle.ct.loglist import MAX_LOG_LIST_SIZE, load_log_list, parse_log_list
 from certpin.lifecycle.ct.sth import LogKey, parse_sth, verify_tree_head
 from ct._certs import issuance
-from ct._testlog import TestLog
 from ct.conftest import run_ct
 
 # -- log lists ------------------------------------------------------------------------------------

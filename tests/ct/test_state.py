@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from demo_ctlog import TestLog
+from demo_ctservers import RFC6962Server, TiledServer
 
 from certpin.core.policy import Policy
 from certpin.lifecycle.ct import state as ct_state
 from certpin.lifecycle.ct.loglist import load_log_list
 from certpin.lifecycle.ct.watch import Watcher
 from ct._certs import issuance
-from ct._servers import RFC6962Server, TiledServer
-from ct._testlog import TestLog
 from ct.conftest import run_ct, watch_once, write_log_list
 
 KINDS = ["rfc6962", "tiled"]

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from demo_ctlog import TestLog
+from demo_ctservers import RFC6962Server, TiledServer
 
 from _support.pki import make_key, spki_pin
 from ct._certs import issuance
-from ct._servers import RFC6962Server, TiledServer
-from ct._testlog import TestLog
 from ct.conftest import World, watch_once, write_log_list
 
 KINDS = ["rfc6962", "tiled"]

@@ -39,10 +39,18 @@ def ct_group() -> None:
 
 
 def _webhook_option(func: Any) -> Any:
+    func = click.option(
+        "--webhook-token-file",
+        "webhook_token_file",
+        metavar="FILE",
+        help="Send the token in FILE as 'Authorization: Bearer <token>' with each POST (the "
+        "collector's /api/ct wants its admin token).",
+    )(func)
     return click.option(
         "--webhook",
         metavar="URL",
-        help="POST each unexpected certificate here (https; http for loopback only).",
+        help="POST each unexpected certificate here (https; http for loopback only); "
+        "a certpin collector's https://HOST/api/ct takes it as is.",
     )(func)
 
 
@@ -91,6 +99,7 @@ def watch_command(
     start_at: str,
     as_json: bool,
     webhook: str | None,
+    webhook_token_file: str | None,
     interval: float,
     parallel: int,
     max_runs: int | None,
@@ -107,6 +116,7 @@ def watch_command(
     from certpin.lifecycle.ct.watch import DEFAULT_CHUNK, Watcher
 
     policy = Policy.from_file(policy_file)
+    hook = _webhook(webhook, webhook_token_file, policy)  # bad input: before anything is fetched
     with contextlib.closing(HttpClient()) as http:
 
         def fetch(url: str, limit: int) -> bytes:
@@ -122,7 +132,6 @@ def watch_command(
             raise click.UsageError(
                 f"{log_list}: no log to watch (every log is pending, rejected or retired)"
             )
-        hook = _webhook(webhook, policy)
         printer = _Printer(as_json, tty=sys.stdout.isatty() and not as_json)
         with _log_to_stderr(), _progress(enabled=not as_json) as progress:
             watcher = Watcher(
@@ -168,12 +177,37 @@ def _poll(watcher: Any, printer: _Printer, interval: float, max_runs: int | None
     return worst if max_runs is not None else ExitCode.OK
 
 
-def _webhook(url: str | None, policy: Any) -> Any:
-    if url is None:
-        return None
-    from certpin.lifecycle.monitor.state import Webhook
+#: Longest webhook token file read.
+_MAX_TOKEN_FILE = 4096
 
-    return Webhook(url, policy=policy)
+
+def _webhook(url: str | None, token_file: str | None, policy: Any) -> Any:
+    from certpin.lifecycle.monitor.state import Webhook, WebhookError
+
+    if url is None:
+        if token_file is not None:
+            raise click.UsageError("--webhook-token-file needs --webhook")
+        return None
+    token = None
+    if token_file is not None:
+        try:
+            with open(token_file, "rb") as f:
+                data = f.read(_MAX_TOKEN_FILE + 1)
+            token = data.decode("ascii").strip()
+        except OSError as exc:
+            raise WebhookError(f"{token_file}: cannot read the token: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise WebhookError(f"{token_file}: the token is not ASCII text") from None
+        if len(data) > _MAX_TOKEN_FILE or not token or any(c.isspace() for c in token):
+            raise WebhookError(
+                f"{token_file}: expected one token (1..{_MAX_TOKEN_FILE} visible ASCII "
+                "characters) on one line"
+            )
+    try:
+        return Webhook(url, policy=policy, token=token)
+    except WebhookError as exc:
+        where = f" ({token_file})" if token_file and "token" in str(exc) else ""
+        raise WebhookError(f"{exc}{where}") from None
 
 
 @ct_group.command("hook", cls=Verb, required_options=("policy_file",))
@@ -188,7 +222,13 @@ def _webhook(url: str | None, policy: Any) -> Any:
     help="table: 1 for an unexpected key (as `ct watch`). certspotter: 0 once it is passed "
     "on, 1 only if the webhook did not take it (certspotter stops a log on any other status).",
 )
-def hook_command(policy_file: str, as_json: bool, webhook: str | None, exit_status: str) -> int:
+def hook_command(
+    policy_file: str,
+    as_json: bool,
+    webhook: str | None,
+    webhook_token_file: str | None,
+    exit_status: str,
+) -> int:
     """Run as a certspotter hooks.d script: pass on only certificates with unexpected keys.
 
     Reads certspotter's environment (EVENT, CERT_FILENAME, PUBKEY_SHA256, LOG_URI, …) and
@@ -201,7 +241,7 @@ def hook_command(policy_file: str, as_json: bool, webhook: str | None, exit_stat
     from certpin.lifecycle.ct.watch import webhook_event
 
     policy = Policy.from_file(policy_file)
-    hook = _webhook(webhook, policy)
+    hook = _webhook(webhook, webhook_token_file, policy)
     now = dt.datetime.now(dt.UTC)
     record = hook_record(os.environ, policy, now)
     if record is None:

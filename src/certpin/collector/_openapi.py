@@ -63,6 +63,30 @@ _REPORT = {
     },
     "required": ["hostname", "known-pins"],
 }
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+#: A record of ``certpin ct watch --json`` (docs/ct.md); a log_error has kind, log, reason.
+_CT_RECORD = {
+    "type": "object",
+    "description": (
+        "A `certpin ct watch --json` record, or its webhook body {event: ct_unexpected, time, "
+        "certificate, message}. See docs/collector.md."
+    ),
+    "properties": {
+        "kind": {"type": "string", "enum": ["pinned", "unexpected", "log_error"]},
+        "hosts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "names": {"type": "array", "items": {"type": "string"}},
+        "spki_pin": _NULLABLE_TEXT,
+        "tbs_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+        "log": {"type": "string"},
+        "index": {"type": "integer", "minimum": 0},
+        "entry_type": {"type": "string", "enum": ["x509", "precert"]},
+        "not_before": _NULLABLE_TEXT,
+        "not_after": _NULLABLE_TEXT,
+        "issuer": _NULLABLE_TEXT,
+        "reason": {"type": "string"},
+    },
+    "required": ["kind", "log"],
+}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
@@ -150,6 +174,46 @@ def openapi_document() -> dict[str, Any]:
                 [_query("since", "ISO 8601.", {"type": "string"})],
                 "Summary.",
             ),
+            "/api/ct": {
+                **_read_route(
+                    "Certificates `certpin ct watch` sent, newest first, and the log errors",
+                    [
+                        _query("host", "Policy host (key).", {"type": "string"}),
+                        _query(
+                            "kind",
+                            "pinned or unexpected.",
+                            {"type": "string", "enum": ["pinned", "unexpected"]},
+                        ),
+                        _query(
+                            "limit",
+                            "Page size (default 100).",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                        _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
+                    ],
+                    "A page of CT certificates.",
+                ),
+                "post": {
+                    "summary": "Store `certpin ct watch` records (a record, NDJSON, or its "
+                    "webhook body)",
+                    "security": _BEARER,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _CT_RECORD},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "201": {"description": "Stored (committed).", "content": _JSON_OBJECT},
+                        "200": {"description": "All duplicates.", "content": _JSON_OBJECT},
+                        "400": _ERROR,
+                        "401": _ERROR,
+                        "413": _ERROR,
+                        "503": _ERROR,
+                    },
+                },
+            },
             "/": {
                 "get": {
                     "summary": "The dashboard (HTML; Bearer token or the login form's session)",

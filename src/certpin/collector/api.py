@@ -1,6 +1,7 @@
-"""The read API (Bearer token): ``GET /api/reports`` (filtered, newest first, cursor pages) and
-``GET /api/summary`` (aggregates). Query parameters are validated here; unknown or repeated
-ones are 400."""
+"""The read API (Bearer token): ``GET /api/reports`` (filtered, newest first, cursor pages),
+``GET /api/summary`` (aggregates) and ``GET /api/ct`` (the certificates ``certpin ct watch``
+sent, newest first; `certpin.collector.ct`). Query parameters are validated here; unknown or
+repeated ones are 400."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from certpin._errors import CertpinError
 from certpin.collector.auth import Auth
 from certpin.collector.limits import LimitError
 from certpin.collector.store import Store
-from certpin.core.hosts import HostError, normalize_host
+from certpin.core.hosts import HostError, HostPattern, normalize_host
 from certpin.core.pins import Pin
 from certpin.core.times import micros
 
@@ -37,6 +38,7 @@ class ReadAPI:
         self.routes = [
             Route("/api/reports", self.list_reports, methods=["GET"]),
             Route("/api/summary", self.summary, methods=["GET"]),
+            Route("/api/ct", self.list_ct, methods=["GET"]),
         ]
 
     async def list_reports(self, request: Request) -> Response:
@@ -67,6 +69,33 @@ class ReadAPI:
         except LimitError as exc:
             return error(400, str(exc))
         return JSONResponse(await asyncio.to_thread(self.store.summary, since))
+
+    async def list_ct(self, request: Request) -> Response:
+        if not self.auth.bearer(request):
+            return _unauthorized()
+        try:
+            args = _Query(request, ("host", "kind", "limit", "cursor"))
+            limit = args.integer("limit", 1, MAX_PAGE, default=100)
+            kind = args.text("kind")
+            if kind not in (None, "pinned", "unexpected"):
+                raise LimitError("query parameter 'kind': 'pinned' or 'unexpected'")
+            host = args.text("host")
+            if host is not None:
+                try:
+                    host = HostPattern.parse(host).text
+                except HostError as exc:
+                    raise LimitError(f"query parameter 'host': {exc}") from None
+            before = args.cursor("cursor")
+        except LimitError as exc:
+            return error(400, str(exc))
+
+        def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            rows = self.store.query_ct(host=host, kind=kind, before_id=before, limit=limit)
+            return rows, self.store.ct_log_errors() if before is None else []
+
+        rows, log_errors = await asyncio.to_thread(read)
+        cursor = _encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
+        return JSONResponse({"certificates": rows, "log_errors": log_errors, "next_cursor": cursor})
 
 
 def error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:

@@ -4,6 +4,8 @@ Routes (Starlette's router answers every request):
     POST /reports        ingest (open, bounded, rate-limited); 201 new, 200 duplicate
     GET  /api/reports    list (Bearer token)                      `certpin.collector.api`
     GET  /api/summary    aggregates (Bearer token)                `certpin.collector.api`
+    POST /api/ct         ``certpin ct watch`` records (Bearer)    `certpin.collector.ct`
+    GET  /api/ct         CT certificates per host (Bearer token)  `certpin.collector.api`
     GET  /healthz        liveness + database
     GET  /openapi.json   the hand-written OpenAPI document
     GET  /bundles/…      bundle files from ``bundles_dir`` (ETag, Cache-Control), if given
@@ -46,6 +48,7 @@ from certpin.collector._writer import Overloaded, ProcessWriter, ThreadWriter
 from certpin.collector.alerts import AlertConfig, Alerter
 from certpin.collector.api import ReadAPI, error
 from certpin.collector.auth import Auth
+from certpin.collector.ct import CTIngest
 from certpin.collector.dashboard import Dashboard
 from certpin.collector.dialects import normalize_report
 from certpin.collector.limits import (
@@ -107,6 +110,7 @@ class Collector:
         routes: list[Route | Mount] = [
             Route("/reports", self.post_report, methods=["POST"]),
             *ReadAPI(self.store, self.auth).routes,
+            *CTIngest(self.store, self.auth).routes,
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *Dashboard(self.store, self.auth).routes,

@@ -2,6 +2,7 @@
 
 Routes (added to the collector app by `Dashboard.routes`):
     GET  /               the dashboard (Bearer token or session cookie; else 303 → /login)
+    GET  /ct             Certificate Transparency: unexpected certificates per host (same auth)
     GET  /login          the login form
     POST /login          token → session cookie (HttpOnly, SameSite=Strict, Secure on TLS)
     POST /logout         clears the session cookie (needs the page's form token)
@@ -73,6 +74,7 @@ class Dashboard:
         self.stylesheet_text = css.read_text(encoding="utf-8")
         self.routes = [
             Route("/", self.index, methods=["GET"]),
+            Route("/ct", self.ct_page, methods=["GET"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
@@ -81,16 +83,22 @@ class Dashboard:
 
     # -- handlers ---------------------------------------------------------------------------------
 
-    async def index(self, request: Request) -> Response:
-        csrf: str | None = None
+    def _viewer(self, request: Request) -> Response | str | None:
+        """Who may see a page: an answer that refuses (wrong token, no session), else the
+        session's form token (None for a Bearer token)."""
         if "authorization" in request.headers:
             if not self.auth.bearer(request):
                 return self._message(request, "Wrong token.", 401, bearer=True)
-        else:
-            session = self.auth.session(request.cookies.get(SESSION_COOKIE))
-            if session is None:
-                return RedirectResponse("/login", status_code=303, headers=_HTML_HEADERS)
-            csrf = session.csrf
+            return None
+        session = self.auth.session(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return RedirectResponse("/login", status_code=303, headers=_HTML_HEADERS)
+        return session.csrf
+
+    async def index(self, request: Request) -> Response:
+        csrf = self._viewer(request)
+        if isinstance(csrf, Response):
+            return csrf
         query = _window(request)
         if query is None:
             choices = ", ".join(map(str, view.WINDOWS))
@@ -106,6 +114,15 @@ class Dashboard:
             "bar_width": view.BAR,
         }
         return self._page(request, "index.html", context)
+
+    async def ct_page(self, request: Request) -> Response:
+        csrf = self._viewer(request)
+        if isinstance(csrf, Response):
+            return csrf
+        if request.query_params:
+            return self._message(request, "Bad query: this page takes no parameters.", 400)
+        page = await asyncio.to_thread(view.gather_ct, self.store)
+        return self._page(request, "ct.html", {"page": page, "csrf": csrf})
 
     async def login_form(self, request: Request) -> Response:
         if self.auth.session(request.cookies.get(SESSION_COOKIE)) is not None:

@@ -24,9 +24,11 @@ __all__ = [
     "DEFAULT_DAYS",
     "PAGE_SIZE",
     "WINDOWS",
+    "CTPage",
     "Page",
     "environment",
     "gather",
+    "gather_ct",
     "shown",
     "utc",
 ]
@@ -208,4 +210,34 @@ def gather(store: Store, days: int, before: int | None, now_s: float) -> Page:
         keys=store.unexpected_keys(start_us, end_us, TOP),
         latest=[_report(row) for row in latest],
         next_before=latest[-1]["id"] if len(latest) == PAGE_SIZE else None,
+    )
+
+
+# -- the Certificate Transparency page ------------------------------------------------------------
+
+CT_ROWS = 500
+"""Unexpected certificates shown (newest first); the API pages through all of them."""
+
+
+@dataclass(frozen=True)
+class CTPage:
+    hosts: list[tuple[str, list[dict[str, Any]]]]
+    """(policy host, its unexpected certificates newest first), hosts in name order."""
+    shown: int
+    more: bool
+    """True when there are more unexpected certificates than `CT_ROWS` (the API has them)."""
+    log_errors: list[dict[str, Any]]
+
+
+def gather_ct(store: Store) -> CTPage:
+    """Read the CT page: unexpected certificates per host, the logs' errors (blocking)."""
+    rows = store.query_ct(kind="unexpected", limit=CT_ROWS + 1)
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for row in rows[:CT_ROWS]:
+        by_host.setdefault(row["host"], []).append(row)
+    return CTPage(
+        hosts=sorted(by_host.items()),
+        shown=min(len(rows), CT_ROWS),
+        more=len(rows) > CT_ROWS,
+        log_errors=store.ct_log_errors(TOP),
     )

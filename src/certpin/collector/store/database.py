@@ -31,13 +31,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from certpin._errors import CertpinError
 from certpin.collector.dialects import Report
-from certpin.collector.store import reads, writes
+from certpin.collector.store import ct, reads, writes
 from certpin.collector.store.schema import (
     MIGRATIONS,
     PK,
     SCHEMA_VERSION,
     alerts,
     chains,
+    ct_certificates,
+    ct_log_errors,
     insert,
     reports,
     schema_version,
@@ -211,7 +213,15 @@ class Store:
             if self.kind == "postgresql" and self.schema is not None:
                 conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
             else:
-                for table in (alerts, seen_pins, reports, chains, schema_version):
+                for table in (
+                    alerts,
+                    seen_pins,
+                    reports,
+                    chains,
+                    ct_certificates,
+                    ct_log_errors,
+                    schema_version,
+                ):
                     table.drop(conn, checkfirst=True)
 
     def ping(self) -> None:
@@ -251,6 +261,24 @@ class Store:
                 .returning(alerts.c.id)
             ).first()
             return row is not None
+
+    # -- Certificate Transparency (`certpin.collector.store.ct`) ----------------------------------
+
+    def insert_ct(
+        self, certificates: Sequence[Any], log_errors: Sequence[Any], source: str | None
+    ) -> tuple[int, int]:
+        """Store ``ct watch`` records in ONE transaction; (new rows, duplicates counted)."""
+        with self._write() as conn:
+            return ct.insert_ct(conn, certificates, log_errors, source, now_us())
+
+    def query_ct(self, **filters: Any) -> list[dict[str, Any]]:
+        """CT certificate rows newest first: ``host``, ``kind``, ``before_id``, ``limit``."""
+        with self.engine.connect() as conn:
+            return ct.query_ct(conn, **filters)
+
+    def ct_log_errors(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return ct.query_ct_log_errors(conn, limit)
 
     # -- reads (`certpin.collector.store.reads`) --------------------------------------------------
 

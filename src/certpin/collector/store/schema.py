@@ -30,6 +30,9 @@ __all__ = [
     "alerts",
     "chain_sha256",
     "chains",
+    "ct_certificates",
+    "ct_issuance",
+    "ct_log_errors",
     "insert",
     "reports",
     "schema_version",
@@ -40,6 +43,14 @@ __all__ = [
 def chain_sha256(text: str) -> str:
     """The key of a stored chain: hex SHA-256 of its stored text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def ct_issuance(tbs_sha256: str | None, log: str, index: int) -> str:
+    """The key of one issuance: its ``tbs_sha256``, else the SHA-256 of its log position (the
+    watcher's own fallback, `certpin.lifecycle.ct.watch`)."""
+    if tbs_sha256 is not None:
+        return tbs_sha256
+    return hashlib.sha256(f"{log}#{index}".encode()).hexdigest()
 
 
 def _columns(kind: Any, *names: str) -> list[sa.Column[Any]]:
@@ -97,6 +108,38 @@ alerts = sa.Table(
     sa.Column("id", sa.BigInteger, primary_key=True),
     *_columns(sa.Text, "dedup_key", "kind", "hostname", "detail"),
     sa.Column("created_us", sa.BigInteger),
+)
+
+ct_certificates = sa.Table(
+    "ct_certificates",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    *_columns(sa.BigInteger, "log_index", "first_seen_us", "last_seen_us"),
+    sa.Column("duplicates", sa.Integer),
+    *_columns(
+        sa.Text,
+        "issuance",
+        "host",
+        "kind",
+        "hosts",
+        "names",
+        "spki_pin",
+        "tbs_sha256",
+        "log_url",
+        "entry_type",
+        "not_before",
+        "not_after",
+        "issuer",
+        "source",
+    ),
+)
+ct_log_errors = sa.Table(
+    "ct_log_errors",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    *_columns(sa.BigInteger, "first_seen_us", "last_seen_us"),
+    sa.Column("duplicates", sa.Integer),
+    *_columns(sa.Text, "error_key", "log_url", "reason", "source"),
 )
 
 
@@ -210,6 +253,44 @@ MIGRATIONS: list[tuple[int, tuple[Step, ...]]] = [
             "ALTER TABLE reports RENAME COLUMN validated_chain TO validated_chain_sha256",
             "ALTER TABLE reports RENAME COLUMN served_chain TO served_chain_sha256",
             _move_chains,
+        ),
+    ),
+    (
+        3,
+        (
+            """CREATE TABLE ct_certificates (
+                id {pk},
+                issuance TEXT NOT NULL,
+                host TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                hosts TEXT NOT NULL,
+                names TEXT NOT NULL,
+                spki_pin TEXT,
+                tbs_sha256 TEXT,
+                log_url TEXT NOT NULL,
+                log_index BIGINT NOT NULL,
+                entry_type TEXT NOT NULL,
+                not_before TEXT,
+                not_after TEXT,
+                issuer TEXT,
+                first_seen_us BIGINT NOT NULL,
+                last_seen_us BIGINT NOT NULL,
+                duplicates INTEGER NOT NULL DEFAULT 0,
+                source TEXT,
+                UNIQUE (issuance, host)
+            )""",
+            "CREATE INDEX ct_certificates_host_id ON ct_certificates (host, id)",
+            "CREATE INDEX ct_certificates_kind_id ON ct_certificates (kind, id)",
+            """CREATE TABLE ct_log_errors (
+                id {pk},
+                error_key TEXT NOT NULL UNIQUE,
+                log_url TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                first_seen_us BIGINT NOT NULL,
+                last_seen_us BIGINT NOT NULL,
+                duplicates INTEGER NOT NULL DEFAULT 0,
+                source TEXT
+            )""",
         ),
     ),
 ]

@@ -1,6 +1,11 @@
-"""The state of a test CT log: entries, the Merkle tree, signatures, and switches to misbehave.
+"""A loopback CT log for the demo and the tests: entries, the Merkle tree, signatures, and
+switches to misbehave.
 
-One `TestLog` backs either server (`_servers.RFC6962Server`, `_servers.TiledServer`); it holds
+The demo's CT step (``examples/demo/demo.py``) and the CT tests (``tests/ct/``, on pytest's
+``pythonpath``) share this one implementation; nothing here is certpin's public API.
+
+One `TestLog` backs either server (`demo_ctservers.RFC6962Server`,
+`demo_ctservers.TiledServer`); it holds
 every entry in both encodings (RFC 6962 ``get-entries`` JSON and static-ct-api TileLeaf) and
 signs tree heads as either API does. Misbehaviour switches:
 
@@ -22,8 +27,26 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from _support.pki import PrivateKey, make_key
 from certpin.lifecycle.ct import merkle
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "p256": ec.SECP256R1,
+    "p384": ec.SECP384R1,
+    "p521": ec.SECP521R1,
+}
+
+
+def make_key(kind: str = "p256") -> PrivateKey:
+    """A fresh log key: ``p256``/``p384``/``p521``, ``rsa2048``/``rsa3072`` or ``ed25519``."""
+    if kind in _CURVES:
+        return ec.generate_private_key(_CURVES[kind]())
+    if kind in ("rsa2048", "rsa3072"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key type {kind!r}")
 
 
 def spki(key: PrivateKey) -> bytes:
@@ -123,7 +146,7 @@ class TestLog:
     __test__ = False  # not a pytest class
 
     def __post_init__(self) -> None:
-        self.key = make_key(self.key_type)  # type: ignore[arg-type]
+        self.key = make_key(self.key_type)
 
     # -- identity -----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Loopback CT log servers over a `TestLog`, on the standard library's HTTP server.
+"""Loopback CT log servers over a `demo_ctlog.TestLog`, on the standard library's HTTP server
+(shared by the demo and the CT tests, like `demo_ctlog`).
 
 `RFC6962Server`: ``/ct/v1/`` get-sth, get-sth-consistency, get-proof-by-hash, get-entries,
 get-roots, add-chain, add-pre-chain (RFC 6962 §4). `TiledServer`: static-ct-api ``checkpoint``,
@@ -20,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ct._testlog import TestLog
+from demo_ctlog import TestLog
 
 _TILE = re.compile(
     r"/tile/(?P<level>[0-5]|data)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]*))?"
