@@ -26,7 +26,8 @@ venv: $(VENV)/.installed
 # an independent Certificate Transparency client run against the project's test log (tests/ct/).
 # aapt and android-framework-res (its framework-res.apk stands in for the SDK's android.jar as
 # `aapt -I`): the real APK the app-audit tests build (tests/formats/test_apps.py).
-SYSTEM_PACKAGES := libokhttp-java curl chromium certspotter aapt android-framework-res
+# redis-server: the TLS Redis that redis-py is pinned against under `certpin run` (tests/process/).
+SYSTEM_PACKAGES := libokhttp-java curl chromium certspotter aapt android-framework-res redis-server
 system-deps:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		missing=""; for p in $(SYSTEM_PACKAGES); do \

@@ -161,7 +161,24 @@ class _CSettings(_SSLContext):  # type: ignore[valid-type,misc]
         _C_SSLCONTEXT._msg_callback.__set__(self, inner)
 
 
-class InjectedContext(_CSettings):
+class _AnyContext(type):
+    """The metaclass of `InjectedContext`: ``isinstance(ctx, ssl.SSLContext)`` (and
+    ``issubclass``) keep answering as before injection, for every context, including those
+    made before it. Libraries check ``isinstance(verify, ssl.SSLContext)`` on the caller's
+    context (httpx, aiohttp); a False there would drop the caller's trust settings."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        if cls is InjectedContext:
+            return isinstance(obj, _SSLContext)
+        return super().__instancecheck__(obj)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        if cls is InjectedContext:
+            return issubclass(sub, _SSLContext)
+        return super().__subclasscheck__(sub)
+
+
+class InjectedContext(_CSettings, metaclass=_AnyContext):
     """``ssl.SSLContext`` while certpin is injected (see the module docstring).
 
     Every setting works as on a plain context; only client handshakes to pinned hosts are
