@@ -52,7 +52,7 @@ from certpin.core.policy import DomainRule, Policy
 from certpin.formats import _common as common
 from certpin.formats._lenient import did_you_mean, platform_pin
 from certpin.formats._lenient import unmatchable_domain as _unmatchable
-from certpin.formats._structured import describe, expect, label, load_plist
+from certpin.formats._structured import describe, label, load_plist_file
 
 FMT = "Apple ATS"
 #: The import size cap: an app's whole Info.plist, where NSAppTransportSecurity lives.
@@ -121,7 +121,7 @@ def _keys(policy: Policy, notes: common.Notes) -> list[_Key]:
         for pattern, rule in members:
             ca, leaf = _body(rule, notes)
             if not ca and not leaf:
-                notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
+                common.no_pins_note(rule, notes, FMT)
                 continue
             if key is None:
                 include = pattern.kind is not PatternKind.EXACT or rule.include_subdomains
@@ -368,9 +368,8 @@ def _rule(entries: list[_Entry]) -> dict[str, Any]:
 
 
 def import_ats(data: bytes, source: str, options: common.ImportOptions) -> common.ImportResult:
-    common.check_size(data, source, MAX_BYTES)
     notes = common.Notes()
-    root = expect(load_plist(data, source, notes), dict, source, "the top level")
+    root = load_plist_file(data, source, MAX_BYTES, notes)
     pinned, loc, ats = _find_pinned(root, source)
     if ats is not root:
         for key in ats:

@@ -244,7 +244,8 @@ def any_position_pins(rule: DomainRule, notes: Notes, fmt: str) -> list[Pin]:
     """All pins of a rule as one list any certificate of the chain may match.
 
     certpin requires *each* non-empty slot (pins, leaf_pins, ca_pins) to match; formats with a
-    single pin list accept any one pin anywhere in the chain, which is weaker: say so.
+    single pin list accept any one pin anywhere in the chain, which is weaker: say so. Empty
+    when no pin can be expressed, and then the rule is reported as left out (`no_pins_note`).
     """
     slots = [name for name in ("leaf_pins", "ca_pins") if getattr(rule, name)]
     if slots:
@@ -254,7 +255,15 @@ def any_position_pins(rule: DomainRule, notes: Notes, fmt: str) -> list[Pin]:
             "list, which any certificate of the chain may match (weaker than certpin, which "
             "requires a leaf pin to match the leaf and a CA pin to match a CA)",
         )
-    return sha256_spki(rule.pins + rule.leaf_pins + rule.ca_pins, rule.pattern, notes, fmt)
+    pins = sha256_spki(rule.pins + rule.leaf_pins + rule.ca_pins, rule.pattern, notes, fmt)
+    if not pins:
+        no_pins_note(rule, notes, fmt)
+    return pins
+
+
+def no_pins_note(rule: DomainRule, notes: Notes, fmt: str) -> None:
+    """Report a rule the export leaves out because none of its pins can be expressed."""
+    notes.warn(rule.pattern, f"left out: no pin {fmt} can express")
 
 
 def expiry_date(rule: DomainRule, notes: Notes, fmt: str) -> str | None:

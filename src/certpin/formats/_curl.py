@@ -56,7 +56,7 @@ def export_curl(policy: Policy, options: common.ExportOptions) -> common.ExportR
             )
         pins = common.sha256_spki(rule.pins + rule.leaf_pins, rule.pattern, notes, FMT)
         if not pins:
-            notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
+            common.no_pins_note(rule, notes, FMT)
             continue
         common.no_expiry_note(rule, notes, FMT)
         common.no_report_note(rule, notes, FMT)

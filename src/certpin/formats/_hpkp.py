@@ -46,7 +46,6 @@ def export_hpkp(policy: Policy, options: common.ExportOptions) -> common.ExportR
         rule = entry.rule
         pins = common.any_position_pins(rule, notes, FMT)
         if not pins:
-            notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
             continue
         if rule.expires is not None:
             notes.warn(

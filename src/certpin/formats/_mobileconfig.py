@@ -35,7 +35,7 @@ from certpin.core.pins import Pin
 from certpin.core.policy import Policy
 from certpin.formats import _common as common
 from certpin.formats._lenient import did_you_mean
-from certpin.formats._structured import describe, expect, label, load_plist
+from certpin.formats._structured import describe, expect, label, load_plist_file
 
 FMT = "mobileconfig"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "mobileconfig.certpin.invalid")
@@ -142,9 +142,8 @@ def import_mobileconfig(
 ) -> common.ImportResult:
     from certpin.core.sources import load_sources
 
-    common.check_size(data, source, MAX_BYTES)
     notes = common.Notes()
-    root = expect(load_plist(data, source, notes), dict, source, "the top level")
+    root = load_plist_file(data, source, MAX_BYTES, notes)
     items = expect(root.get("PayloadContent", []), list, source, "PayloadContent")
     pins: dict[str, None] = {}  # ordered, and a membership test that does not scan a list
     skipped: dict[str, None] = {}

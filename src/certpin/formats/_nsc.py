@@ -50,7 +50,6 @@ def _export(policy: Policy, *, trustkit: bool) -> common.ExportResult:
             continue
         pins = common.any_position_pins(rule, notes, fmt)
         if not pins:
-            notes.warn(rule.pattern, f"left out: no pin {fmt} can express")
             continue
         if trustkit and len(pins) < 2:
             notes.warn(rule.pattern, "TrustKit refuses a domain with fewer than 2 pins")

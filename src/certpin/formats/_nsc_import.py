@@ -587,22 +587,28 @@ def _trust_notes(r: _Reader, cfg: _Config, host: str, node: Node) -> None:
                 "trust anchors; give the client that CA (cafile=…) or it refuses the chain "
                 "before the pins are checked",
             )
-    cleartext: tuple[bool, Node] | None = _inherited(cfg, "cleartext", r.base)
-    if cleartext is not None and cleartext[0]:
-        r.warn(
-            node,
-            f'host {host}: cleartextTrafficPermitted="true" (line {cleartext[1].line}): '
-            "the app may use plain http:// to it, where no pin applies (certpin pins TLS "
-            "connections only)",
-        )
-    ct: tuple[bool, Node] | None = _inherited(cfg, "ct", r.base)
-    if ct is not None and ct[0]:
-        r.warn(
-            node,
-            f'host {host}: <certificateTransparency enabled="true"> (line {ct[1].line}): '
-            "Android 16+ also requires Certificate Transparency for it; a certpin policy does "
-            "not carry that requirement (not imported)",
-        )
+    for attr, written, consequence in _FLAG_NOTES:
+        flag: tuple[bool, Node] | None = _inherited(cfg, attr, r.base)
+        if flag is not None and flag[0]:
+            r.warn(node, f"host {host}: {written} (line {flag[1].line}): {consequence}")
+
+
+#: Inherited flags that, when true, mean something a certpin policy does not carry:
+#: (the `_Config` attribute, the setting as written, what it means for the imported policy).
+_FLAG_NOTES = (
+    (
+        "cleartext",
+        'cleartextTrafficPermitted="true"',
+        "the app may use plain http:// to it, where no pin applies (certpin pins TLS "
+        "connections only)",
+    ),
+    (
+        "ct",
+        '<certificateTransparency enabled="true">',
+        "Android 16+ also requires Certificate Transparency for it; a certpin policy does "
+        "not carry that requirement (not imported)",
+    ),
+)
 
 
 def _src_name(src: str) -> str:

@@ -150,7 +150,6 @@ def _export(policy: Policy, version: int, *, java: bool) -> common.ExportResult:
             continue
         pins = common.any_position_pins(rule, notes, fmt)
         if not pins:
-            notes.warn(rule.pattern, f"left out: no pin {fmt} can express")
             continue
         common.no_expiry_note(rule, notes, fmt)
         common.no_report_note(rule, notes, fmt)
@@ -283,14 +282,15 @@ def _read_call(
     first_skip = ""
     pattern_text = head.string()
     if pattern_text is None:
-        shown = common.clip(code.excerpt(head.first, head.last))
-        why = head.value if not head.resolved else f"a {head.kind}, not a string"
-        notes.warn(
+        skipped = _unresolved(
+            code,
+            head,
+            notes,
             where,
-            f".add() pattern {shown} cannot be resolved statically ({why}): its pins are "
-            "not imported; the app pins that host, the imported policy does not",
+            what=".add() pattern",
+            then="its pins are not imported; the app pins that host, the imported policy does not",
         )
-        return None, f"line {head.line}: {shown}: {why}"
+        return None, skipped
     location = f"line {head.line}"
     pattern = _okhttp_pattern(pattern_text, source, location)
     pins: list[Pin] = []
@@ -298,14 +298,16 @@ def _read_call(
         at = f"{source}: line {node.line}"
         text = node.string()
         if text is None:
-            shown = common.clip(code.excerpt(node.first, node.last))
-            why = node.value if not node.resolved else f"a {node.kind}, not a string"
-            notes.warn(
+            skipped = _unresolved(
+                code,
+                node,
+                notes,
                 at,
-                f"pin {shown} for {pattern!r} cannot be resolved statically ({why}): not "
-                "imported; the app also accepts it, the imported policy does not",
+                what="pin",
+                after=f" for {pattern!r}",
+                then="not imported; the app also accepts it, the imported policy does not",
             )
-            first_skip = first_skip or f"line {node.line}: {shown}: {why}"
+            first_skip = first_skip or skipped
             continue
         pin = _okhttp_pin(text, pattern, source, node.line, notes)
         if pin is not None and pin not in pins:
@@ -313,6 +315,25 @@ def _read_call(
     if len(args) == 1:
         notes.warn(where, f".add({pattern!r}) without pins: OkHttp pins nothing for it")
     return (pattern, pins, head.line), first_skip
+
+
+def _unresolved(
+    code: _code.Code,
+    node: _code_values.Node,
+    notes: common.Notes,
+    where: str,
+    *,
+    what: str,
+    then: str,
+    after: str = "",
+) -> str:
+    """Warn that the argument `node` (a `what`, `after` its text in the message) is not a
+    string constant and so is not imported (`then`: what that means); return how the final
+    error names it."""
+    shown = common.clip(code.excerpt(node.first, node.last))
+    why = str(node.value) if not node.resolved else f"a {node.kind}, not a string"
+    notes.warn(where, f"{what} {shown}{after} cannot be resolved statically ({why}): {then}")
+    return f"line {node.line}: {shown}: {why}"
 
 
 def _okhttp_pattern(text: str, source: str, location: str) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "expect",
     "label",
     "load_plist",
+    "load_plist_file",
     "parse_xml",
 ]
 
@@ -269,6 +270,14 @@ def load_plist(data: bytes, source: str, notes: common.Notes | None = None) -> A
         raise common.FormatError(
             f"not a valid property list: {problem}", source=source, location=where
         ) from None
+
+
+def load_plist_file(data: bytes, source: str, cap: int, notes: common.Notes) -> dict[str, Any]:
+    """An imported plist file: at most `cap` bytes, parsed by `load_plist`, with a dictionary
+    at the top level (what the ats-plist, trustkit-ios and mobileconfig importers start from)."""
+    common.check_size(data, source, cap)
+    top: dict[str, Any] = expect(load_plist(data, source, notes), dict, source, "the top level")
+    return top
 
 
 _BOM = b"\xef\xbb\xbf"

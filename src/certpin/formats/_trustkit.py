@@ -41,7 +41,7 @@ from certpin.core.times import parse_day
 from certpin.formats import _common as common
 from certpin.formats._lenient import did_you_mean, expired, platform_pin
 from certpin.formats._lenient import unmatchable_domain as _unmatchable
-from certpin.formats._structured import describe, expect, label, load_plist
+from certpin.formats._structured import describe, expect, label, load_plist_file
 
 FMT = "TrustKit"
 #: The import size cap: an app's whole Info.plist, where TSKConfiguration usually lives.
@@ -69,7 +69,6 @@ def export_trustkit_ios(policy: Policy, options: common.ExportOptions) -> common
         rule = entry.rule
         pins = common.any_position_pins(rule, notes, FMT)
         if not pins:
-            notes.warn(rule.pattern, f"left out: no pin {FMT} can express")
             continue
         if len(pins) < 2:
             notes.warn(rule.pattern, "TrustKit refuses a domain with fewer than 2 pins at start-up")
@@ -147,9 +146,8 @@ def _config(root: dict[str, Any], source: str) -> tuple[dict[str, Any], str, boo
 def import_trustkit_ios(
     data: bytes, source: str, options: common.ImportOptions
 ) -> common.ImportResult:
-    common.check_size(data, source, MAX_BYTES)
     notes = common.Notes()
-    root = expect(load_plist(data, source, notes), dict, source, "the top level")
+    root = load_plist_file(data, source, MAX_BYTES, notes)
     version = common.version_from_comment(data.decode("utf-8", "replace"), source)
     return import_configuration(root, source, options, notes, version)
 

@@ -324,8 +324,24 @@ def _cert_id_matches(
     )
 
 
-def _reason_name(reason: x509.ReasonFlags | None) -> str | None:
-    return None if reason is None else reason.value
+def _revoked(
+    where: str,
+    at: dt.datetime | None,
+    reason_flag: x509.ReasonFlags | None,
+    by: str,
+    window: dict[str, Any],
+) -> Answer:
+    """The ``revoked`` answer of a verified OCSP response or CRL: `by` says which, `window`
+    holds its ``this_update`` and ``next_update``."""
+    reason = None if reason_flag is None else reason_flag.value
+    because = f" ({reason})" if reason else ""
+    return Answer(
+        "revoked",
+        f"{where}: REVOKED at {iso(at)}{because} ({by})",
+        revoked_at=at,
+        revocation_reason=reason,
+        **window,
+    )
 
 
 def _window(
@@ -386,15 +402,12 @@ def verify_ocsp(
     if status is ocsp.OCSPCertStatus.GOOD:
         return Answer("good", f"{where}: good (signed by {who})", **window)
     if status is ocsp.OCSPCertStatus.REVOKED:
-        reason = _reason_name(single.revocation_reason)
-        at = single.revocation_time_utc
-        because = f" ({reason})" if reason else ""
-        return Answer(
-            "revoked",
-            f"{where}: REVOKED at {iso(at)}{because} (signed by {who})",
-            revoked_at=at,
-            revocation_reason=reason,
-            **window,
+        return _revoked(
+            where,
+            single.revocation_time_utc,
+            single.revocation_reason,
+            f"signed by {who}",
+            window,
         )
     return Answer("unknown", f"{where}: the responder does not know this certificate", **window)
 
@@ -458,15 +471,12 @@ def verify_crl(
         reason_ext = entry.extensions.get_extension_for_class(x509.CRLReason).value
     except (x509.ExtensionNotFound, ValueError):
         pass
-    reason = None if reason_ext is None else _reason_name(reason_ext.reason)
-    at = entry.revocation_date_utc
-    because = f" ({reason})" if reason else ""
-    return Answer(
-        "revoked",
-        f"{where}: REVOKED at {iso(at)}{because} (on the issuer's CRL)",
-        revoked_at=at,
-        revocation_reason=reason,
-        **window,
+    return _revoked(
+        where,
+        entry.revocation_date_utc,
+        None if reason_ext is None else reason_ext.reason,
+        "on the issuer's CRL",
+        window,
     )
 
 
