@@ -108,16 +108,12 @@ class Logged:
 
 
 def _tbs_and_issuer_key_hash(precert: bytes, issuer: bytes) -> bytes:
-    """PreCert: SHA-256 of the issuer's SPKI and the precertificate's TBS minus the poison."""
-    from cryptography import x509
-
+    """PreCert: SHA-256 of the issuer's SPKI (as its certificate encodes it: RFC 6962 §3.2) and
+    the precertificate's TBS minus the poison."""
+    from certpin.core.pins import spki_of_certificate
     from certpin.lifecycle.ct.certs import issuance_tbs, tbs_of_certificate
 
-    issuer_spki = (
-        x509.load_der_x509_certificate(issuer)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    issuer_spki = spki_of_certificate(issuer)
     tbs = issuance_tbs(tbs_of_certificate(precert))
     return hashlib.sha256(issuer_spki).digest() + vec(tbs, 3)
 

@@ -23,6 +23,7 @@ import click
 
 from certpin.cli.exitcode import ExitCode
 from certpin.cli.options import Verb, json_option, policy_option
+from certpin.cli.output import progress_bars
 
 if TYPE_CHECKING:
     from certpin.lifecycle.ct.loglist import LogInfo
@@ -368,22 +369,13 @@ def _log_to_stderr() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress(*, enabled: bool) -> Iterator[Any]:
-    """A rich progress bar per log on stderr when it is a terminal; yields the callback."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    tasks: dict[str, Any] = {}
-    lock = threading.Lock()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
+    """A progress bar per log on stderr when it is a terminal; yields the callback."""
+    with progress_bars(enabled=enabled) as progress:
+        if progress is None:
+            yield None
+            return
+        tasks: dict[str, Any] = {}
+        lock = threading.Lock()
 
         def update(info: LogInfo, done: int, total: int) -> None:
             with lock:

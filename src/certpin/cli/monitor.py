@@ -23,7 +23,7 @@ import click
 from certpin.cli.exitcode import ExitCode
 from certpin.cli.messages import explain
 from certpin.cli.options import Verb, cafile_option, json_option, policy_option, timeout_option
-from certpin.cli.output import note, print_json
+from certpin.cli.output import note, print_json, progress_bars
 from certpin.core.times import iso
 from certpin.lifecycle.monitor.check import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_WARN_DAYS
 
@@ -229,21 +229,12 @@ def _log_to_stderr() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress(total: int, *, enabled: bool) -> Iterator[Any]:
-    """A rich progress bar on stderr when it is a terminal; yields the per-report callback."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("checking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("monitor", total=total)
+    """A progress bar on stderr when it is a terminal; yields the per-report callback."""
+    with progress_bars(enabled=enabled) as progress:
+        if progress is None:
+            yield None
+            return
+        task = progress.add_task("checking", total=total)
         yield lambda _report: progress.advance(task)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["error", "note", "print_json", "warn", "write_output"]
+__all__ = ["error", "note", "print_json", "progress_bars", "warn", "write_output"]
 
 
 def error(message: str) -> None:
@@ -51,3 +53,24 @@ def write_output(text: str, output: str | None, *, exclusive: bool = False) -> N
             fh.write(text)
     except OSError as exc:
         raise click.FileError(output, hint=exc.strerror or str(exc)) from None
+
+
+@contextlib.contextmanager
+def progress_bars(*, enabled: bool) -> Iterator[Any]:
+    """Rich progress bars on stderr (a task's description, its bar, done/total), cleared at the
+    end; yields the ``rich.progress.Progress``, or None when `enabled` is False or stderr is not
+    a terminal (scripts, ``--json``)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        yield progress

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.certificate_transparency import (
     LogEntryType,
     SignedCertificateTimestamp,
 )
 
+from certpin.core.der import spki_from_tbs_certificate
 from certpin.core.times import iso
 from certpin.lifecycle.ct.errors import LogError
 from certpin.lifecycle.ct.loglist import LogInfo
@@ -157,10 +158,12 @@ def embedded_scts(
     by_id = {log.key.log_id: log for log in logs or ()}
     issuer_spki = None
     if issuer_der is not None:
+        # RFC 6962 §3.2: issuer_key_hash is over the issuer's SubjectPublicKeyInfo as its
+        # certificate holds it (certificate-transparency-go hashes RawSubjectPublicKeyInfo).
+        # Re-encoding the loaded key changes legal variants (a compressed EC point, RSA
+        # parameters without NULL), and cannot load every key type OpenSSL verified.
         issuer = x509.load_der_x509_certificate(issuer_der)
-        issuer_spki = issuer.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        issuer_spki = spki_from_tbs_certificate(issuer.tbs_certificate_bytes)
     try:
         tbs = leaf.tbs_precertificate_bytes
     except ValueError as exc:  # Defensive: the extension parsed, so removing it works
