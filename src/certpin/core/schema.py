@@ -89,8 +89,7 @@ def read_policy(path: str | Path) -> Policy:
     except OSError as exc:
         raise PolicyError(f"cannot read policy: {exc.strerror or exc}", source=source) from None
     except DocumentError as exc:
-        where = f"{exc.where}: " if exc.where else ""
-        raise PolicyError(f"{where}policy {exc.problem}", source=source) from None
+        raise PolicyError(exc.described("policy"), source=source) from None
     suffix = p.suffix.lower()
     is_json = suffix == ".json" or (suffix != ".toml" and text.lstrip()[:1] == "{")
     try:

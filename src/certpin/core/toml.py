@@ -93,6 +93,12 @@ class DocumentError(ConfigurationError):
         """``line L, column C``, the key path, or ``""``."""
         return f"line {self.line}, column {self.column}" if self.line is not None else self.path
 
+    def described(self, what: str = "") -> str:
+        """The problem for a message naming the file: ``[where: ][what ]problem``; `what` is
+        the document (``"the state file"``) or a label (``"not JSON:"``)."""
+        where = f"{self.where}: " if self.where else ""
+        return f"{where}{what} {self.problem}" if what else f"{where}{self.problem}"
+
 
 def size_text(limit: int) -> str:
     """``16 MiB (16777216 bytes)``: a cap as people and scripts both read it."""

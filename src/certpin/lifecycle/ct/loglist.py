@@ -112,8 +112,7 @@ def load_log_list(source: str, *, fetch: Any = None) -> list[LogInfo]:
                 f"{source}: cannot read the log list: {exc.strerror or exc}"
             ) from None
         except DocumentError as exc:
-            where = f"{exc.where}: " if exc.where else ""
-            raise LogListError(f"{source}: {where}the log list {exc.problem}") from None
+            raise LogListError(f"{source}: {exc.described('the log list')}") from None
     return parse_log_list(text, os.fspath(source))
 
 
@@ -122,9 +121,9 @@ def parse_log_list(text: str, source: str) -> list[LogInfo]:
     try:
         data = parse_json(text)
     except DocumentError as exc:
-        where = f"{exc.where}: " if exc.where else ""
-        kind = "not JSON: " if exc.syntax else ""
-        raise LogListError(f"{source}: {where}{kind}{exc.problem}") from None
+        raise LogListError(
+            f"{source}: {exc.described('not JSON:' if exc.syntax else '')}"
+        ) from None
     if not isinstance(data, dict):
         raise LogListError(f"{source}: the log list is not a JSON object")
     operators = data.get("operators")

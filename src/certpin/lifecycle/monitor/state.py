@@ -147,14 +147,11 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Snapshot]:
     except OSError as exc:
         raise StateError(f"{name}: cannot read state file: {exc.strerror or exc}") from None
     except DocumentError as exc:  # too large, or not UTF-8
-        where = f"{exc.where}: " if exc.where else ""
-        raise StateError(f"{name}: {where}the state file {exc.problem}") from None
+        raise StateError(f"{name}: {exc.described('the state file')}") from None
     try:
         data = parse_json(text)
     except DocumentError as exc:
-        where = f"{exc.where}: " if exc.where else ""
-        kind = "not JSON: " if exc.syntax else ""
-        raise StateError(f"{name}: {where}{kind}{exc.problem}") from None
+        raise StateError(f"{name}: {exc.described('not JSON:' if exc.syntax else '')}") from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise StateError(f"{name}: not a certpin monitor state file (no format={STATE_FORMAT!r})")
     version = data.get("version")
