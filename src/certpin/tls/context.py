@@ -44,7 +44,9 @@ from certpin.tls.sockets import (
 __all__ = [
     "ContextOptions",
     "check_pins",
+    "record_settings",
     "report_untrusted",
+    "verification_of",
     "PinFailure",
     "PinningContext",
     "create_default_context",
@@ -192,6 +194,13 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
         # Called by the socket classes when OpenSSL refused the chain: reported if pinned.
         _untrusted_hook(self, conn, exc)
 
+    # ssl.py creates each connection's OpenSSL object through these two: record what it got.
+    def _wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
+        return record_settings(self, super()._wrap_socket, args, kwargs)
+
+    def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
+        return record_settings(self, super()._wrap_bio, args, kwargs)
+
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # noqa: N802
         # After truststore.inject_into_ssl(), ssl.SSLContext is truststore's class and a
@@ -206,6 +215,7 @@ class PinningContext(_SSLContext):  # type: ignore[valid-type,misc]
 _CHECK_HOSTNAME: Any = _C_SSLCONTEXT.check_hostname
 _VERIFY_MODE: Any = _C_SSLCONTEXT.verify_mode
 _CERT_REQUIRED = int(ssl.CERT_REQUIRED)
+_CERT_NONE = int(ssl.CERT_NONE)
 _INSTANCE_CLASSES: dict[tuple[type, type], type] = {}
 
 
@@ -351,11 +361,41 @@ def _utcnow() -> dt.datetime:
 # -- the hook -------------------------------------------------------------------------------------
 
 
+def record_settings(ctx: Any, wrap: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Create a connection's OpenSSL object (`wrap`: the context's ``_wrap_socket`` or
+    ``_wrap_bio``) and record on its owner the verification it was created with.
+
+    OpenSSL copies the verify mode and the host name to check into each connection when it is
+    created; the context may change afterwards (urllib3 sets ``verify_mode`` on a shared
+    context per connection). The pin check must judge the connection by what OpenSSL did, so
+    it reads this record: the weaker of the settings before and after the call (another thread
+    may change the context meanwhile), ``(verify_mode, check_hostname)``.
+    """
+    before = (_VERIFY_MODE.__get__(ctx), _CHECK_HOSTNAME.__get__(ctx))
+    sslobj = wrap(*args, **kwargs)
+    after = (_VERIFY_MODE.__get__(ctx), _CHECK_HOSTNAME.__get__(ctx))
+    owner = kwargs.get("owner")
+    if owner is not None:
+        owner._certpin_settings = (min(before[0], after[0]), before[1] and after[1])
+    return sslobj
+
+
+def verification_of(conn: ssl.SSLSocket | ssl.SSLObject, ctx: Any) -> tuple[int, bool]:
+    """``(verify_mode, check_hostname)`` as they hold for `conn`: the weaker of what its OpenSSL
+    object was created with (`record_settings`) and the context's now; ``(CERT_NONE, False)``
+    when nothing was recorded (fail closed)."""
+    recorded = getattr(conn, "_certpin_settings", None)
+    if recorded is None:
+        return _CERT_NONE, False
+    mode, check = recorded
+    return min(mode, _VERIFY_MODE.__get__(ctx)), check and bool(_CHECK_HOSTNAME.__get__(ctx))
+
+
 def _enforce(conn: ssl.SSLSocket | ssl.SSLObject, ctx: PinningContext) -> None:
     """The pin check of `ctx` for `conn`, whose handshake has just completed (see the module
     docstring): returns when the connection may be used, raises `PinValidationError` when not."""
-    # The C descriptors: the Python properties build a VerifyMode enum on every read (≈ 3 µs).
-    if _VERIFY_MODE.__get__(ctx) != _CERT_REQUIRED or not _CHECK_HOSTNAME.__get__(ctx):
+    mode, check = verification_of(conn, ctx)
+    if mode != _CERT_REQUIRED or not check:
         raise PinValidationError(
             "refusing connection: pinning context is not verifying certificates and host names"
         )

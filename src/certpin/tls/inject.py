@@ -44,6 +44,8 @@ from certpin.tls.context import (
     _untrusted_hook,
     _utcnow,
     check_pins,
+    record_settings,
+    verification_of,
 )
 from certpin.tls.sockets import Sessions, _PinningSSLObject, _PinningSSLSocket
 
@@ -62,8 +64,6 @@ log = logging.getLogger("certpin.enforce")
 ENV_POLICY = "CERTPIN_RUN_POLICY"
 ENV_REPORT_URI = "CERTPIN_RUN_REPORT_URI"
 
-_VERIFY_MODE: Any = _C_SSLCONTEXT.verify_mode
-_CHECK_HOSTNAME: Any = _C_SSLCONTEXT.check_hostname
 _CERT_NONE = int(ssl.CERT_NONE)
 
 
@@ -177,6 +177,25 @@ class _AnyContext(type):
             return issubclass(sub, _SSLContext)
         return super().__subclasscheck__(sub)
 
+    # ``ssl.SSLContext.sslsocket_class = …`` while injected would replace the property that
+    # keeps certpin's socket classes for every injected context: refused (one context's own
+    # ``ctx.sslsocket_class = X`` is combined with certpin's instead).
+    def __setattr__(cls, name: str, value: Any) -> None:
+        if name in _HOOKS:
+            raise InsecureContextError(
+                f"setting {name} on the class ssl.SSLContext while certpin is injected would "
+                "switch pinning off for every context; set it on one context instead"
+            )
+        super().__setattr__(name, value)
+
+    def __delattr__(cls, name: str) -> None:
+        if name in _HOOKS:
+            raise InsecureContextError(f"{name} of the injected ssl.SSLContext is certpin's")
+        super().__delattr__(name)
+
+
+_HOOKS = frozenset({"sslsocket_class", "sslobject_class", "_wrap_socket", "_wrap_bio"})
+
 
 class InjectedContext(_CSettings, metaclass=_AnyContext):
     """``ssl.SSLContext`` while certpin is injected (see the module docstring).
@@ -283,6 +302,14 @@ class InjectedContext(_CSettings, metaclass=_AnyContext):
     def _certpin_enforce(self, conn: ssl.SSLSocket | ssl.SSLObject) -> None:
         _enforce_injected(conn, self)
 
+    # ssl.py creates each connection's OpenSSL object through these two: record what it got
+    # (the check judges a connection by the verification OpenSSL was given, `record_settings`).
+    def _wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
+        return record_settings(self, super()._wrap_socket, args, kwargs)
+
+    def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
+        return record_settings(self, super()._wrap_bio, args, kwargs)
+
     def _certpin_untrusted(self, conn: ssl.SSLSocket | ssl.SSLObject, exc: Exception) -> None:
         _untrusted_hook(self, conn, exc)
 
@@ -317,6 +344,11 @@ def _enforce_injected(conn: ssl.SSLSocket | ssl.SSLObject, ctx: InjectedContext)
     policy: Policy = ctx._certpin_policy()
     deny = policy.unpinned_hosts == "deny"
     host = conn.server_hostname
+    named = bool(host)
+    if not host:
+        # No name to check (ssl.wrap_socket, a client that passes none): the peer's address is
+        # what the certificate must be for, if a rule pins it. A memory BIO has no peer.
+        host = _peer_address(conn)
     if not host:
         if deny:
             raise PinValidationError(
@@ -328,17 +360,29 @@ def _enforce_injected(conn: ssl.SSLSocket | ssl.SSLObject, ctx: InjectedContext)
     try:
         pinned = deny or policy.lookup(host) is not None
     except HostError:
-        pinned = deny  # no rule can name it; the verdict explains the refusal under "deny"
+        # A name certpin cannot read may still be one OpenSSL verifies as a pinned host
+        # ("127.0.0.010" is 127.0.0.10 to it): refused, with the parser's reason, by the verdict.
+        pinned = True
     if not pinned:
         conn._certpin_checked = True  # type: ignore[union-attr]
         return
-    if _VERIFY_MODE.__get__(ctx) == _CERT_NONE:
+    mode, check = verification_of(conn, ctx)
+    if mode == _CERT_NONE:
         raise PinValidationError(
             f"refusing connection to pinned host {host}: certificate verification is turned "
             "off on this context (CERT_NONE, e.g. verify=False), so there is no verified chain "
             "to check pins against"
         )
-    check_pins(conn, ctx, host, policy, check_name=not _CHECK_HOSTNAME.__get__(ctx))
+    check_pins(conn, ctx, host, policy, check_name=not (check and named))
+
+
+def _peer_address(conn: ssl.SSLSocket | ssl.SSLObject) -> str | None:
+    if not isinstance(conn, ssl.SSLSocket):
+        return None
+    try:
+        return str(conn.getpeername()[0])
+    except (OSError, IndexError, TypeError):
+        return None
 
 
 # -- injection ------------------------------------------------------------------------------------
@@ -433,10 +477,13 @@ def _refuse_pyopenssl() -> None:
 
 def extract_from_ssl() -> None:
     """Undo `inject_into_ssl`: every patched name gets its original value back, and the names
-    and preloaded contexts of libraries imported while injected are put back to CPython's class.
+    (`_CLASS_BINDINGS`) and preloaded contexts of libraries imported while injected are put
+    back to CPython's class.
 
     Contexts created while injected keep pinning with the last injected policy (they are
-    already in the hands of their clients); new contexts are plain again. Idempotent.
+    already in the hands of their clients). New contexts are plain again, except those made
+    through a name some other module bound while injected (``from ssl import SSLContext``):
+    that name keeps certpin's class, and its contexts keep pinning (the safe side). Idempotent.
     """
     with _lock:
         while _undo:
