@@ -17,7 +17,6 @@ from certpin.lifecycle.revocation import (
 from certpin.lifecycle.staple import check_live, fetch_staple
 from lifecycle._revocation import (
     CA,
-    NOW,
     OPENSSL,
     CRLServer,
     free_port,
@@ -29,8 +28,16 @@ from lifecycle._revocation import (
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
 
 
-def _check(leaf_der: bytes, ca: CA, now: dt.datetime = NOW, **kw: object):  # type: ignore[no-untyped-def]
-    (result,) = check_chain([leaf_der, ca.der], now, cache=RevocationCache(), timeout=5, **kw)  # type: ignore[arg-type]
+def _now() -> dt.datetime:
+    # Read per use: `openssl ocsp` stamps its answers with the real time, and a whole-suite run
+    # outlasts the 5 minutes of skew allowed around it.
+    return dt.datetime.now(dt.UTC)
+
+
+def _check(leaf_der: bytes, ca: CA, now: dt.datetime | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    (result,) = check_chain(
+        [leaf_der, ca.der], now or _now(), cache=RevocationCache(), timeout=5, **kw
+    )  # type: ignore[arg-type]
     return result
 
 
@@ -70,7 +77,7 @@ def test_ocsp_expired_response_is_not_good(tmp_path: Path) -> None:
     leaf = ca.issue(ocsp_url=f"http://127.0.0.1:{port}/")
     with ocsp_responder(tmp_path, ca, port=port, good=[leaf.cert], ndays=1):
         fresh = _check(leaf.der, ca)
-        later = _check(leaf.der, ca, now=NOW + dt.timedelta(days=2))
+        later = _check(leaf.der, ca, now=_now() + dt.timedelta(days=2))
     assert fresh.status == "good"
     assert later.status == "unknown"
     assert "expired (nextUpdate" in later.reason
@@ -115,9 +122,9 @@ def test_response_for_another_certificate_is_rejected(tmp_path: Path) -> None:
     ca = CA()
     leaf, other = ca.issue(), ca.issue()
     der = ocsp_response_file(tmp_path, ca, other).read_bytes()
-    answer = verify_ocsp(der, leaf.cert, ca.cert, NOW, "stapled OCSP")
+    answer = verify_ocsp(der, leaf.cert, ca.cert, _now(), "stapled OCSP")
     assert answer.status == "unknown" and "another certificate" in answer.reason
-    assert verify_ocsp(der, other.cert, ca.cert, NOW, "stapled OCSP").status == "good"
+    assert verify_ocsp(der, other.cert, ca.cert, _now(), "stapled OCSP").status == "good"
 
 
 def test_deadline_bounds_a_silent_responder(tmp_path: Path) -> None:
@@ -131,7 +138,7 @@ def test_deadline_bounds_a_silent_responder(tmp_path: Path) -> None:
         ca = CA()
         leaf = ca.issue(ocsp_url=f"http://127.0.0.1:{silent.getsockname()[1]}/")
         start = time.monotonic()
-        (result,) = check_chain([leaf.der, ca.der], NOW, timeout=30, deadline=1.0)
+        (result,) = check_chain([leaf.der, ca.der], _now(), timeout=30, deadline=1.0)
         assert time.monotonic() - start < 5
     finally:
         silent.close()
@@ -158,7 +165,7 @@ def test_crl_wrong_signer_and_expired_are_not_good() -> None:
         leaf = ca.issue(crl_url=server.url())
         server.files["/ca.crl"] = ca.crl([], signer=rogue.key)
         wrong = _check(leaf.der, ca)
-        server.files["/ca.crl"] = ca.crl([], next_update=NOW - dt.timedelta(minutes=10))
+        server.files["/ca.crl"] = ca.crl([], next_update=_now() - dt.timedelta(minutes=10))
         expired = _check(leaf.der, ca)
         del server.files["/ca.crl"]
         missing = _check(leaf.der, ca)
@@ -172,12 +179,12 @@ def test_crl_is_cached_until_next_update() -> None:
     cache = RevocationCache()
     with CRLServer() as server:
         leaf = ca.issue(crl_url=server.url())
-        server.files["/ca.crl"] = ca.crl([], next_update=NOW + dt.timedelta(hours=2))
+        server.files["/ca.crl"] = ca.crl([], next_update=_now() + dt.timedelta(hours=2))
         for _ in range(3):
-            check_chain([leaf.der, ca.der], NOW, cache=cache)
+            check_chain([leaf.der, ca.der], _now(), cache=cache)
         assert server.requests == 1
         # past its nextUpdate the cached CRL is not used: fetched again
-        check_chain([leaf.der, ca.der], NOW + dt.timedelta(hours=3), cache=cache)
+        check_chain([leaf.der, ca.der], _now() + dt.timedelta(hours=3), cache=cache)
         assert server.requests == 2
 
 
@@ -203,7 +210,7 @@ def test_staple_decides(tmp_path: Path, revoked: bool) -> None:
     leaf = ca.issue(ocsp_url=f"http://127.0.0.1:{free_port()}/")
     status = ocsp_response_file(tmp_path, ca, leaf, revoked=revoked)
     with tls_server(tmp_path, ca, leaf, status_file=status) as port:
-        results = check_live("127.0.0.1", port, "localhost", [leaf.der, ca.der], NOW, timeout=5)
+        results = check_live("127.0.0.1", port, "localhost", [leaf.der, ca.der], _now(), timeout=5)
     (result,) = results
     assert result.source == "staple"
     assert result.status == ("revoked" if revoked else "good")
@@ -215,7 +222,9 @@ def test_no_staple_falls_back_and_is_not_good(tmp_path: Path) -> None:
     leaf = ca.issue(ocsp_url=f"http://127.0.0.1:{free_port()}/")
     with tls_server(tmp_path, ca, leaf) as port:
         staple = fetch_staple("127.0.0.1", port, "localhost", 5)
-        (result,) = check_live("127.0.0.1", port, "localhost", [leaf.der, ca.der], NOW, timeout=5)
+        (result,) = check_live(
+            "127.0.0.1", port, "localhost", [leaf.der, ca.der], _now(), timeout=5
+        )
     assert staple == Staple(None, "none stapled")
     assert result.status == "unreachable"
     assert result.tried[0] == "staple: none stapled"
@@ -228,7 +237,9 @@ def test_staple_signed_by_a_stranger_is_rejected(tmp_path: Path) -> None:
     rogue = CA("Rogue").issue("OCSP responder", ocsp_signing=True)
     status = ocsp_response_file(tmp_path, ca, leaf, signer=rogue)
     with tls_server(tmp_path, ca, leaf, status_file=status) as port:
-        (result,) = check_live("127.0.0.1", port, "localhost", [leaf.der, ca.der], NOW, timeout=5)
+        (result,) = check_live(
+            "127.0.0.1", port, "localhost", [leaf.der, ca.der], _now(), timeout=5
+        )
     assert result.status != "good"
     assert "response rejected" in result.tried[0]
 
