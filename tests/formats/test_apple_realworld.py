@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import plistlib
+import re
 import struct
 from pathlib import Path
 
@@ -107,6 +108,42 @@ def test_bom_before_declaration_needs_no_warning() -> None:
     assert _import("ats-plist", "bom.plist", data).warnings == ()
 
 
+def test_text_after_the_plist_end_is_ignored_as_corefoundation_does() -> None:
+    # CFPropertyList.c stops after the first element: "a file that has garbage after the
+    # first element will nonetheless successfully parse".
+    result = _import("ats-plist", "ats_trailing.plist")
+    assert result.policy.domains == _import("ats-plist", "ats_clean.plist").policy.domains
+    assert len(result.warnings) == 1
+    assert re.match(
+        r"ats_trailing\.plist: line 69: text after the end of the top element \('%% merged",
+        result.warnings[0],
+    )
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\n", b"\n<!-- generated -->\n", b"<?xcode keep?>\n"], ids=["space", "comment", "pi"]
+)
+def test_what_xml_allows_after_the_plist_end_needs_no_warning(tail: bytes) -> None:
+    data = (DATA / "ats_clean.plist").read_bytes() + tail
+    assert _import("ats-plist", "tail.plist", data).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        # CF refuses text before the first element ("Unexpected character").
+        (b"junk\n<plist><dict/></plist>", r"line 1, column 1: invalid XML"),
+        # and a top element that never ends.
+        (b"<plist><dict><key>a</key>\n%%", r"line 2, column \d+: invalid XML"),
+    ],
+)
+def test_what_corefoundation_refuses_around_the_top_element_stays_an_error(
+    data: bytes, problem: str
+) -> None:
+    with pytest.raises(FormatError, match=f"^bad\\.plist: {problem}"):
+        _import("ats-plist", "bad.plist", data)
+
+
 def test_a_pasted_key_fragment_is_an_error_with_the_fix() -> None:
     data = b"<key>NSAppTransportSecurity</key>\n<dict/>\n"
     with pytest.raises(
@@ -145,6 +182,27 @@ def test_ats_unmatchable_keys_are_left_out_as_not_pinned() -> None:
     assert any("https://api.example.com/" in w and "scheme" in w for w in not_pinned)
     assert any("api.example.com:443" in w and "port" in w for w in not_pinned)
     assert any("www.example.com." in w for w in not_pinned)
+
+
+def test_ats_ip_range_keys_are_left_out_with_their_own_reason() -> None:
+    # Security's parseNSPinnedDomains compares each key with the host name as text: a CIDR
+    # range never equals a host (NSExceptionDomains takes ranges from iOS 17, pinning does not).
+    result = _import("ats-plist", "ats_ip_range.plist")
+    assert list(result.policy.domains) == ["pay.example.org"]
+    ranges = [w for w in result.warnings if "is an IP range: ATS pins domain names only" in w]
+    assert len(ranges) == 2
+    assert any(
+        re.search(
+            r"NSPinnedDomains\.10\.0\.0\.0/8: left out: .*so 10\.0\.0\.0/8 is NOT pinned "
+            r"on iOS",
+            w,
+        )
+        for w in ranges
+    )
+    assert any("2001:db8:12::/48 is NOT pinned on iOS" in w for w in ranges)
+    # The twin: a key with a path is not a range and keeps its own reason.
+    path = [w for w in result.warnings if "api.example.com/v1" in w]
+    assert len(path) == 1 and "IP range" not in path[0] and "has a path" in path[0]
 
 
 def test_placeholder_pins_import_with_a_warning() -> None:

@@ -121,6 +121,17 @@ CLASSES = {
             r"enforcePinning=\"yes\" is not \"true\" or \"false\": TrustKit reads it as false",
         ],
     ),
+    # TrustKit Android's readings that differ from Android's
+    "trustkit_inherit": (
+        "trustkit-android",
+        ["example.com", "api.example.com", "cdn.example.com", "img.example.com"],
+        [
+            r"line 14, <domain>: host api\.example\.com: TrustKit-Android inherits "
+            r"includeSubdomains=\"true\" from the enclosing <domain-config> \(line 5\)",
+            r"line 23, <domain>: host cdn\.example\.com: TrustKit-Android reads only the last "
+            r"<domain> of a <domain-config> \(line 24\)",
+        ],
+    ),
 }
 
 
@@ -189,6 +200,12 @@ def test_placeholders_are_lint_findings() -> None:
     ]
 
 
+PINS = (
+    '<pin digest="SHA-256">8y1sSm49O/oCd672C4mGwdQBIBG5dZ2Rs4fCcDAzQOM=</pin>'
+    '<pin digest="SHA-256">tE7dCFws67+sQzTiKF6HIlJAWXl8EcvkZHwa5SfaKqs=</pin>'
+)
+
+
 # -- files Android refuses ------------------------------------------------------------------------
 
 REJECTED = {
@@ -204,6 +221,15 @@ REJECTED = {
     "reject_ct_in_debug.xml": r"line 12, <certificateTransparency>: certificateTransparency not "
     r"allowed in debug-overrides",
     "reject_empty_domain.xml": r"line 5, <domain>: Domain name missing",
+    # TrustKit-Android's own refusals (it throws at start) in a file with a <trustkit-config>
+    "reject_trustkit_one_pin.xml": r"line 6, <pin-set>: Less than two pins for domain "
+    r"api\.example\.com with enforcePinning=\"true\" \(line 9\)",
+    "reject_trustkit_domain.xml": r"line 5, <domain>: Tried to pin an invalid domain: "
+    r"'localhost'",
+    "reject_trustkit_report_uri.xml": r"line 11, <report-uri>: report URI "
+    r"'reports\.example\.com/pin': MalformedURLException: no protocol",
+    "reject_trustkit_digest.xml": r"line 7, <pin>: <pin digest=\"sha-256\">: TrustKit-Android "
+    r"only accepts",
 }
 
 
@@ -211,6 +237,65 @@ REJECTED = {
 def test_files_android_refuses_are_errors_naming_the_line(name: str) -> None:
     with pytest.raises(FormatError, match=f"^{re.escape(name)}: {REJECTED[name]}"):
         _import(name)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in REJECTED if "trustkit" in n))
+def test_without_trustkit_config_android_loads_what_trustkit_refuses(name: str) -> None:
+    # The twin: the same file without <trustkit-config> is an Android NSC, which Android loads.
+    data = re.sub(rb"(?s)<trustkit-config.*?</trustkit-config>", b"", (DATA / name).read_bytes())
+    result = FORMATS["android-nsc"].import_(data, name, ImportOptions(today=TODAY))
+    assert result.policy.domains
+
+
+def test_trustkit_inheritance_is_trustkits() -> None:
+    odd, ok = _import("trustkit_inherit.xml"), _import("trustkit_inherit.ok.xml")
+    api = odd.policy.domains["api.example.com"]
+    # includeSubdomains inherited; disableDefaultReportUri inherited (no default-URI warning).
+    assert api.include_subdomains is True and api.enforce is True and not api.report_uris
+    assert odd.policy.domains["api.example.com"] == ok.policy.domains["api.example.com"]
+    # cdn is pinned by Android alone: its <trustkit-config> applies to img only.
+    assert odd.policy.domains["img.example.com"] == ok.policy.domains["img.example.com"]
+    assert not any("default report URI" in w for w in odd.warnings)
+
+
+def _tk(domain: str, pins: str = PINS, tk: str = 'enforcePinning="true"', inner: str = "") -> str:
+    return (
+        f"<domain-config><domain>{domain}</domain><pin-set>{pins}</pin-set>"
+        f'<trustkit-config {tk} disableDefaultReportUri="true"/>{inner}</domain-config>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (_tk("api.example.com"), None),
+        (_tk("api.example.com."), None),  # TrustKit takes it; Android's rule matches nothing
+        (_tk("api.example.com", tk='enforcePinning="false"', pins=PINS[:72]), None),
+        (_tk("api.example.com", pins=""), "An empty pin-set for domain api.example.com"),
+        (_tk(" api.example.com"), "whitespace around it"),
+        (_tk("10.0.0.1"), "not a DNS name ending in a top-level domain"),
+        (_tk("a.example"), r"top-level domain \.example is not on TrustKit's list"),
+        (
+            _tk(
+                "a.example.com",
+                inner="<domain-config><domain>b.example.com</domain>"
+                f"<pin-set>{PINS[:72]}</pin-set></domain-config>",
+            ),
+            "Less than two pins for domain b.example.com",  # enforcePinning inherited
+        ),
+        (
+            "<domain-config><domain>a.example.com</domain><trustkit-config "
+            'enforcePinning="true"/></domain-config>',
+            None,  # no pin-set: TrustKit skips the config
+        ),
+    ],
+)
+def test_what_trustkit_refuses(body: str, problem: str | None) -> None:
+    if problem is None:
+        _small(body, "trustkit-android")
+        return
+    with pytest.raises(FormatError, match=f"^n.xml: line 2, <[a-z-]+>: .*{problem}"):
+        _small(body, "trustkit-android")
 
 
 @pytest.mark.parametrize(
@@ -263,12 +348,6 @@ def test_more_files_android_refuses(body: str, problem: str) -> None:
 def _small(body: str, fmt: str = "android-nsc") -> ImportResult:
     data = f"<network-security-config>\n{body}\n</network-security-config>".encode()
     return FORMATS[fmt].import_(data, "n.xml", ImportOptions(today=TODAY))
-
-
-PINS = (
-    '<pin digest="SHA-256">8y1sSm49O/oCd672C4mGwdQBIBG5dZ2Rs4fCcDAzQOM=</pin>'
-    '<pin digest="SHA-256">tE7dCFws67+sQzTiKF6HIlJAWXl8EcvkZHwa5SfaKqs=</pin>'
-)
 
 
 @pytest.mark.parametrize(
@@ -421,3 +500,21 @@ def test_unknown_elements_stay_linear() -> None:
         FORMATS["android-nsc"].import_(data, "n.xml", ImportOptions(today=TODAY))
 
     assert_near_linear(run, make, base=2000)
+
+
+def test_trustkit_export_warns_for_a_domain_trustkit_refuses() -> None:
+    from certpin import Policy
+    from certpin.formats import ExportOptions
+
+    pins = [
+        "sha256/AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        "sha256/AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+    ]
+    policy = Policy.from_dict(
+        {"domains": {"localhost": {"pins": pins}, "api.example.com": {"pins": pins}}}
+    )
+    warnings = FORMATS["trustkit-android"].export(policy, ExportOptions()).warnings
+    assert len(warnings) == 1
+    assert warnings[0].startswith("localhost: TrustKit Android refuses the domain localhost")
+    # The twin: Android itself pins localhost, and the same policy exports without a word.
+    assert FORMATS["android-nsc"].export(policy, ExportOptions()).warnings == ()

@@ -42,6 +42,7 @@ under ``leaf_pins`` and CA keys under ``ca_pins``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -288,6 +289,17 @@ def _identities(items: Any, where: str, host: str, source: str, notes: common.No
     return pins
 
 
+def _is_ip_range(key: str) -> bool:
+    """Whether `key` is CIDR notation (``10.0.0.0/8``, ``2001:db8::/32``)."""
+    if key.count("/") != 1 or len(key) > 64:
+        return False
+    try:
+        ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_entry(host: str, body: Any, loc: str, source: str, notes: common.Notes) -> _Entry | None:
     where = f"{loc}.{label(host)}"
     if not isinstance(body, dict):
@@ -301,6 +313,14 @@ def _read_entry(host: str, body: Any, loc: str, source: str, notes: common.Notes
                 f"{where}.{label(key)}",
                 f"unknown key{did_you_mean(key, _DOMAIN_KEYS)}: iOS ignores it",
             )
+    if _is_ip_range(host):
+        notes.warn(
+            where,
+            f"left out: {host!r} is an IP range: ATS pins domain names only (Security's "
+            "parseNSPinnedDomains compares each key with the host as text; ranges are an "
+            f"NSExceptionDomains feature of iOS 17), so {host} is NOT pinned on iOS",
+        )
+        return None
     reason = _unmatchable(host)
     name = None
     if reason is None:

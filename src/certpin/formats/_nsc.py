@@ -22,6 +22,7 @@ from __future__ import annotations
 from certpin.core.policy import Policy
 from certpin.formats import _common as common
 from certpin.formats._nsc_import import MAX_BYTES, MAX_NESTING, import_nsc
+from certpin.formats._nsc_schema import _tk_domain_problem
 
 __all__ = ["MAX_BYTES", "MAX_NESTING", "export_nsc", "export_trustkit_android", "import_nsc"]
 
@@ -53,6 +54,13 @@ def _export(policy: Policy, *, trustkit: bool) -> common.ExportResult:
             continue
         if trustkit and len(pins) < 2:
             notes.warn(rule.pattern, "TrustKit refuses a domain with fewer than 2 pins")
+        refused = _tk_domain_problem(entry.host) if trustkit else None
+        if refused is not None:
+            notes.warn(
+                rule.pattern,
+                f"TrustKit Android refuses the domain {entry.host} at start-up ({refused}): "
+                "the app would crash; pin it with android-nsc instead",
+            )
         if trustkit and not rule.enforce:
             notes.warn(
                 rule.pattern,

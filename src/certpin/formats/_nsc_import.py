@@ -29,8 +29,12 @@ What Android does, from AOSP ``android.security.net.config.XmlConfigSource``:
 Inheritance as in Android: a nested ``<domain-config>`` takes its parent's pin-set (with its
 expiration), trust anchors, ``cleartextTrafficPermitted`` and ``<certificateTransparency>``
 when it has none of its own; a top-level one takes them from ``<base-config>`` (trust anchors,
-cleartext, CT), wherever in the file that is. TrustKit's ``<trustkit-config>`` is inherited the
-same way.
+cleartext, CT), wherever in the file that is.
+
+A file with a ``<trustkit-config>`` is also read as TrustKit-Android reads it
+(``_nsc_schema._trustkit_policies``): what makes TrustKit throw at start is a FormatError naming
+the line, and its inheritance (includeSubdomains too; only the last ``<domain>`` of a config)
+is TrustKit's, warned where Android reads the file differently.
 
 Linear: every element is visited once; an inherited value is looked up through at most
 `MAX_NESTING` parents.
@@ -56,7 +60,11 @@ from certpin.formats._nsc_schema import (
     _no_children,
     _PinSet,
     _Reader,
+    _trustkit_body,
     _trustkit_bool,
+    _trustkit_include,
+    _trustkit_policies,
+    _TrustKitPolicy,
     _unknown_element,
 )
 from certpin.formats._structured import Node, label, parse_xml
@@ -106,10 +114,11 @@ def import_nsc(data: bytes, source: str, options: common.ImportOptions) -> commo
         _debug_note(r, r.debug)
     domains: dict[str, dict[str, Any]] = {}
     lines: dict[str, str] = {}
+    tk_policies = _trustkit_policies(r) if r.trustkit else {}
     for cfg in r.configs:
         if cfg.kind == _DOMAIN:
             for domain, include, node in cfg.domains:
-                _rule(r, cfg, domain, include, node, domains, lines)
+                _rule(r, cfg, domain, include, node, domains, lines, tk_policies.get(id(cfg)))
     version = common.version_from_comment(data.decode("utf-8", "replace"), source)
     return common.build_policy(domains, source, r.notes, version, where=lines)
 
@@ -125,6 +134,7 @@ def _check_nesting(r: _Reader, root: Node) -> None:
         if depth > MAX_NESTING:
             raise r.refuse(node, f"<domain-config> nested more than {MAX_NESTING} levels deep")
         stack += [(c, depth + 1) for c in reversed(node.children) if c.tag == _DOMAIN]
+        r.trustkit = r.trustkit or any(c.tag == "trustkit-config" for c in node.children)
 
 
 def _config(r: _Reader, node: Node, kind: str, parent: _Config | None, depth: int) -> _Config:
@@ -209,6 +219,7 @@ def _pin_set(r: _Reader, node: Node) -> _PinSet:
     text = node.attrib.get("expiration")
     expires = None if text is None else _expiration(r, node, text)
     pins: list[str] = []
+    texts: set[str] = set()
     for child in node.children:
         if child.tag != "pin":
             _unknown_element(r, child, node)
@@ -221,6 +232,12 @@ def _pin_set(r: _Reader, node: Node) -> _PinSet:
                 f'<pin digest="{label(digest or "")}">: Android only accepts digest="SHA-256" '
                 "(Unsupported pin digest algorithm: it refuses the file)",
             )
+        if digest != "SHA-256" and r.trustkit:
+            raise r.refuse(
+                child,
+                f'<pin digest="{label(digest)}">: TrustKit-Android only accepts digest="SHA-256" '
+                "(Unexpected digest value: it throws at start)",
+            )
         if digest != "SHA-256":
             r.warn(
                 child,
@@ -231,6 +248,7 @@ def _pin_set(r: _Reader, node: Node) -> _PinSet:
             raise r.refuse(child, "pin contains additional elements (Android refuses the file)")
         if not child.text:
             raise r.refuse(child, "Missing pin digest (Android refuses the file)")
+        texts.add(child.text)
         pin = platform_pin(
             child.text.strip(_JAVA_SPACE),
             platform="android",
@@ -243,7 +261,7 @@ def _pin_set(r: _Reader, node: Node) -> _PinSet:
             r.warn(child, f"pin {pin} is listed twice in this <pin-set>: it counts once")
         else:
             pins.append(str(pin))
-    return _PinSet(node, pins, expires)
+    return _PinSet(node, pins, expires, len(texts))
 
 
 def _expiration(r: _Reader, node: Node, text: str) -> dt.date | None:
@@ -303,6 +321,8 @@ def _anchors(r: _Reader, node: Node, kind: str) -> list[_Anchor]:
 
 def _trustkit_structure(r: _Reader, node: Node) -> None:
     _attributes(r, node)
+    for name in ("enforcePinning", "disableDefaultReportUri"):
+        _trustkit_bool(r, node, name)  # for its warning: _trustkit_policies reads the value
     for child in node.children:
         if child.tag == "report-uri":
             _attributes(r, child)
@@ -333,6 +353,7 @@ def _rule(
     node: Node,
     domains: dict[str, dict[str, Any]],
     lines: dict[str, str],
+    tk: _TrustKitPolicy | None,
 ) -> None:
     pin_set: _PinSet | None = _inherited(cfg, "pin_set", None)
     if pin_set is None:
@@ -364,6 +385,8 @@ def _rule(
         return
     if host in domains:
         raise r.refuse(node, f"domain {host!r} is already configured at {lines[host]}")
+    if tk is not None:
+        include = _trustkit_include(r, tk, host, node, include)
     body: dict[str, Any] = {"pins": list(pin_set.pins), "include_subdomains": include}
     if pin_set.expires is not None:
         body["expires"] = pin_set.expires.isoformat()
@@ -376,9 +399,8 @@ def _rule(
                 "reports it as CP104)",
             )
     _trust_notes(r, cfg, host, node)
-    tk: Node | None = _inherited(cfg, "tk", None)
     if tk is not None:
-        _trustkit_body(r, tk, body)
+        _trustkit_body(r, tk, host, node, body)
     domains[host] = body
     lines[host] = f"{r.source}: line {node.line}"
 
@@ -468,18 +490,3 @@ def _intended(domain: str) -> str:
     if host and unmatchable_domain(host) is None:
         return host
     return common.clip(domain)
-
-
-def _trustkit_body(r: _Reader, tk: Node, body: dict[str, Any]) -> None:
-    enforce = _trustkit_bool(r, tk, "enforcePinning")
-    body["enforce"] = bool(enforce)
-    if not _trustkit_bool(r, tk, "disableDefaultReportUri"):
-        r.warn(
-            tk,
-            "TrustKit also sends reports to its vendor's default report URI here; not imported",
-        )
-    body["report_uris"] = [
-        common.check_report_uri(child.text.strip(), r.source, child.where())
-        for child in tk.children
-        if child.tag == "report-uri"
-    ]

@@ -146,11 +146,15 @@ def _expat(
     start: Callable[[str, dict[str, str], int], None],
     end: Callable[[], None],
     text: Callable[[str], None] | None = None,
+    trailing: list[int] | None = None,
 ) -> None:
     """Run expat over `data` with the refusals of the module docstring; `start(tag, attributes,
-    line)`, `end()` and `text(chunk)` see the elements."""
+    line)`, `end()` and `text(chunk)` see the elements. With `trailing`, content expat refuses
+    after the top element has closed is not an error: the byte offset where that element's end
+    tag starts is appended to `trailing` instead."""
     parser = expat.ParserCreate()
     depth = 0
+    closed: list[int] = []
 
     def refuse(problem: str) -> NoReturn:
         where = f"line {parser.CurrentLineNumber}, column {parser.CurrentColumnNumber + 1}"
@@ -166,6 +170,8 @@ def _expat(
     def on_end(_tag: str) -> None:
         nonlocal depth
         depth -= 1
+        if depth == 0:
+            closed.append(parser.CurrentByteIndex)
         end()
 
     def on_doctype(_name: str, _sysid: str | None, _pubid: str | None, subset: int) -> None:
@@ -199,6 +205,9 @@ def _expat(
     except common.FormatError:
         raise
     except expat.ExpatError as exc:
+        if trailing is not None and closed:
+            trailing.append(closed[0])
+            return
         raise common.FormatError(
             f"invalid XML: {expat.errors.messages[exc.code]}",
             source=source,
@@ -250,15 +259,18 @@ def load_plist(data: bytes, source: str, notes: common.Notes | None = None) -> A
     XML plists are read as CoreFoundation reads them (CFPropertyList.c, ``parseXMLPropertyList``,
     which Xcode and iOS use): whitespace before ``<?xml`` is skipped, and then the declaration
     is not looked at (the file is read as UTF-8), where a conforming XML parser refuses the
-    file; the top value may be a bare ``<dict>`` without the ``<plist>`` wrapper. Whitespace
-    before the declaration is reported through `notes`.
+    file; the top value may be a bare ``<dict>`` without the ``<plist>`` wrapper; CF stops at
+    the end of the first element ("we do not verify that there was only one element, so a file
+    that has garbage after the first element will nonetheless successfully parse"), so text
+    after ``</plist>`` is ignored. Whitespace before the declaration and text after the top
+    element are reported through `notes`.
     """
     if data.startswith(b"bplist00"):
         _walk_binary(data, source)
         fmt, where = plistlib.FMT_BINARY, "binary property list"
     else:
         data = _xml_prolog_as_corefoundation_reads_it(data, source, notes)
-        _scan_xml_plist(data, source)
+        data = _scan_xml_plist(data, source, notes)
         fmt, where = plistlib.FMT_XML, "XML property list"
     try:
         return plistlib.loads(data, fmt=fmt)
@@ -310,7 +322,9 @@ def _xml_prolog_as_corefoundation_reads_it(
     return bom + space + text[end + 2 :]
 
 
-def _scan_xml_plist(data: bytes, source: str) -> None:
+def _scan_xml_plist(data: bytes, source: str, notes: common.Notes | None) -> bytes:
+    """`data` checked within the bounds, cut after the top element when text CF ignores (and
+    an XML parser refuses) follows it."""
     count = 0
     first: list[str] = []
 
@@ -333,7 +347,31 @@ def _scan_xml_plist(data: bytes, source: str) -> None:
                 raise common.FormatError(_TOO_MANY, source=source, location=f"line {line}")
 
     # <plist> is one element level above the top value.
-    _expat(data, source, max_depth=MAX_PLIST_DEPTH + 1, too_deep=_TOO_DEEP, start=start, end=_nop)
+    trailing: list[int] = []
+    _expat(
+        data,
+        source,
+        max_depth=MAX_PLIST_DEPTH + 1,
+        too_deep=_TOO_DEEP,
+        start=start,
+        end=_nop,
+        trailing=trailing,
+    )
+    if not trailing:
+        return data
+    cut = data.find(b">", trailing[0]) + 1
+    rest = data[cut:]
+    junk = cut + len(rest) - len(rest.lstrip(_XML_SPACE))
+    line = data.count(b"\n", 0, junk) + 1
+    if notes is not None:
+        shown = rest.strip(_XML_SPACE)[:40].decode("utf-8", "replace")
+        notes.warn(
+            f"{source}: line {line}",
+            f"text after the end of the top element ({label(shown)!r}…): XML parsers refuse "
+            "the file, Xcode and iOS (CoreFoundation) stop reading at the end of the top "
+            "element and ignore the rest; ignored too",
+        )
+    return data[:cut]
 
 
 def _nop() -> None:
