@@ -376,3 +376,12 @@ def test_long_input_is_refused_before_any_work() -> None:
         normalize_host("a" * 100_000)
     with pytest.raises(HostError, match="longer than 253"):
         normalize_host("ü" * 100_000)
+
+
+def test_an_a_label_that_encodes_a_label_separator_is_refused() -> None:
+    # Found by test_any_a_label_text_raises_only_host_error: "xn--q6jb0a" decodes to "》。、",
+    # and IDNA 2003 / UTS 46 split on "。" (so the name is two labels to every client).
+    assert "\u3002" in b"q6jb0a".decode("punycode")
+    with pytest.raises(HostError, match="not a label IDNA 2003 and IDNA 2008"):
+        normalize_host("xn--q6jb0a.example")
+    assert normalize_host("xn--bcher-kva.example") == "xn--bcher-kva.example"  # the twin

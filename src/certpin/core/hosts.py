@@ -236,6 +236,10 @@ def _ignorable(cp: int) -> bool:
     return any(lo <= cp <= hi for lo, hi in _IGNORABLE_RANGES)
 
 
+#: The full stop and the ideographic and full-width ones: label separators to IDNA and UTS 46.
+_LABEL_DOTS = frozenset(".\u3002\uff0e\uff61")
+
+
 def _agreed_form(label: str) -> str | None:
     """`label` lower-cased if IDNA 2003, UTS 46 and IDNA 2008 agree on how to encode it, else None.
 
@@ -245,6 +249,10 @@ def _agreed_form(label: str) -> str | None:
     tables where nameprep used Unicode 3.2's.
     """
     lower = label.lower()
+    if _LABEL_DOTS.intersection(lower):
+        # Only an A-label can bring one in ("xn--q6jb0a" encodes "。、"): IDNA 2003 and UTS 46
+        # split on these dots, so no client sends that label as one.
+        return None
     try:
         if nameprep(label) != lower:
             return None
