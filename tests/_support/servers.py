@@ -4,6 +4,8 @@
 * :class:`WebSocketTLSServer` - ``wss://`` echo server (websockets' sync server).
 * :class:`ConnectProxy` - plain-TCP ``HTTP CONNECT`` proxy; every host resolves to loopback.
 * :class:`TCPForwarder` - plain TCP port forwarder (reach a server under another name/port).
+* :class:`LoopbackHTTPServer` - plain-HTTP server with a handler class of the caller's.
+* `free_port`, `wait_port`, `wait_for` - for servers started in another process.
 
 All are context managers. Failures of individual connections (a client aborting the TLS
 handshake because a pin did not match, resets, timeouts...) are swallowed and recorded in
@@ -22,6 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,11 +32,14 @@ from typing import Any, Self
 __all__ = [
     "DEFAULT_BODY",
     "ConnectProxy",
+    "LoopbackHTTPServer",
     "TCPForwarder",
     "TLSServer",
     "WebSocketTLSServer",
     "default_response",
+    "free_port",
     "wait_for",
+    "wait_port",
 ]
 
 DEFAULT_BODY = b"hello from certpin test server"
@@ -60,6 +66,50 @@ def wait_for(predicate: Callable[[], object], timeout: float = JOIN_TIMEOUT) -> 
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server started by port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, process: Any = None, timeout: float = 10.0) -> None:
+    """Wait until 127.0.0.1:`port` accepts a TCP connection; RuntimeError when it does not in
+    `timeout` seconds or when `process` (a ``subprocess.Popen``) exits first."""
+
+    def listening() -> bool:
+        if process is not None and process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr else b""
+            raise RuntimeError(f"process exited: {stderr!r}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    if not wait_for(listening, timeout):
+        raise RuntimeError(f"port {port} never opened")
+
+
+class LoopbackHTTPServer:
+    """A plain-HTTP ``ThreadingHTTPServer`` on 127.0.0.1 (ephemeral ``port``) answering with
+    `handler`, served from a background thread while the context is entered."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(JOIN_TIMEOUT)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -318,6 +368,8 @@ class TLSServer(_ThreadedServer):
             return b"".join(self.received)
 
     def _handle(self, conn: socket.socket) -> None:
+        if not self._before_tls(conn):
+            return
         with self._lock:
             ctx = self._context
         # wrap_socket() detaches conn; track the SSLSocket *before* the handshake so that
@@ -330,32 +382,45 @@ class TLSServer(_ThreadedServer):
             except (OSError, ValueError) as exc:  # client aborted / rejected our certificate
                 self._record_error(exc)
                 return
-            with self._lock:
-                index = len(self.received)
-                self.received.append(b"")
-                self.handshakes += 1
-                self.negotiated.append(
-                    {
-                        "version": tls.version(),
-                        "cipher": tls.cipher(),
-                        "alpn": tls.selected_alpn_protocol(),
-                    }
-                )
-
-            def sink(chunk: bytes) -> None:
-                with self._lock:
-                    self.received[index] += chunk
-
-            request = _read_http_request(tls, sink)
-            if request:
-                tls.sendall(self.response)
-                self._send_close_notify(tls)
+            self._after_handshake(tls, self._open_entry(tls))
         except (OSError, ValueError) as exc:
             self._record_error(exc)
         finally:
             self._untrack(tls)
             with contextlib.suppress(OSError):
                 tls.close()
+
+    def _before_tls(self, conn: socket.socket) -> bool:
+        """Cleartext before the handshake (a subclass's protocol prelude); False drops `conn`."""
+        return True
+
+    def _open_entry(self, tls: ssl.SSLSocket) -> Callable[[bytes], None]:
+        """Count a completed handshake and open its ``received`` entry; returns the sink that
+        appends the connection's application bytes to it."""
+        with self._lock:
+            index = len(self.received)
+            self.received.append(b"")
+            self.handshakes += 1
+            self.negotiated.append(
+                {
+                    "version": tls.version(),
+                    "cipher": tls.cipher(),
+                    "alpn": tls.selected_alpn_protocol(),
+                }
+            )
+
+        def sink(chunk: bytes) -> None:
+            with self._lock:
+                self.received[index] += chunk
+
+        return sink
+
+    def _after_handshake(self, tls: ssl.SSLSocket, sink: Callable[[bytes], None]) -> None:
+        """The conversation once the handshake is done: one HTTP request, then `response`."""
+        request = _read_http_request(tls, sink)
+        if request:
+            tls.sendall(self.response)
+            self._send_close_notify(tls)
 
     @staticmethod
     def _send_close_notify(tls: ssl.SSLSocket) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,25 +47,30 @@ def _setup(tmp_path: Path, pinned: bool):  # type: ignore[no-untyped-def]
     return ca, crl, leaf, policy
 
 
+def _check(tmp_path: Path, port: int, policy: Path, *extra: str) -> int:
+    """``certpin check 127.0.0.1:PORT --servername localhost`` with `policy` and the test CA."""
+    return main(
+        [
+            "check",
+            f"127.0.0.1:{port}",
+            "--servername",
+            "localhost",
+            "--policy",
+            str(policy),
+            "--cafile",
+            str(tmp_path / "ca.pem"),
+            *extra,
+        ]
+    )
+
+
 @pytest.mark.parametrize("revoked", [False, True])
 def test_check_staple(tmp_path: Path, capsys: pytest.CaptureFixture[str], revoked: bool) -> None:
     pytest.importorskip("OpenSSL", reason="the revocation extra (pyOpenSSL) is not installed")
     ca, _crl, leaf, policy = _setup(tmp_path, pinned=True)
     status = ocsp_response_file(tmp_path, ca, leaf, revoked=revoked)
     with tls_server(tmp_path, ca, leaf, status_file=status) as port:
-        code = main(
-            [
-                "check",
-                f"127.0.0.1:{port}",
-                "--servername",
-                "localhost",
-                "--policy",
-                str(policy),
-                "--cafile",
-                str(tmp_path / "ca.pem"),
-                "--json",
-            ]
-        )
+        code = _check(tmp_path, port, policy, "--json")
     out, err = capsys.readouterr()
     assert out, err
     doc = json.loads(out)
@@ -88,18 +95,7 @@ def test_check_revoked_but_not_pinned_is_no_alert(
     policy.write_text(json.dumps({"domains": {}}))
     with crl, tls_server(tmp_path, ca, leaf) as port:
         crl.files["/ca.crl"] = ca.crl([leaf.cert])
-        code = main(
-            [
-                "check",
-                f"127.0.0.1:{port}",
-                "--servername",
-                "localhost",
-                "--policy",
-                str(policy),
-                "--cafile",
-                str(tmp_path / "ca.pem"),
-            ]
-        )
+        code = _check(tmp_path, port, policy)
     out = capsys.readouterr().out
     assert code == 0
     assert "0  revoked" in out and "ALERT" not in out
@@ -109,42 +105,35 @@ def test_check_no_revocation(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ca, crl, leaf, policy = _setup(tmp_path, pinned=True)
     with crl, tls_server(tmp_path, ca, leaf) as port:
         crl.files["/ca.crl"] = ca.crl([leaf.cert])
-        code = main(
-            [
-                "check",
-                f"127.0.0.1:{port}",
-                "--servername",
-                "localhost",
-                "--policy",
-                str(policy),
-                "--cafile",
-                str(tmp_path / "ca.pem"),
-                "--json",
-                "--no-revocation",
-            ]
-        )
+        code = _check(tmp_path, port, policy, "--json", "--no-revocation")
         assert crl.requests == 0
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["revocation"] is None
 
 
-@pytest.mark.parametrize("revoked", [False, True])
-def test_monitor_crl(tmp_path: Path, capsys: pytest.CaptureFixture[str], revoked: bool) -> None:
+def _with_crl(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    revoked: bool,
+    argv: Callable[[int, Path], list[str]],
+) -> tuple[int, dict[str, Any]]:
+    """``certpin ARGV --cafile CA --json`` (`argv` of the server's port and the policy) against
+    the pinned leaf, its CRL listing it if `revoked`: the exit code and the JSON."""
     ca, crl, leaf, policy = _setup(tmp_path, pinned=True)
     with crl, tls_server(tmp_path, ca, leaf) as port:
         crl.files["/ca.crl"] = ca.crl([leaf.cert] if revoked else [])
-        code = main(
-            [
-                "monitor",
-                f"localhost:{port}",
-                "--policy",
-                str(policy),
-                "--cafile",
-                str(tmp_path / "ca.pem"),
-                "--json",
-            ]
-        )
-    doc = json.loads(capsys.readouterr().out)
+        code = main([*argv(port, policy), "--cafile", str(tmp_path / "ca.pem"), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("revoked", [False, True])
+def test_monitor_crl(tmp_path: Path, capsys: pytest.CaptureFixture[str], revoked: bool) -> None:
+    code, doc = _with_crl(
+        tmp_path,
+        capsys,
+        revoked,
+        lambda port, policy: ["monitor", f"localhost:{port}", "--policy", str(policy)],
+    )
     (endpoint,) = doc["endpoints"]
     assert endpoint["revocation"][0]["source"] == "crl"
     if revoked:
@@ -157,21 +146,12 @@ def test_monitor_crl(tmp_path: Path, capsys: pytest.CaptureFixture[str], revoked
 
 @pytest.mark.parametrize("revoked", [False, True])
 def test_inventory_live(tmp_path: Path, capsys: pytest.CaptureFixture[str], revoked: bool) -> None:
-    ca, crl, leaf, policy = _setup(tmp_path, pinned=True)
-    with crl, tls_server(tmp_path, ca, leaf) as port:
-        crl.files["/ca.crl"] = ca.crl([leaf.cert] if revoked else [])
-        code = main(
-            [
-                "inventory",
-                str(policy),
-                "--address",
-                f"localhost=127.0.0.1:{port}",
-                "--cafile",
-                str(tmp_path / "ca.pem"),
-                "--json",
-            ]
-        )
-    doc = json.loads(capsys.readouterr().out)
+    code, doc = _with_crl(
+        tmp_path,
+        capsys,
+        revoked,
+        lambda port, policy: ["inventory", str(policy), "--address", f"localhost=127.0.0.1:{port}"],
+    )
     (domain,) = doc["domains"]
     assert code == 0
     assert domain["revocation"][0]["status"] == ("revoked" if revoked else "good")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,19 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Collector
         yield srv
 
 
+@dataclass(frozen=True)
+class Logged:
+    """The loopback log, the pins of what it holds, and ``ct watch`` options to watch it."""
+
+    log_server: RFC6962Server
+    pins: dict[str, str]
+    argv: list[str]
+
+
 @pytest.fixture
-def ct_log(world: World) -> Iterator[tuple[RFC6962Server, dict[str, Any]]]:
-    """A log holding the pinned certificate, a rogue one, and a rogue precert + final pair."""
+def ct_log(world: World, tmp_path: Path) -> Iterator[Logged]:
+    """A log holding the pinned certificate, a rogue one, and a rogue precert + final pair;
+    a policy pinning the first and a log list naming the log."""
     with RFC6962Server(TestLog()) as log_server:
         log = log_server.log
         pinned = issuance(world.ca, HOST, key=world.primary)
@@ -61,7 +72,9 @@ def ct_log(world: World) -> Iterator[tuple[RFC6962Server, dict[str, Any]]]:
             "rogue": spki_pin(rogue.key.public_key()),
             "pair": spki_pin(pair.key.public_key()),
         }
-        yield log_server, pins
+        policy = world.policy(tmp_path / "policy.json")
+        log_list = write_log_list(tmp_path / "log_list.json", log_server)
+        yield Logged(log_server, pins, ["--policy", str(policy), "--log-list", str(log_list)])
 
 
 def _watch(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]], str]:
@@ -77,17 +90,10 @@ def _token_file(tmp_path: Path, token: str) -> Path:
 
 
 def test_ct_watch_webhook_fills_the_collector_ct_view(
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    world: World,
-    server: CollectorServer,
-    ct_log: tuple[RFC6962Server, dict[str, Any]],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, server: CollectorServer, ct_log: Logged
 ) -> None:
-    log_server, pins = ct_log
-    policy = world.policy(tmp_path / "policy.json")
-    log_list = write_log_list(tmp_path / "log_list.json", log_server)
-    argv = ["--policy", str(policy), "--log-list", str(log_list)]
-    argv += ["--webhook", f"{server.url}/api/ct"]
+    log_server, pins = ct_log.log_server, ct_log.pins
+    argv = [*ct_log.argv, "--webhook", f"{server.url}/api/ct"]
     argv += ["--webhook-token-file", str(_token_file(tmp_path, server.token))]
     code, records, err = _watch(capsys, *argv)
     assert code == 1, err
@@ -123,16 +129,10 @@ def test_ct_watch_webhook_fills_the_collector_ct_view(
 
 
 def test_the_json_output_piped_as_ndjson_is_stored_once(
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    world: World,
-    server: CollectorServer,
-    ct_log: tuple[RFC6962Server, dict[str, Any]],
+    capsys: pytest.CaptureFixture[str], server: CollectorServer, ct_log: Logged
 ) -> None:
-    log_server, pins = ct_log
-    policy = world.policy(tmp_path / "policy.json")
-    log_list = write_log_list(tmp_path / "log_list.json", log_server)
-    code, records, err = _watch(capsys, "--policy", str(policy), "--log-list", str(log_list))
+    pins = ct_log.pins
+    code, records, err = _watch(capsys, *ct_log.argv)
     assert code == 1, err
     body = "".join(json.dumps(r) + "\n" for r in records)
     with server.client() as client:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,29 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from _support.servers import LoopbackHTTPServer, free_port, wait_port
+
 OPENSSL = shutil.which("openssl")
 NOW = dt.datetime.now(dt.UTC)
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited: {proc.stderr.read() if proc.stderr else ''!r}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} never opened")
 
 
 def _name(cn: str) -> x509.Name:
@@ -219,6 +198,24 @@ def _files(tmp: Path, stem: str, issued: Issued | CA) -> tuple[Path, Path]:
     return cert, key
 
 
+def _responder(
+    tmp: Path,
+    stem: str,
+    ca: CA,
+    signer: Issued | CA | None,
+    good: list[x509.Certificate],
+    revoked: list[x509.Certificate],
+) -> tuple[Path, list[str]]:
+    """The files of an ``openssl ocsp`` responder for `ca` (an index of `good` and `revoked`,
+    responses signed by `signer`, default the CA itself): the CA's PEM and the options."""
+    index = tmp / f"{stem}-index.txt"
+    write_index(index, good, revoked)
+    ca_pem, _ = _files(tmp, f"{stem}-ca", ca)
+    rsigner, rkey = _files(tmp, f"{stem}-signer", signer or ca)
+    files = {"-index": index, "-CA": ca_pem, "-rsigner": rsigner, "-rkey": rkey}
+    return ca_pem, [arg for option, path in files.items() for arg in (option, str(path))]
+
+
 @contextmanager
 def ocsp_responder(
     tmp: Path,
@@ -232,28 +229,10 @@ def ocsp_responder(
 ) -> Iterator[str]:
     """``openssl ocsp`` answering for `ca` on loopback; yields its URL."""
     assert OPENSSL is not None
-    index = tmp / "index.txt"
-    write_index(index, list(good), list(revoked))
-    ca_pem, _ = _files(tmp, "ocsp-ca", ca)
-    rsigner, rkey = _files(tmp, "ocsp-signer", signer or ca)
+    _, responder = _responder(tmp, "ocsp", ca, signer, list(good), list(revoked))
     port = port or free_port()
     proc = subprocess.Popen(
-        [
-            OPENSSL,
-            "ocsp",
-            "-index",
-            str(index),
-            "-port",
-            str(port),
-            "-CA",
-            str(ca_pem),
-            "-rsigner",
-            str(rsigner),
-            "-rkey",
-            str(rkey),
-            "-ndays",
-            str(ndays),
-        ],
+        [OPENSSL, "ocsp", *responder, "-port", str(port), "-ndays", str(ndays)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -289,11 +268,11 @@ def ocsp_response_file(
 ) -> Path:
     """A DER OCSP response for `leaf` made offline by ``openssl ocsp -reqin … -respout``."""
     assert OPENSSL is not None
-    index = tmp / "staple-index.txt"
-    write_index(index, [] if revoked else [leaf.cert], [leaf.cert] if revoked else [])
-    ca_pem, _ = _files(tmp, "staple-ca", ca)
+    listed = [leaf.cert]
+    ca_pem, responder = _responder(
+        tmp, "staple", ca, signer, [] if revoked else listed, listed if revoked else []
+    )
     leaf_pem, _ = _files(tmp, "staple-leaf", leaf)
-    rsigner, rkey = _files(tmp, "staple-signer", signer or ca)
     req, resp = tmp / "staple-req.der", tmp / "staple-resp.der"
     subprocess.run(
         [
@@ -314,14 +293,7 @@ def ocsp_response_file(
         [
             OPENSSL,
             "ocsp",
-            "-index",
-            str(index),
-            "-CA",
-            str(ca_pem),
-            "-rsigner",
-            str(rsigner),
-            "-rkey",
-            str(rkey),
+            *responder,
             "-reqin",
             str(req),
             "-respout",
@@ -390,7 +362,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class CRLServer:
+class CRLServer(LoopbackHTTPServer):
     """A loopback HTTP server for CRLs: ``server.files['/ca.crl'] = der``; counts requests."""
 
     def __init__(self) -> None:
@@ -404,18 +376,7 @@ class CRLServer:
                 outer.requests += 1
                 super().do_GET()
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Counting)
 
     def url(self, path: str = "/ca.crl") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def __enter__(self) -> CRLServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)

@@ -22,6 +22,8 @@ from demo_ctservers import RFC6962Server
 
 from _support.pki import CA, spki_pin
 from _support.servers import TLSServer
+from certpin.core.der import read_tlv
+from certpin.lifecycle.ct.certs import _der  # the DER TLV encoder CT's issuance_tbs uses
 from ct._certs import Issuance
 
 __all__ = [
@@ -126,22 +128,10 @@ def new_log(key_type: str = "p256") -> RFC6962Server:
     return RFC6962Server(TestLog(key_type=key_type))
 
 
-def _der(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes((tag, n)) + content
-    size = (n.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + content
-
-
 def _content(der: bytes) -> bytes:
-    """The content octets of one DER TLV (definite length)."""
-    first = der[1]
-    if first < 0x80:
-        return der[2 : 2 + first]
-    size = first & 0x7F
-    length = int.from_bytes(der[2 : 2 + size], "big")
-    return der[2 + size : 2 + size + length]
+    """The content octets of one DER TLV."""
+    _, start, end = read_tlv(der, 0)
+    return der[start:end]
 
 
 def compressed_point_ca(parent: CA, name: str) -> CA:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +61,20 @@ def log_b() -> Iterator[RFC6962Server]:
         yield server
 
 
+def _argv(verb: str, served: Served, *extra: str) -> list[str]:
+    """``certpin check 127.0.0.1:PORT --servername localhost`` or ``certpin monitor
+    localhost:PORT``, with the served policy and CA file, then `extra`."""
+    target = [f"127.0.0.1:{served.port}", "--servername", HOST]
+    if verb == "monitor":
+        target = [f"{HOST}:{served.port}"]
+    return [verb, *target, "--policy", str(served.policy), "--cafile", str(served.cafile), *extra]
+
+
 def _check(
     capsys: pytest.CaptureFixture[str], served: Served, *extra: str
 ) -> tuple[int, dict[str, Any]]:
-    """``certpin check 127.0.0.1:PORT --servername localhost --json …``: exit code and JSON."""
-    code = main(
-        [
-            "check",
-            f"127.0.0.1:{served.port}",
-            "--servername",
-            HOST,
-            "--policy",
-            str(served.policy),
-            "--cafile",
-            str(served.cafile),
-            "--no-revocation",
-            "--json",
-            *extra,
-        ]
-    )
+    """``certpin check … --no-revocation --json …``: exit code and JSON."""
+    code = main(_argv("check", served, "--no-revocation", "--json", *extra))
     out = capsys.readouterr().out
     return code, json.loads(out)
 
@@ -87,20 +82,8 @@ def _check(
 def _monitor(
     capsys: pytest.CaptureFixture[str], served: Served, *extra: str
 ) -> tuple[int, dict[str, Any]]:
-    """``certpin monitor localhost:PORT --json …``: exit code and the endpoint's JSON."""
-    code = main(
-        [
-            "monitor",
-            f"{HOST}:{served.port}",
-            "--policy",
-            str(served.policy),
-            "--cafile",
-            str(served.cafile),
-            "--no-revocation",
-            "--json",
-            *extra,
-        ]
-    )
+    """``certpin monitor … --no-revocation --json …``: exit code and the endpoint's JSON."""
+    code = main(_argv("monitor", served, "--no-revocation", "--json", *extra))
     (endpoint,) = json.loads(capsys.readouterr().out)["endpoints"]
     return code, endpoint
 
@@ -166,21 +149,7 @@ def test_check_text_output_names_the_failure(
     good, bad = sct_from_answer(answer), flip_signature(sct_from_answer(answer))
     for sct, summary in ((good, "1 embedded SCT(s), 1 verified"), (bad, "0 verified, 1 FAILED")):
         with serve(tmp_path, i, i.final([sct])) as served:
-            code = main(
-                [
-                    "check",
-                    f"127.0.0.1:{served.port}",
-                    "--servername",
-                    HOST,
-                    "--policy",
-                    str(served.policy),
-                    "--cafile",
-                    str(served.cafile),
-                    "--no-revocation",
-                    "--log-list",
-                    str(log_list),
-                ]
-            )
+            code = main(_argv("check", served, "--no-revocation", "--log-list", str(log_list)))
         out = capsys.readouterr().out
         assert code == 0
         (line,) = [x for x in out.splitlines() if x.strip().startswith("SCTs:")]
@@ -227,12 +196,18 @@ def test_check_sct_from_a_log_not_in_the_list(
     assert sct["reason"] == f"log {answer['id']}: not in the log list"
 
 
-def test_check_without_a_log_list_counts_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CA, log_a: RFC6962Server
+@pytest.mark.parametrize("run", [_check, _monitor], ids=["check", "monitor"])
+def test_without_a_log_list_counts_only(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    ca: CA,
+    log_a: RFC6962Server,
+    run: Callable[..., tuple[int, dict[str, Any]]],
 ) -> None:
+    """``check`` and ``monitor`` alike: the SCT is counted, its log unknown, nothing verified."""
     i, (answer,) = _logged(ca, log_a)
     with serve(tmp_path, i, i.final([sct_from_answer(answer)])) as served:
-        code, doc = _check(capsys, served)
+        code, doc = run(capsys, served)
     assert code == 0
     scts = doc["scts"]
     assert scts["count"] == 1 and scts["verified"] is None
@@ -264,20 +239,7 @@ def test_check_bad_log_list_exits_2(
     doc["operators"][0]["logs"][0]["log_id"] = answer["id"][::-1]
     log_list.write_text(json.dumps(doc))
     with serve(tmp_path, i, i.final([sct_from_answer(answer)])) as served:
-        code = main(
-            [
-                "check",
-                f"127.0.0.1:{served.port}",
-                "--servername",
-                HOST,
-                "--policy",
-                str(served.policy),
-                "--cafile",
-                str(served.cafile),
-                "--log-list",
-                str(log_list),
-            ]
-        )
+        code = main(_argv("check", served, "--log-list", str(log_list)))
     captured = capsys.readouterr()
     assert code == 2
     assert "log_list.json" in captured.err and "log_id" in captured.err
@@ -350,33 +312,10 @@ def test_monitor_text_output(
     i, (answer,) = _logged(ca, log_a)
     log_list = write_log_list(tmp_path / "log_list.json", log_a)
     with serve(tmp_path, i, i.final([flip_signature(sct_from_answer(answer))])) as served:
-        code = main(
-            [
-                "monitor",
-                f"{HOST}:{served.port}",
-                "--policy",
-                str(served.policy),
-                "--cafile",
-                str(served.cafile),
-                "--no-revocation",
-                "--log-list",
-                str(log_list),
-            ]
-        )
+        code = main(_argv("monitor", served, "--no-revocation", "--log-list", str(log_list)))
     out = capsys.readouterr().out
     assert code == 0
     assert "  SCTs: 1 embedded SCT(s), 0 verified, 1 FAILED" in out.splitlines()
-
-
-def test_monitor_without_log_list(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CA, log_a: RFC6962Server
-) -> None:
-    i, (answer,) = _logged(ca, log_a)
-    with serve(tmp_path, i, i.final([sct_from_answer(answer)])) as served:
-        code, endpoint = _monitor(capsys, served)
-    assert code == 0
-    assert endpoint["scts"]["count"] == 1 and endpoint["scts"]["verified"] is None
-    assert endpoint["scts"]["scts"][0]["verified"] is None
 
 
 # -- the library: what the signature binds ------------------------------------------------------

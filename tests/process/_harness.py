@@ -126,6 +126,20 @@ class Material:
         """What the MITM uses to reach the real server (it trusts the good root)."""
         return ssl.create_default_context(cafile=str(self.good.root_ca))
 
+    def mitm(
+        self, upstream_port: int, identity: PKIFiles | None = None, **options: Any
+    ) -> MitmProxy:
+        """A started `MitmProxy` in front of 127.0.0.1:`upstream_port`, with the certificate of
+        `identity` (default: the rogue CA's, which clients trust); `options` as MitmProxy's."""
+        files = identity or self.rogue
+        return MitmProxy(
+            files.certfile,
+            files.keyfile,
+            ("127.0.0.1", upstream_port),
+            self.upstream_context(),
+            **options,
+        ).start()
+
 
 @dataclass
 class Stack:
@@ -178,16 +192,13 @@ def build_stack(kind: str, m: Material) -> Stack:
     else:  # pragma: no cover - a typo in a test table
         raise ValueError(kind)
     closers.append(good.stop)
-    mitm = MitmProxy(
-        m.rogue.certfile,
-        m.rogue.keyfile,
-        ("127.0.0.1", good.port),
-        m.upstream_context(),
+    mitm = m.mitm(
+        good.port,
         postgres=kind == "pg",
         # websockets' sync client reads and writes one SSLSocket from two threads; a TLS 1.3
         # ticket arriving at the wrong moment stalls it (see WebSocketTLSServer).
         session_tickets=kind != "ws",
-    ).start()
+    )
     closers.append(mitm.stop)
     return Stack(kind, good, mitm, closers)
 

@@ -24,11 +24,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from _support.servers import IO_TIMEOUT, TLSServer, _read_http_request
+from _support.servers import (
+    IO_TIMEOUT,
+    LoopbackHTTPServer,
+    TLSServer,
+    _read_http_request,
+    free_port,
+)
 
 __all__ = [
     "CountingTLSServer",
@@ -92,10 +98,10 @@ class CountingTLSServer(TLSServer):
     name = "counting-tls-server"
     connections = 0
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _before_tls(self, conn: socket.socket) -> bool:
         with self._lock:
             self.connections += 1
-        super()._handle(conn)
+        return super()._before_tls(conn)
 
 
 class ScriptedTLSServer(TLSServer):
@@ -116,41 +122,19 @@ class ScriptedTLSServer(TLSServer):
     def converse(self, tls: ssl.SSLSocket, reader: _Reader) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def _handle(self, conn: socket.socket) -> None:
-        if self.postgres_prelude:
-            request = _recv_exact(conn, len(SSL_REQUEST))
-            with self._lock:
-                self.pre_tls.append(request)
-            if request != SSL_REQUEST:
-                return
-            conn.sendall(b"S")
+    def _before_tls(self, conn: socket.socket) -> bool:
+        if not self.postgres_prelude:
+            return True
+        request = _accept_ssl_request(conn)
         with self._lock:
-            ctx = self._context
-        tls = ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        self._track(tls)
+            self.pre_tls.append(request)
+        return request == SSL_REQUEST
+
+    def _after_handshake(self, tls: ssl.SSLSocket, sink: Callable[[bytes], None]) -> None:
         try:
-            try:
-                tls.do_handshake()
-            except (OSError, ValueError) as exc:
-                self._record_error(exc)
-                return
-            with self._lock:
-                index = len(self.received)
-                self.received.append(b"")
-                self.handshakes += 1
-
-            def sink(chunk: bytes) -> None:
-                with self._lock:
-                    self.received[index] += chunk
-
             self.converse(tls, _Reader(tls, sink))
-        except (OSError, ValueError) as exc:
-            self._record_error(exc)
         finally:
-            self._untrack(tls)
             self._send_close_notify(tls)
-            with contextlib.suppress(OSError):
-                tls.close()
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -161,6 +145,15 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
             break
         data += chunk
     return data
+
+
+def _accept_ssl_request(conn: socket.socket) -> bytes:
+    """Read PostgreSQL's SSLRequest and answer "S" (go ahead with TLS) if it is one; returns
+    the bytes read."""
+    request = _recv_exact(conn, len(SSL_REQUEST))
+    if request == SSL_REQUEST:
+        conn.sendall(b"S")
+    return request
 
 
 class RoutedHTTPServer(ScriptedTLSServer):
@@ -289,7 +282,7 @@ class PostgresServer(ScriptedTLSServer):
             )
 
 
-class MitmProxy(TLSServer):
+class MitmProxy(CountingTLSServer):
     """A TLS interception proxy with a certificate of its own (see the module docstring).
 
     ``received[i]`` is every application byte the client sent on the i-th connection whose
@@ -315,52 +308,26 @@ class MitmProxy(TLSServer):
         self.postgres = postgres
         super().__init__(certfile, keyfile, alpn=None, session_tickets=session_tickets)
 
-    connections = 0
+    def _before_tls(self, conn: socket.socket) -> bool:
+        if not super()._before_tls(conn):
+            return False
+        return not self.postgres or _accept_ssl_request(conn) == SSL_REQUEST
 
-    def _handle(self, conn: socket.socket) -> None:
-        with self._lock:
-            self.connections += 1
+    def _after_handshake(self, tls: ssl.SSLSocket, sink: Callable[[bytes], None]) -> None:
+        raw = socket.create_connection(self.upstream, timeout=IO_TIMEOUT)
         if self.postgres:
-            if _recv_exact(conn, len(SSL_REQUEST)) != SSL_REQUEST:
+            raw.sendall(SSL_REQUEST)
+            if _recv_exact(raw, 1) != b"S":
+                raw.close()
                 return
-            conn.sendall(b"S")
-        with self._lock:
-            ctx = self._context
-        tls = ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        self._track(tls)
-        upstream: socket.socket | None = None
+        upstream = self.upstream_ctx.wrap_socket(raw, server_hostname=self.upstream[0])
+        self._track(upstream)
         try:
-            try:
-                tls.do_handshake()
-            except (OSError, ValueError) as exc:
-                self._record_error(exc)
-                return
-            with self._lock:
-                index = len(self.received)
-                self.received.append(b"")
-                self.handshakes += 1
-
-            def sink(chunk: bytes) -> None:
-                with self._lock:
-                    self.received[index] += chunk
-
-            raw = socket.create_connection(self.upstream, timeout=IO_TIMEOUT)
-            if self.postgres:
-                raw.sendall(SSL_REQUEST)
-                if _recv_exact(raw, 1) != b"S":
-                    raw.close()
-                    return
-            upstream = self.upstream_ctx.wrap_socket(raw, server_hostname=self.upstream[0])
-            self._track(upstream)
             _relay(tls, upstream, sink, self._stopping)
-        except (OSError, ValueError) as exc:
-            self._record_error(exc)
         finally:
-            for sock in (tls, upstream):
-                if sock is not None:
-                    self._untrack(sock)
-                    with contextlib.suppress(OSError):
-                        sock.close()
+            self._untrack(upstream)
+            with contextlib.suppress(OSError):
+                upstream.close()
 
 
 def _relay(
@@ -411,7 +378,7 @@ def _send_all(sock: ssl.SSLSocket, data: bytes) -> None:
         view = view[sent:]
 
 
-class ReportReceiver:
+class ReportReceiver(LoopbackHTTPServer):
     """A plain-HTTP collector on 127.0.0.1: ``reports`` holds every JSON body POSTed."""
 
     def __init__(self) -> None:
@@ -435,22 +402,10 @@ class ReportReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def url(self, host: str = "localhost") -> str:
         return f"http://{host}:{self.port}/report"
-
-    def __enter__(self) -> ReportReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 class RedisServer:
@@ -460,7 +415,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server")
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.log = directory / "redis.log"
@@ -522,9 +477,3 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -216,12 +216,7 @@ def pip_index(material: Material) -> Iterator[tuple[RoutedHTTPServer, MitmProxy]
         f"/files/{WHEEL}": ("application/octet-stream", wheel),
     }
     good = RoutedHTTPServer(material.good.certfile, material.good.keyfile, routes).start()
-    mitm = MitmProxy(
-        material.rogue.certfile,
-        material.rogue.keyfile,
-        ("127.0.0.1", good.port),
-        material.upstream_context(),
-    ).start()
+    mitm = material.mitm(good.port)
     yield good, mitm
     mitm.stop()
     good.stop()

@@ -37,10 +37,13 @@ def wrong_name_server(material: Material) -> Iterator[CountingTLSServer]:
         yield server
 
 
+@pytest.mark.parametrize("pinned", [True, False], ids=["certpin", "without-certpin"])
 @pytest.mark.parametrize("name", NO_CHECK_HOSTNAME)
-def test_check_hostname_off_name_is_checked_by_certpin(
-    name: str, material: Material, wrong_name_server: CountingTLSServer
+def test_check_hostname_off_wrong_name(
+    name: str, pinned: bool, material: Material, wrong_name_server: CountingTLSServer
 ) -> None:
+    """certpin checks the name the client does not; the twin without certpin shows the client
+    really does not check names (only certpin refused)."""
     client = _client(name)
     with Traffic(wrong_name_server) as traffic:
         run = run_client(
@@ -50,29 +53,14 @@ def test_check_hostname_off_name_is_checked_by_certpin(
             wrong_name_server.port,
             args=["--no-check-hostname"],
             env=_env(material, client),
+            pinned=pinned,
         )
-    assert_refused(run, traffic)
-    assert "not issued for" in run.result["error"], run.describe()
-
-
-@pytest.mark.parametrize("name", NO_CHECK_HOSTNAME)
-def test_check_hostname_off_without_certpin_accepts_the_wrong_name(
-    name: str, material: Material, wrong_name_server: CountingTLSServer
-) -> None:
-    """The twin: the client really does not check names; only certpin refused above."""
-    client = _client(name)
-    with Traffic(wrong_name_server) as traffic:
-        run = run_client(
-            material,
-            name,
-            PINNED,
-            wrong_name_server.port,
-            args=["--no-check-hostname"],
-            env=_env(material, client),
-            pinned=False,
-        )
-    assert_served(run, client)
-    assert traffic.bytes > 0
+    if pinned:
+        assert_refused(run, traffic)
+        assert "not issued for" in run.result["error"], run.describe()
+    else:
+        assert_served(run, client)
+        assert traffic.bytes > 0
 
 
 @pytest.mark.parametrize("name", NO_CHECK_HOSTNAME)
@@ -81,14 +69,8 @@ def test_check_hostname_off_right_name_passes(
 ) -> None:
     client = _client(name)
     good = stacks("http").good
-    run = run_client(
-        material,
-        name,
-        PINNED,
-        good.port,
-        args=["--no-check-hostname"],
-        env=_env(material, client),
-    )
+    env = _env(material, client)
+    run = run_client(material, name, PINNED, good.port, args=["--no-check-hostname"], env=env)
     assert_served(run, client)
 
 
@@ -104,13 +86,7 @@ def receiver() -> Iterator[ReportReceiver]:
 @pytest.fixture(scope="module")
 def untrusted_mitm(material: Material, stacks: Callable[[str], Stack]) -> Iterator[MitmProxy]:
     """An interceptor whose CA the client does not trust (a CA failure, not a pin failure)."""
-    good = stacks("http").good
-    proxy = MitmProxy(
-        material.untrusted.certfile,
-        material.untrusted.keyfile,
-        ("127.0.0.1", good.port),
-        material.upstream_context(),
-    ).start()
+    proxy = material.mitm(stacks("http").good.port, material.untrusted)
     yield proxy
     proxy.stop()
 
@@ -134,6 +110,17 @@ def _reported(
     return run.result, receiver.reports[seen:]
 
 
+def _only_report(reports: list[object], validation_result: int, status: str) -> dict[str, object]:
+    """The one report sent about the pinned host, with its validation result and status."""
+    assert len(reports) == 1, reports
+    report = reports[0]
+    assert isinstance(report, dict)
+    assert report["validation-result"] == validation_result
+    assert report["verdict-status"] == status
+    assert report["hostname"] == PINNED
+    return report
+
+
 @pytest.mark.parametrize("name", ["urllib", "aiohttp"])
 def test_ca_failure_on_pinned_host_is_reported(
     name: str, material: Material, receiver: ReportReceiver, untrusted_mitm: MitmProxy
@@ -142,12 +129,7 @@ def test_ca_failure_on_pinned_host_is_reported(
         result, reports = _reported(material, receiver, name, PINNED, untrusted_mitm.port)
     assert result["ok"] is False and result["cert_error"] and not result["pin_error"], result
     assert traffic.bytes == 0
-    assert len(reports) == 1, reports
-    report = reports[0]
-    assert isinstance(report, dict)
-    assert report["validation-result"] == 2
-    assert report["verdict-status"] == "untrusted"
-    assert report["hostname"] == PINNED
+    report = _only_report(reports, 2, "untrusted")
     assert report["validated-certificate-chain"] == []
 
 
@@ -167,12 +149,7 @@ def test_pin_failure_is_reported(
     mitm = stacks("http").mitm
     result, reports = _reported(material, receiver, name, PINNED, mitm.port)
     assert result["ok"] is False and result["pin_error"], result
-    assert len(reports) == 1, reports
-    report = reports[0]
-    assert isinstance(report, dict)
-    assert report["validation-result"] == 1
-    assert report["verdict-status"] == "failed"
-    assert report["hostname"] == PINNED
+    report = _only_report(reports, 1, "failed")
     assert report["validated-certificate-chain"], "a pin failure has a verified chain"
 
 
