@@ -57,6 +57,17 @@ CLASSES = {
             r"img\.example\.com: pin sha256/A{43}= is a placeholder \(all zero bytes\)",
         ],
     ),
+    # item 2: the same pin on unrelated hosts, as the second of two pins
+    "shared_pins": (
+        "android-nsc",
+        ["api.example.com", "login.other-company.net"],
+        [
+            r"line 5: api\.example\.com: pin sha256/8y1s.* is also pinned for unrelated host\(s\) "
+            r"login\.other-company\.net: with only two pins",
+            r"line 12: login\.other-company\.net: pin sha256/tE7d.* is also pinned for unrelated "
+            r"host\(s\) api\.example\.com",
+        ],
+    ),
     # item 3: domains that can never match
     "unmatchable_domains": (
         "android-nsc",

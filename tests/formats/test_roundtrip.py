@@ -42,7 +42,7 @@ def _expressible(fmt: str) -> Policy:
             "expires": "2030-06-01",
             "report_uris": ["https://reports.example.com/pin"],
         },
-        "example.org": {"pins": [c, d], "include_subdomains": True},
+        "static.example.com": {"pins": [c, d], "include_subdomains": True},
         "beta.example.com": {"pins": [a, c], "enforce": False},
     }
     if fmt in ("android-nsc",):
@@ -54,17 +54,17 @@ def _expressible(fmt: str) -> Policy:
         full = {
             "api.example.com": {"leaf_pins": [a, b], "ca_pins": [c, d]},
             # NSIncludesSubdomains covers one label below: the host plus *.host.
-            "example.org": {"ca_pins": [c, d]},
-            "*.example.org": {"ca_pins": [c, d]},
+            "static.example.com": {"ca_pins": [c, d]},
+            "*.static.example.com": {"ca_pins": [c, d]},
         }
     if fmt.startswith("okhttp"):
         full = {
             "api.example.com": {"pins": [a, b]},
-            "*.example.net": {"pins": [c, d]},
-            "**.example.org": {"pins": [a, d]},
+            "*.cdn.example.com": {"pins": [c, d]},
+            "**.static.example.com": {"pins": [a, d]},
         }
     if fmt == "curl":
-        full = {"api.example.com": {"leaf_pins": [a, b]}, "www.example.org": {"leaf_pins": [c, d]}}
+        full = {"api.example.com": {"leaf_pins": [a, b]}, "www.static.example.com": {"leaf_pins": [c, d]}}
     return _policy(full)
 
 
@@ -112,7 +112,7 @@ def test_plist_exports_parse_with_plistlib() -> None:
         FORMATS["ats-plist"].export(_expressible("ats-plist"), ExportOptions()).text.encode()
     )
     pinned = ats["NSAppTransportSecurity"]["NSPinnedDomains"]
-    assert pinned["example.org"]["NSIncludesSubdomains"] is True
+    assert pinned["static.example.com"]["NSIncludesSubdomains"] is True
     assert set(pinned["api.example.com"]) == {
         "NSIncludesSubdomains",
         "NSPinnedCAIdentities",
@@ -120,7 +120,7 @@ def test_plist_exports_parse_with_plistlib() -> None:
     }
     assert all(
         set(item) == {"SPKI-SHA256-BASE64"}
-        for item in pinned["example.org"]["NSPinnedCAIdentities"]
+        for item in pinned["static.example.com"]["NSPinnedCAIdentities"]
     )
 
 
@@ -144,7 +144,7 @@ def _lossy() -> Policy:
                 "leaf_pins": [c, d],
                 "expires": "2030-01-01T12:00:00Z",
             },
-            "*.example.net": {"pins": [a, b]},
+            "*.cdn.example.com": {"pins": [a, b]},
             "quiet.example.com": {
                 "pins": [a, b],
                 "enforce": False,

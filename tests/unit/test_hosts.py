@@ -201,3 +201,22 @@ def test_deviation_a_label_is_the_way_to_write_it() -> None:
 def test_invalid_a_labels_refused(host: str) -> None:
     with pytest.raises(HostError, match="A-label"):
         normalize_host(host)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("api.example.com", "example.com"),
+        ("example.com", "example.com"),
+        ("*.api.example.co.uk", "example.co.uk"),
+        ("**.example.github.io", "example.github.io"),
+        ("localhost", "localhost"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("API.Bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_registrable_domain(host: str, expected: str) -> None:
+    from certpin.core.hosts import registrable_domain
+
+    assert registrable_domain(host) == expected

@@ -47,6 +47,7 @@ __all__ = [
     "certificate_names_match",
     "is_public_suffix",
     "normalize_host",
+    "registrable_domain",
 ]
 
 # Used with fullmatch: "$" would also match before a final newline ("abc\n").
@@ -511,3 +512,22 @@ _MULTI_LABEL_SUFFIXES = frozenset(
 def is_public_suffix(host: str) -> bool:
     """True for a name under which anyone can register (a TLD, ``co.uk``, ``github.io``…)."""
     return "." not in host or host in _MULTI_LABEL_SUFFIXES
+
+
+def registrable_domain(host: str) -> str:
+    """The registrable part of a host or pattern (``api.example.co.uk`` -> ``example.co.uk``):
+    its shortest suffix that is not a public suffix (`is_public_suffix`, a small built-in list).
+    An IP address is its own. Two hosts are *unrelated* when these differ.
+
+    Raises:
+        HostError: `host` is not a host name, IP address or pattern.
+    """
+    base = HostPattern.parse(host).base
+    if _is_ip(base):
+        return base
+    labels = base.split(".")
+    for i in range(len(labels) - 1, -1, -1):
+        candidate = ".".join(labels[i:])
+        if not is_public_suffix(candidate):
+            return candidate
+    return base  # a single label (localhost): every suffix of it is public

@@ -16,7 +16,12 @@ from typing import Any
 
 from certpin._errors import ConfigurationError, PinFormatError, PolicyError
 from certpin._version import __version__
-from certpin.core.hosts import HostError, HostPattern, PatternKind, normalize_host
+from certpin.core.hosts import (
+    HostError,
+    HostPattern,
+    PatternKind,
+    normalize_host,
+)
 from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import DomainRule, Policy, is_report_uri
 from certpin.core.times import day, instant, parse_day
@@ -471,6 +476,8 @@ def build_policy(
     Also warns about pins no key can have (`pin_hazards`). `where` maps a rule key to where it
     was read (``nsc.xml: line 4``) for those warnings; by default they name the key.
     """
+    from certpin.formats._lenient import pin_hazards  # _lenient builds on this module
+
     pin_hazards(domains, notes, where or {})
     doc: dict[str, Any] = {"domains": {}}
     if version is not None:
@@ -496,57 +503,6 @@ def build_policy(
             clip_message(exc.problem), source=source, location=exc.location or "the policy"
         ) from None
     return ImportResult(policy, tuple(notes.items))
-
-
-def pin_hazards(
-    domains: Mapping[str, Mapping[str, Any]], notes: Notes, where: Mapping[str, str]
-) -> None:
-    """Warn about imported pins that cannot be what they look like.
-
-    * A placeholder (`certpin.formats._lenient.placeholder_reason`: the SHA-256 of empty input,
-      one repeated character, an ABCDEF… sequence): apps ship them to satisfy a two-pin rule,
-      but no key has them, so they are no backup (``certpin lint`` rule CP109).
-
-    The same pin on unrelated hosts is not judged here: a CA key legitimately recurs across a
-    company's domains, and only the chains tell a borrowed leaf key from it (lint CP209).
-    """
-    # Imported here: _lenient builds on this module (FormatError, Notes, ImportOptions).
-    from certpin.formats._lenient import placeholder_reason
-
-    for key, body in domains.items():
-        at = where.get(key, key)
-        name = "" if at == key else f"{key}: "
-        distinct = list(
-            dict.fromkeys(
-                str(p) for s in ("pins", "leaf_pins", "ca_pins") for p in body.get(s) or ()
-            )
-        )
-        duds = []
-        for text in distinct:
-            try:
-                pin = Pin.parse(text)
-            except PinFormatError:
-                continue  # the policy loader names it
-            reason = placeholder_reason(pin)
-            if reason is not None:
-                duds.append(text)
-                notes.warn(
-                    at,
-                    f"{name}pin {text} is a placeholder ({reason}): no key can have it, so it "
-                    "is no backup (certpin lint CP109)",
-                )
-        real = len(distinct) - len(duds)
-        if duds and real <= 1 and body.get("enforce", True) is not False:
-            notes.warn(
-                at,
-                f"{name}{'no real pin' if real == 0 else 'one real pin'} besides "
-                f"{len(duds)} placeholder(s): "
-                + (
-                    "every connection fails (nothing can match)"
-                    if real == 0
-                    else "there is no backup key: losing or rotating it locks every client out"
-                ),
-            )
 
 
 # -- property lists -------------------------------------------------------------------------------

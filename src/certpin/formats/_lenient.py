@@ -22,8 +22,11 @@ import datetime as dt
 import difflib
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from certpin._errors import PinFormatError
+from certpin.core.hosts import HostError, registrable_domain
 from certpin.core.pins import Pin
 from certpin.formats._common import FormatError, ImportOptions, Notes, clip
 
@@ -31,6 +34,7 @@ __all__ = [
     "PLATFORMS",
     "did_you_mean",
     "expired",
+    "pin_hazards",
     "placeholder_reason",
     "platform_pin",
     "unmatchable_domain",
@@ -361,3 +365,97 @@ def expired(date: dt.date, options: ImportOptions) -> bool:
     00:00Z of it, as certpin does: on that day itself the pins are no longer enforced."""
     today = options.today if options.today is not None else dt.datetime.now(dt.UTC).date()
     return date <= today
+
+
+def pin_hazards(
+    domains: Mapping[str, Mapping[str, Any]], notes: Notes, where: Mapping[str, str]
+) -> None:
+    """Warn about imported pins that cannot be what they look like.
+
+    * A placeholder (`certpin.formats._lenient.placeholder_reason`: the SHA-256 of empty input,
+      one repeated character, an ABCDEF… sequence): apps ship them to satisfy a two-pin rule,
+      but no key has them, so they are no backup (``certpin lint`` rule CP109).
+
+    * The same pin on unrelated hosts (different registrable domains) where it is one of only
+      two real pins of a rule: the second pin that passes a two-pin rule, copied from another
+      host. If it is that host's leaf key, this host's server never presents it and it is no
+      backup. A shared CA key is legitimate, which only the chains can tell: the warning says
+      so, and ``certpin lint --live`` decides (CP209). Hosts of one registrable domain sharing
+      pins (api.example.com, www.example.com) are not warned.
+    """
+    sites = _pin_sites(domains)
+    for key, body in domains.items():
+        at = where.get(key, key)
+        name = "" if at == key else f"{key}: "
+        distinct = list(
+            dict.fromkeys(
+                str(p) for s in ("pins", "leaf_pins", "ca_pins") for p in body.get(s) or ()
+            )
+        )
+        duds = []
+        for text in distinct:
+            try:
+                pin = Pin.parse(text)
+            except PinFormatError:
+                continue  # the policy loader names it
+            reason = placeholder_reason(pin)
+            if reason is not None:
+                duds.append(text)
+                notes.warn(
+                    at,
+                    f"{name}pin {text} is a placeholder ({reason}): no key can have it, so it "
+                    "is no backup (certpin lint CP109)",
+                )
+        real = len(distinct) - len(duds)
+        if real == 2:
+            _shared_with_unrelated(key, at, name, distinct, sites, notes)
+        if duds and real <= 1 and body.get("enforce", True) is not False:
+            notes.warn(
+                at,
+                f"{name}{'no real pin' if real == 0 else 'one real pin'} besides "
+                f"{len(duds)} placeholder(s): "
+                + (
+                    "every connection fails (nothing can match)"
+                    if real == 0
+                    else "there is no backup key: losing or rotating it locks every client out"
+                ),
+            )
+
+
+def _pin_sites(domains: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """pin text -> {registrable domain: the first key of it that has the pin} (one pass)."""
+    sites: dict[str, dict[str, str]] = {}
+    for key, body in domains.items():
+        try:
+            site = registrable_domain(key)
+        except HostError:
+            continue  # the policy loader names the key
+        for slot in ("pins", "leaf_pins", "ca_pins"):
+            for pin in body.get(slot) or ():
+                sites.setdefault(str(pin), {}).setdefault(site, key)
+    return sites
+
+
+def _shared_with_unrelated(
+    key: str, at: str, name: str, pins: list[str], sites: dict[str, dict[str, str]], notes: Notes
+) -> None:
+    try:
+        own = registrable_domain(key)
+    except HostError:
+        return
+    for text in pins:
+        others: list[str] = []
+        for site, first in sites.get(text, {}).items():  # stops at 4: linear in the rules
+            if site != own:
+                others.append(first)
+                if len(others) == 4:
+                    break
+        if others:
+            shown = ", ".join(others[:3]) + (" and more" if len(others) > 3 else "")
+            notes.warn(
+                at,
+                f"{name}pin {text} is also pinned for unrelated host(s) {shown}: with only two "
+                "pins, if it is that host's own key this server never presents it and it is no "
+                "backup (a pin copied between hosts to pass the two-pin rule); a shared CA key "
+                "is fine (certpin lint --live checks it, CP209)",
+            )

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from certpin.core.hosts import HostPattern, PatternKind, is_public_suffix
+from certpin.core.hosts import HostPattern, PatternKind, registrable_domain
 from certpin.core.pins import Pin
 from certpin.core.policy import DomainRule, Policy
 from certpin.core.times import day
@@ -378,20 +378,6 @@ def _placeholders(key: str, rule: DomainRule) -> list[Finding]:
     return out
 
 
-def _site(key: str) -> str:
-    """The registrable part of a host key (``api.example.co.uk`` -> ``example.co.uk``): its
-    shortest suffix that is not a public suffix. An IP address is its own site."""
-    host = HostPattern.parse(key).base
-    labels = host.split(".")
-    if ":" in host or all(label.isdigit() for label in labels):
-        return host
-    for i in range(len(labels) - 1, -1, -1):
-        candidate = ".".join(labels[i:])
-        if not is_public_suffix(candidate):
-            return candidate
-    return host
-
-
 def _borrowed(policy: Policy, chains: Mapping[str, DomainChain]) -> list[Finding]:
     """CP209: "the same pin on unrelated hosts", where the chains can tell.
 
@@ -407,7 +393,9 @@ def _borrowed(policy: Policy, chains: Mapping[str, DomainChain]) -> list[Finding
     for key, rule in policy.domains.items():
         own = chains.get(key)
         for pin in rule.all_pins:
-            owners = [k for k in leaf_of.get(pin, ()) if _site(k) != _site(key)]
+            owners = [
+                k for k in leaf_of.get(pin, ()) if registrable_domain(k) != registrable_domain(key)
+            ]
             if not owners:
                 continue
             if own is not None and own.available and pin_positions(pin, own.chain):
