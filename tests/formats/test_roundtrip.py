@@ -64,7 +64,10 @@ def _expressible(fmt: str) -> Policy:
             "**.static.example.com": {"pins": [a, d]},
         }
     if fmt == "curl":
-        full = {"api.example.com": {"leaf_pins": [a, b]}, "www.static.example.com": {"leaf_pins": [c, d]}}
+        full = {
+            "api.example.com": {"leaf_pins": [a, b]},
+            "www.static.example.com": {"leaf_pins": [c, d]},
+        }
     return _policy(full)
 
 
