@@ -44,6 +44,7 @@ from certpin.tls.sockets import (
 __all__ = [
     "ContextOptions",
     "check_pins",
+    "peer_address",
     "record_settings",
     "report_untrusted",
     "verification_of",
@@ -431,13 +432,14 @@ def check_pins(
     now = ctx._certpin_clock()
     if check_name and verified and not _issued_for(verified[0], host):
         reason = f"the verified certificate is not issued for {host!r} (host name mismatch)"
-        report_untrusted(conn, ctx, policy, reason, now)
+        report_untrusted(conn, ctx, policy, reason, now, host)
         raise PinValidationError(f"refusing connection to pinned host {host}: {reason}")
     result = verdict(host, verified, policy, now)
     tofu = ctx._certpin_tofu
     if tofu is not None and result.allowed:
         # Records the leaf on first use, else a verdict against the recorded pins.
-        known = tofu.check(host, _peer_port(conn), verified, now)
+        address = peer_address(conn)
+        known = tofu.check(host, None if address is None else address[1], verified, now)
         if known is not None and not known.allowed:
             result = known
     # Public: lets callers (and the demo) see which pin matched, e.g. sock.certpin_verdict.
@@ -452,21 +454,12 @@ def check_pins(
             "certpin: %s — connection to %s allowed (CA validation only)", result.reason, host
         )
         return
-    failure = PinFailure(
-        verdict=result,
-        host=host,
-        port=_peer_port(conn),
-        served_chain=served_chain(conn),
-        verified_chain=verified,
-        noted_hostname=result.noted_hostname,
-        time=now,
-    )
     message = result.message()
     if result.allowed:  # report-only
         log.warning("%s\n  (report-only: connection allowed)", message)
     else:
         log.error("%s", message)
-    _hand_over(ctx, failure)
+    _hand_over(ctx, conn, result, host, verified, served_chain(conn))
     if not result.allowed:
         raise PinValidationError(message, result)
 
@@ -477,10 +470,12 @@ def report_untrusted(
     policy: Policy,
     reason: str,
     now: dt.datetime,
+    host: str | None = None,
 ) -> None:
     """Report a chain that failed CA or host-name validation, when the host is pinned (the
-    ``UNTRUSTED`` verdict of `certpin.core.verdict.untrusted`); never raises."""
-    host = conn.server_hostname
+    ``UNTRUSTED`` verdict of `certpin.core.verdict.untrusted`); never raises. `host` is the
+    name checked (default: the connection's ``server_hostname``)."""
+    host = host or conn.server_hostname
     if not host:
         return
     result = untrusted(host, policy, reason, now)
@@ -491,16 +486,7 @@ def report_untrusted(
     except (ValueError, AttributeError):  # pragma: no cover - Defensive: no chain after a failure
         served = ()
     log.error("certpin: CA validation failed for pinned host %s: %s", host, reason)
-    failure = PinFailure(
-        verdict=result,
-        host=host,
-        port=_peer_port(conn),
-        served_chain=served,
-        verified_chain=(),
-        noted_hostname=result.noted_hostname,
-        time=now,
-    )
-    _hand_over(ctx, failure)
+    _hand_over(ctx, conn, result, host, (), served)
 
 
 def _untrusted_hook(ctx: Any, conn: ssl.SSLSocket | ssl.SSLObject, exc: Exception) -> None:
@@ -519,9 +505,27 @@ def _untrusted_hook(ctx: Any, conn: ssl.SSLSocket | ssl.SSLObject, exc: Exceptio
         log.exception("certpin: reporting a CA validation failure raised; ignoring")
 
 
-def _hand_over(ctx: Any, failure: PinFailure) -> None:
+def _hand_over(
+    ctx: Any,
+    conn: ssl.SSLSocket | ssl.SSLObject,
+    result: Verdict,
+    host: str,
+    verified: tuple[bytes, ...],
+    served: tuple[bytes, ...],
+) -> None:
+    """The `PinFailure` for `result` to the context's ``on_failure`` (errors logged)."""
     hook = ctx._certpin_on_failure
     if hook is not None:
+        address = peer_address(conn)
+        failure = PinFailure(
+            verdict=result,
+            host=host,
+            port=None if address is None else address[1],
+            served_chain=served,
+            verified_chain=verified,
+            noted_hostname=result.noted_hostname,
+            time=result.now,
+        )
         try:
             hook(failure)
         except Exception:
@@ -539,10 +543,13 @@ def _issued_for(leaf: bytes, host: str) -> bool:
     return certificate_names_match(host, dns_names, addresses)
 
 
-def _peer_port(conn: ssl.SSLSocket | ssl.SSLObject) -> int | None:
+def peer_address(conn: ssl.SSLSocket | ssl.SSLObject) -> tuple[str, int] | None:
+    """The peer's (address, port) of a blocking socket; None for a memory BIO (asyncio) or a
+    socket that cannot say."""
     if isinstance(conn, ssl.SSLSocket):
         try:
-            return int(conn.getpeername()[1])
+            peer = conn.getpeername()
+            return str(peer[0]), int(peer[1])
         except (OSError, IndexError, TypeError, ValueError):
             return None
     return None

@@ -44,6 +44,7 @@ from certpin.tls.context import (
     _untrusted_hook,
     _utcnow,
     check_pins,
+    peer_address,
     record_settings,
     verification_of,
 )
@@ -348,7 +349,8 @@ def _enforce_injected(conn: ssl.SSLSocket | ssl.SSLObject, ctx: InjectedContext)
     if not host:
         # No name to check (ssl.wrap_socket, a client that passes none): the peer's address is
         # what the certificate must be for, if a rule pins it. A memory BIO has no peer.
-        host = _peer_address(conn)
+        address = peer_address(conn)
+        host = None if address is None else address[0]
     if not host:
         if deny:
             raise PinValidationError(
@@ -374,15 +376,6 @@ def _enforce_injected(conn: ssl.SSLSocket | ssl.SSLObject, ctx: InjectedContext)
             "to check pins against"
         )
     check_pins(conn, ctx, host, policy, check_name=not (check and named))
-
-
-def _peer_address(conn: ssl.SSLSocket | ssl.SSLObject) -> str | None:
-    if not isinstance(conn, ssl.SSLSocket):
-        return None
-    try:
-        return str(conn.getpeername()[0])
-    except (OSError, IndexError, TypeError):
-        return None
 
 
 # -- injection ------------------------------------------------------------------------------------
