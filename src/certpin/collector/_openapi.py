@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from certpin._version import __version__
+from certpin.collector.api import MAX_PAGE
 
 __all__ = ["openapi_document"]
 
@@ -91,6 +92,18 @@ _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
+def _page_params() -> list[dict[str, Any]]:
+    """The cursor-paging parameters every list route takes (``limit``, ``cursor``)."""
+    return [
+        _query(
+            "limit",
+            "Page size (default 100).",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+        ),
+        _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
+    ]
+
+
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
@@ -160,12 +173,7 @@ def openapi_document() -> dict[str, Any]:
                     _query("until", "ISO 8601 receive time, exclusive.", {"type": "string"}),
                     _query("app", "App bundle id.", {"type": "string"}),
                     _query("pin", "Unexpected key (sha256/…).", {"type": "string"}),
-                    _query(
-                        "limit",
-                        "Page size (default 100).",
-                        {"type": "integer", "minimum": 1, "maximum": 1000},
-                    ),
-                    _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
+                    *_page_params(),
                 ],
                 "A page of reports.",
             ),
@@ -184,12 +192,7 @@ def openapi_document() -> dict[str, Any]:
                             "pinned or unexpected.",
                             {"type": "string", "enum": ["pinned", "unexpected"]},
                         ),
-                        _query(
-                            "limit",
-                            "Page size (default 100).",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                        ),
-                        _query("cursor", "next_cursor of the previous page.", {"type": "string"}),
+                        *_page_params(),
                     ],
                     "A page of CT certificates.",
                 ),

@@ -10,8 +10,10 @@ isolation rules) and differ in where the database work runs:
   writer as a thread, every step of a commit (each SQLite row returned, each Postgres round
   trip) had to win the lock back from the event loop, which holds it for up to the switch
   interval (5 ms) while it parses reports, so a 5-row commit took 5 ms and p99 at 1 000
-  reports/s reached 30-60 ms. Two threads of the server move the messages (a send can wait
-  while the child commits, and the event loop must never wait). The child puts itself in its
+  reports/s reached 30-60 ms. The event loop itself sends to and reads from the pipe (no thread
+  of the server competes with it for the lock; see `_Link` for why a send never blocks), and
+  hands an idle child each report at once, so commits overlap the parsing of later reports.
+  The child puts itself in its
   own process group (Ctrl-C at a terminal reaches the server alone), ignores SIGINT and SIGTERM
   (a service manager may signal every process of the service), and ends when told to, after
   committing everything it received; if the server is killed, it reads end-of-file and ends
@@ -33,12 +35,13 @@ import multiprocessing
 import multiprocessing.util
 import operator
 import os
-import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from certpin._errors import CertpinError
@@ -239,6 +242,9 @@ def _unpack(values: Sequence[Any]) -> Report:
     return Report(*values)
 
 
+_Message = tuple[int, str | None, tuple[Any, ...]]
+
+
 class ProcessWriter(_Writer):
     """Group commit in a child process (see the module docstring)."""
 
@@ -249,7 +255,9 @@ class ProcessWriter(_Writer):
         self._link: _Link | None = None
         self._seq = itertools.count()
         self._waiting: dict[int, tuple[Report, asyncio.Future[Outcome]]] = {}
-        self._outbox: list[tuple[int, str | None, tuple[Any, ...]]] = []
+        self._outbox: list[_Message] = []
+        self._flush_due = False
+        self._sent: asyncio.Future[None] | None = None  # stop() waits for the outbox to go
         self._closed: asyncio.Future[None] | None = None
         self._starting: asyncio.Task[None] | None = None
 
@@ -274,9 +282,14 @@ class ProcessWriter(_Writer):
         self._stopping = True
         if self._starting is not None:
             await self._starting
-        if self._link is not None:
-            self._flush()
-            self._link.outgoing.put(None)
+        link = self._link
+        while link is not None and self._link is link and self._outbox:
+            self._flush()  # as much as the pipe holds; the rest once the child answers
+            if self._outbox and self._link is link:
+                self._sent = asyncio.get_running_loop().create_future()
+                await self._sent
+        if link is not None and self._link is link:
+            link.end()
         if self._closed is not None:
             await self._closed
         if self.process is not None:
@@ -285,24 +298,39 @@ class ProcessWriter(_Writer):
     async def submit(self, report: Report, source: str | None) -> Outcome:
         if self._stopping or len(self._waiting) >= self.max_queue:
             raise Overloaded
-        if self._link is None:
+        link = self._link
+        if link is None:
             raise StoreFailure("the writer process is restarting")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         seq = next(self._seq)
         self._waiting[seq] = (report, future)
-        # Sent once per turn of the event loop, together with the reports submitted in the
-        # same turn: one message and one wake-up of the child for all of them (and so a batch
-        # of all of them), not one each.
-        if not self._outbox:
-            loop.call_soon(self._flush)
         self._outbox.append((seq, source, _pack(report)))
+        # An idle child gets the report at once: it commits while the loop parses the next
+        # ones (with one send per turn of the loop, a burst of clients was parsed to the end
+        # before the child began, and the loop then idled through the commit). A busy child
+        # reads everything sent while it commits, so the rest goes once per turn: one message
+        # for all of it.
+        if link.idle():
+            self._flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        if self._outbox and self._link is not None:
-            self._link.outgoing.put(self._outbox)
-        self._outbox = []
+        self._flush_due = False
+        link = self._link
+        if link is None:
+            self._outbox = []  # Defensive: `_lost` failed their futures
+            return
+        while self._outbox:
+            chunk = self._outbox[: self.max_batch]
+            if not link.send(chunk):
+                break  # the pipe is full: the rest goes when the child answers
+            del self._outbox[: len(chunk)]
+        if not self._outbox and self._sent is not None and not self._sent.done():
+            self._sent.set_result(None)
 
     def _received(self, replies: list[tuple[Any, ...]]) -> None:
         """One batch's answers: ``(seq, id, new, new_pin)`` stored, ``(seq, reason)`` not."""
@@ -327,8 +355,9 @@ class ProcessWriter(_Writer):
         for _, future in self._waiting.values():
             _fail(future, StoreFailure("the writer process ended"))
         self._waiting.clear()
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
+        for done in (self._sent, self._closed):
+            if done is not None and not done.done():
+                done.set_result(None)
         if not self._stopping:
             self.restarts += 1
             self._starting = asyncio.get_running_loop().create_task(self._restart(link))
@@ -351,10 +380,21 @@ _START_SECONDS = 60
 """How long a new writer process may take to start (import, open its store) before it is
 killed and the start fails."""
 
+_PIPE_BUFFER = 4 << 20
+"""The send buffer asked for on the server's end of the pipe (the system may grant less)."""
+
 
 class _Link:
-    """One writer child, its end of the pipe, and the two threads of this process that move
-    messages over it: `_send` (from `outgoing`) and `_receive` (to the event loop)."""
+    """One writer child and the server's end of its pipe, used by the event loop itself.
+
+    No thread of the server touches the pipe (each would have to win the interpreter lock
+    from the event loop for every message). Replies are read when the loop sees the pipe
+    readable (the child writes each reply message whole). Sends must never block the loop, so
+    the bytes sent and not yet answered are kept below what the pipe's buffer holds: the child
+    reads everything sent before it commits, so bytes whose replies came back have left the
+    buffer. Beyond that, reports wait in the writer's outbox (bounded by ``max_queue``) until
+    the child answers.
+    """
 
     def __init__(self, url: str, schema: str | None, max_batch: int) -> None:
         context = multiprocessing.get_context("spawn")
@@ -378,57 +418,87 @@ class _Link:
             ours.close()
             code = self.process.exitcode
             raise StoreFailure(f"the writer process did not start (exit {code})") from None
-        self.outgoing: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send, name="certpin-writer-send", daemon=True)
+        self.capacity = _send_capacity(ours)
+        # Sent and not yet answered: (the last seq of a message, its size), oldest first.
+        self._unanswered: collections.deque[tuple[int, int]] = collections.deque()
+        self._unanswered_bytes = 0
+        self._ended = False
+        self._writer: ProcessWriter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # An interpreter that exits without `ProcessWriter.stop` joins its children
         # (multiprocessing's exit handler) after running finalizers like this one: the end
         # message lets the child commit and end, so that join cannot wait forever.
-        multiprocessing.util.Finalize(self, self.outgoing.put, args=(None,), exitpriority=0)
+        multiprocessing.util.Finalize(self, self.end, exitpriority=0)
 
     def serve(self, writer: ProcessWriter, loop: asyncio.AbstractEventLoop) -> None:
-        self._sender.start()
-        threading.Thread(
-            target=self._receive, args=(writer, loop), name="certpin-writer-receive", daemon=True
-        ).start()
+        self._writer = writer
+        self._loop = loop
+        loop.add_reader(self.conn.fileno(), self._readable)
 
-    def _send(self) -> None:
-        """Send what the event loop queued, everything waiting as one message; after None
-        (stop), the end message."""
+    def idle(self) -> bool:
+        """Whether the child has answered everything sent (reading the replies that came)."""
+        if self._unanswered and self.conn.poll():
+            self._readable()
+        return not self._unanswered
+
+    def send(self, messages: list[_Message]) -> bool:
+        """Send `messages` as one message unless the pipe might not hold it (False: try again
+        after the next replies). Once the child is gone, True (`_lost` fails the reports)."""
+        if self.conn.closed:
+            return True
+        data = ForkingPickler.dumps(messages)
+        if self._unanswered and self._unanswered_bytes + len(data) > self.capacity:
+            return False
+        # With nothing unanswered the child is waiting for this: a message larger than the
+        # buffer (reports of up to `max_batch` × the body limit) is read while it is written.
+        try:
+            self.conn.send_bytes(data)
+        except OSError:
+            return True  # the child is gone: the loop reads end-of-file and reports it
+        self._unanswered.append((messages[-1][0], len(data)))
+        self._unanswered_bytes += len(data)
+        return True
+
+    def end(self) -> None:
+        """Send the end message: the child commits what it was sent, answers, and ends."""
+        if self._ended or self.conn.closed:
+            return
+        self._ended = True
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+
+    def _readable(self) -> None:
+        assert self._writer is not None and self._loop is not None
         while True:
-            messages: list[Any] = []
-            end = False
-            item = self.outgoing.get()
-            while True:
-                if item is None:
-                    end = True
-                else:
-                    messages.extend(item)
-                try:
-                    item = self.outgoing.get_nowait()
-                except queue.Empty:
-                    break
             try:
-                if messages:
-                    self.conn.send(messages)
-                if end:
-                    self.conn.send(None)
+                if not self.conn.poll():
                     return
-            except OSError:
-                return  # the child is gone: `_receive` reads end-of-file and reports it
-
-    def _receive(self, writer: ProcessWriter, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            try:
                 replies = self.conn.recv()
             except (EOFError, OSError):
                 break
-            loop.call_soon_threadsafe(writer._received, replies)
-        # The child has ended. Close our end only once the sender has stopped using it.
-        self.outgoing.put(None)
-        self._sender.join()
+            answered = max((seq for seq, *_ in replies if isinstance(seq, int)), default=None)
+            while answered is not None and self._unanswered and self._unanswered[0][0] <= answered:
+                self._unanswered_bytes -= self._unanswered.popleft()[1]
+            self._writer._received(replies)
+            if self._writer._outbox:
+                self._writer._flush()
+        # The child has ended.
+        self._loop.remove_reader(self.conn.fileno())
         self.conn.close()
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(writer._lost, self)
+        self._writer._lost(self)
+
+
+def _send_capacity(conn: Connection) -> int:
+    """Bytes the server may have sent and not yet had answered without a send ever blocking:
+    half of the send buffer granted to our end of the pipe (a socket pair on POSIX)."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except OSError:  # Defensive: not a socket (another platform's pipe)
+        return 64 * 1024
+    with sock:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _PIPE_BUFFER)
+        return max(64 * 1024, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
 
 
 def _answer(store: Store, batch: Sequence[Any]) -> list[tuple[Any, ...]]:

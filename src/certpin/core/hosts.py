@@ -457,7 +457,7 @@ def _parse_pattern(key: str) -> HostPattern:
             f"pattern {key!r}: a wildcard is only allowed as a leading '*.' or '**.' label"
         )
     base = normalize_host(rest)
-    if kind is not PatternKind.EXACT and _is_ip(base):
+    if prefix and _is_ip(base):
         raise HostError(f"pattern {key!r}: wildcards do not apply to IP addresses")
     return HostPattern(prefix + base, kind, base)
 

@@ -207,19 +207,18 @@ def _parse(text: str) -> Pin:
     value = text.strip()
     if not value:
         raise PinFormatError(f"empty pin: {_EXPECTED}")
-    m = _HPKP.match(value)
+    m = _PREFIXED.match(value)  # the canonical notation first: what nearly every pin is
     if m:
-        return _from_b64(text, m["alg"], m["value"], PinKind.SPKI)
-    m = _PREFIXED.match(value)
-    if m and not _looks_like_hex_fingerprint(value):
-        kind = PinKind.CERTIFICATE if m["cert"] else PinKind.SPKI
-        b64 = m["value"]
+        cert, alg, sep, b64 = m.groups()
         # A base64 digest may itself start with "/" (first byte >= 0xFC), so "sha256//…" is
         # either curl's separator or sha256/ followed by "/…". Canonical base64 of a digest has a
         # fixed length, so at most one reading has the right length: prefer it.
-        if m["sep"] == "//" and len(b64) + 1 == _b64_length(m["alg"]):
+        if sep == "//" and len(b64) + 1 == _b64_length(alg):
             b64 = "/" + b64
-        return _from_b64(text, m["alg"], b64, kind)
+        return _from_b64(text, alg, b64, PinKind.CERTIFICATE if cert else PinKind.SPKI)
+    m = _HPKP.match(value)
+    if m:
+        return _from_b64(text, m["alg"], m["value"], PinKind.SPKI)
     return _from_hex(text, value)
 
 
@@ -228,12 +227,10 @@ def _b64_length(alg: str) -> int:
     return 4 * ((size + 2) // 3)
 
 
-def _looks_like_hex_fingerprint(value: str) -> bool:
-    return ":" in value and "/" not in value
-
-
 def _algorithm(text: str, alg: str) -> str:
     name = alg.lower()
+    if name in DIGEST_SIZES:
+        return name
     if name in _WEAK:
         raise PinFormatError(
             f"pin {text!r} uses {_WEAK[name]}, which is not accepted (collisions are practical); "
