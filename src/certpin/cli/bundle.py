@@ -20,6 +20,7 @@ import click
 
 from certpin.cli.exitcode import ExitCode
 from certpin.cli.options import (
+    Decorator,
     Verb,
     apply_options,
     cafile_option,
@@ -27,6 +28,7 @@ from certpin.cli.options import (
     connect_option,
     json_option,
     output_option,
+    port_option,
     tls_server_options,
 )
 from certpin.cli.output import error
@@ -58,26 +60,18 @@ def _when(value: str, what: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def _pem_to_write(flag: str, dest: str, help: str) -> Decorator:
+    return click.option(flag, dest, required=True, type=click.Path(dir_okay=False), help=help)
+
+
 @click.group("bundle")
 def bundle_group() -> None:
     """Signed pin bundles: keys, signing, kill switch, verification, static serving."""
 
 
 @bundle_group.command("keygen", cls=Verb)
-@click.option(
-    "--key",
-    "key_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Private key PEM to write (mode 0600).",
-)
-@click.option(
-    "--pub",
-    "pub_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Public key PEM to write.",
-)
+@_pem_to_write("--key", "key_path", "Private key PEM to write (mode 0600).")
+@_pem_to_write("--pub", "pub_path", "Public key PEM to write.")
 @click.option("--alg", type=_ALGS, default="ES256", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def keygen(key_path: str, pub_path: str, alg: str, force: bool) -> None:
@@ -376,7 +370,7 @@ def verify(bundle_file: str, trust: tuple[str, ...], min_version: int, as_json: 
 @bundle_group.command("serve", cls=Verb)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--bind", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8443, show_default=True)
+@port_option("--port", 8443, any_port=True)
 @tls_server_options
 def serve(directory: str, bind: str, port: int, certfile: str | None, keyfile: str | None) -> None:
     """Serve DIRECTORY's files with ETag / If-None-Match (for tests and small deployments)."""

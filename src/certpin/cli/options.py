@@ -196,6 +196,20 @@ def timeout_option(
     )
 
 
+def port_option(
+    name: str, default: int, help: str | None = None, *, any_port: bool = False
+) -> Decorator:
+    """A TCP port option (1-65535; 0 too with `any_port`: "any free port") with its default
+    shown."""
+    return click.option(
+        name,
+        type=click.IntRange(0 if any_port else 1, 65535),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
 def parse_target(text: str) -> tuple[str, int]:
     """`certpin.tls.fetch.parse_target`, with its errors as click usage errors (exit code 2)."""
     try:

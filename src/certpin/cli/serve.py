@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import click
 
 from certpin.cli.exitcode import ExitCode
-from certpin.cli.options import Verb, tls_server_options
+from certpin.cli.options import Verb, port_option, tls_server_options
 
 __all__ = ["http_parser", "listen_socket", "serve_command"]
 
@@ -25,13 +25,7 @@ __all__ = ["http_parser", "listen_socket", "serve_command"]
 )
 @click.option("--db-schema", metavar="NAME", help="PostgreSQL schema to use (created if missing).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="Port (0 = any free port; the one chosen is printed).",
-)
+@port_option("--port", 8080, "Port (0 = any free port; the one chosen is printed).", any_port=True)
 @tls_server_options
 @click.option(
     "--bundles",

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 import click
 
 from certpin.cli.exitcode import ExitCode
-from certpin.cli.options import Verb, cafile_option, json_option, parse_target, timeout_option
+from certpin.cli.options import (
+    Verb,
+    cafile_option,
+    json_option,
+    parse_target,
+    port_option,
+    timeout_option,
+)
 from certpin.cli.output import error
 
 if TYPE_CHECKING:
@@ -72,13 +79,7 @@ def tofu_list(store: str | None, as_json: bool) -> None:
 @cafile_option()
 @timeout_option()
 @click.option("--match-issuer", is_flag=True, help="Also record the issuing CA's pin.")
-@click.option(
-    "--connect-port",
-    type=click.IntRange(1, 65535),
-    default=443,
-    show_default=True,
-    help="Port to connect to for a HOST:* record (the asyncio key).",
-)
+@port_option("--connect-port", 443, "Port to connect to for a HOST:* record (the asyncio key).")
 def tofu_accept(
     target: str,
     store: str | None,

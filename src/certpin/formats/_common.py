@@ -3,6 +3,9 @@
 Exporters never drop a feature silently: whatever the target cannot express is added to the
 result's ``warnings`` (the CLI prints them, ``--strict`` turns them into a failure). Importers
 report what they had to translate the same way.
+
+The public names among these (the result and option types, `FormatError`) are exported by
+`certpin.formats`; the format modules use the rest as ``common.<name>``.
 """
 
 from __future__ import annotations
@@ -25,17 +28,6 @@ from certpin.core.hosts import (
 from certpin.core.pins import Pin, PinKind
 from certpin.core.policy import DomainRule, Policy, is_report_uri
 from certpin.core.times import day, instant, parse_day
-
-__all__ = [
-    "ExportOptions",
-    "ExportResult",
-    "Format",
-    "FormatError",
-    "ImportOptions",
-    "ImportResult",
-    "MAX_BYTES",
-    "Notes",
-]
 
 #: The default size cap of an imported file: the configurations these formats hold are a few
 #: kilobytes; 1 MiB leaves room for whole app manifests and Info.plists. Each format's cap is
