@@ -156,9 +156,7 @@ def test_connect_failure_is_reported_not_hidden(capsys, tmp_path, pki: PKI, root
     pins = [spki_pin(pki.intermediate), random_pin()]
     policy = write_policy(tmp_path / "pins.json", {"localhost": {"pins": pins}})
     address = ["--address", f"localhost=127.0.0.1:{unused_port}", "--cafile", str(root_ca)]
-    code, out, err = run(
-        capsys, "inventory", policy, *address, "--json", "--timeout", "2"
-    )
+    code, out, err = run(capsys, "inventory", policy, *address, "--json", "--timeout", "2")
     assert code == 0, err  # the document is still written: every domain, with what is known
     (local,) = json.loads(out)["domains"]
     assert local["chain_source"] is None and local["chain"] == []
