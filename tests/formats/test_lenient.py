@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from _support.growth import assert_near_linear
-from certpin.core.pins import Pin
-from certpin.formats._common import FormatError, ImportOptions, Notes
+from certpin import Pin
+from certpin.formats import FormatError, ImportOptions
+from certpin.formats._common import Notes
 from certpin.formats._lenient import (
     did_you_mean,
     expired,
