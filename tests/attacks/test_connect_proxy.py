@@ -101,8 +101,23 @@ def via_certpin_http(url: str, p: Pinning, proxy: ConnectProxy, port: int) -> by
     return response.body
 
 
+def via_certpin_session(url: str, p: Pinning, proxy: ConnectProxy, port: int) -> bytes:
+    # The keep-alive reader of the same client (CT logs) takes its proxy the same way.
+    from certpin._io import http
+
+    session = http.Session(context=p.context(), timeout=10)
+    try:
+        with mock.patch.dict(os.environ, {"HTTPS_PROXY": proxy.url}):
+            response = session.get(url, max_body=1 << 20)
+    finally:
+        session.close()
+    assert response.ok, response.status
+    return response.body
+
+
 VIA: dict[str, Callable[[str, Pinning, ConnectProxy, int], bytes]] = {
     "certpin._io.http": via_certpin_http,
+    "certpin._io.http.Session": via_certpin_session,
     "http.client": via_http_client,
     "urllib.request": via_urllib,
     "urllib3": via_urllib3,

@@ -1,4 +1,6 @@
-"""The one HTTP client of certpin's edges: bundle fetches, report uploads and monitor webhooks.
+"""The one HTTP client of certpin's edges: bundle fetches, report uploads, monitor webhooks (one
+request each: `request`) and Certificate Transparency log reads (many requests to one server:
+`Session`, which keeps connections alive and inflates gzip within the bound).
 
 It is urllib.request's machinery (proxies from the environment; ``https`` through a proxy is a
 CONNECT tunnel, so the TLS session and its pin check stay with the origin) assembled so that
@@ -21,6 +23,7 @@ Nothing of certpin is imported here (`_io` sits below every layer): the callers 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import ipaddress
@@ -28,13 +31,14 @@ import socket
 import threading
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from ssl import SSLContext
 from typing import Any
 
-__all__ = ["ERRORS", "Response", "is_loopback", "request"]
+__all__ = ["ERRORS", "Response", "Session", "is_loopback", "request"]
 
 #: What a failed request raises: urllib's URLError and every socket and TLS error are OSErrors
 #: (a `PinValidationError` too, and the `TimeoutError` of an overrun deadline), a malformed
@@ -114,12 +118,7 @@ def request(
         watchdog.start()
     try:
         with opener.open(req, timeout=timeout) as answer:
-            data = b""
-            while len(data) <= max_body and not fired.is_set():
-                chunk = answer.read1(min(_CHUNK, max_body + 1 - len(data)))
-                if not chunk:
-                    break
-                data += chunk
+            data = _read(answer, max_body, fired)
             response = Response(
                 answer.status, answer.reason, answer.headers, data[:max_body], len(data) > max_body
             )
@@ -133,6 +132,186 @@ def request(
     if fired.is_set():  # the cut can look like a clean end of the body
         raise _overran(url, deadline)
     return response
+
+
+class Session:
+    """Keep-alive GETs, for a reader that makes many requests to a few servers (a CT log read
+    tile by tile). Thread-safe: each thread keeps one connection per origin and reuses it.
+
+    The guarantees of `request` hold (https through the caller's context only, no redirects,
+    `timeout` per socket operation, at most `max_body` bytes read, proxies from the
+    environment: an https origin through a CONNECT tunnel), and one more: an answer with
+    ``Content-Encoding: gzip`` (asked for with ``Accept-Encoding``) is inflated, and neither the
+    bytes read nor the bytes inflated exceed `max_body` (a gzip bomb is cut, not inflated).
+
+    Args:
+        context: the TLS context for ``https`` (None: only ``http://`` URLs are accepted).
+        timeout: seconds for each socket operation.
+        headers: sent with every request (a ``User-Agent``, say).
+    """
+
+    def __init__(
+        self,
+        *,
+        context: SSLContext | None,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self._context = context
+        self._headers = {**(headers or {}), "Accept-Encoding": "gzip, identity"}
+        self._local = threading.local()
+        self._all: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every connection; the session stays usable (it opens new ones)."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def get(self, url: str, *, max_body: int) -> Response:
+        """``GET url``: the answer, its body inflated if it was gzipped.
+
+        Raises:
+            OSError, http.client.HTTPException: (`ERRORS`) the request failed.
+            ValueError: (`ERRORS`) a URL certpin does not send to, an unsupported
+                ``Content-Encoding``, a gzip body that is corrupt, cut short or followed by
+                other bytes.
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https" and self._context is None:
+            raise ValueError(f"{url}: an https request needs the caller's TLS context")
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{url}: only https:// and http:// URLs are supported")
+        # A kept-alive connection the server has since closed fails on first use: retry once on
+        # a fresh one. A fresh connection's failure is the answer.
+        for fresh in (False, True):
+            conn, target, extra = self._connection(parts, fresh)
+            try:
+                conn.request("GET", target, headers={**self._headers, **extra})
+                answer = conn.getresponse()
+                response = _inflated(answer, max_body)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop(conn)
+                if fresh:
+                    raise
+                continue
+            except BaseException:
+                self._drop(conn)
+                raise
+            if response.truncated or answer.will_close:
+                self._drop(conn)  # the rest of the body is unread, or the server said so
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(
+        self, parts: urllib.parse.SplitResult, fresh: bool
+    ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+        """(connection, request target, extra headers) for `parts`' origin."""
+        origin = (parts.scheme, parts.netloc)
+        pool: dict[tuple[str, str], http.client.HTTPConnection] | None
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        proxy = _proxy(parts)
+        extra: dict[str, str] = {}
+        if proxy is not None and parts.scheme == "http":  # a plain request goes to the proxy
+            target = urllib.parse.urlunsplit((*parts[:3], parts.query, ""))
+            extra = proxy[2]
+        conn = pool.get(origin)
+        if conn is not None and not fresh:
+            return conn, target, extra
+        if conn is not None:
+            self._drop(conn)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host, host_port = (parts.hostname or "", port) if proxy is None else proxy[:2]
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                host, host_port, timeout=self.timeout, context=self._context
+            )
+            if proxy is not None:  # the TLS session, its name check and its pins: the origin's
+                conn.set_tunnel(parts.hostname or "", port, headers=proxy[2])
+        else:
+            conn = http.client.HTTPConnection(host, host_port, timeout=self.timeout)
+        pool[origin] = conn
+        with self._lock:
+            self._all.add(conn)
+        return conn, target, extra
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        with self._lock:
+            self._all.discard(conn)
+        pool = getattr(self._local, "pool", {})
+        for origin, kept in list(pool.items()):
+            if kept is conn:
+                del pool[origin]
+
+
+def _proxy(parts: urllib.parse.SplitResult) -> tuple[str, int, dict[str, str]] | None:
+    """The environment's proxy for this URL (as urllib chooses it: ``<scheme>_proxy``, unless
+    ``no_proxy`` names the host): (host, port, headers for it), or None."""
+    url = urllib.request.getproxies().get(parts.scheme)
+    if not url or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    if "://" not in url:
+        url = "http://" + url
+    proxy = urllib.parse.urlsplit(url)
+    if not proxy.hostname:
+        raise ValueError(f"the {parts.scheme} proxy {url!r} names no host")
+    headers: dict[str, str] = {}
+    if proxy.username is not None:
+        user = urllib.parse.unquote(proxy.username)
+        password = urllib.parse.unquote(proxy.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Proxy-Authorization"] = f"Basic {token}"
+    return proxy.hostname, proxy.port or 80, headers
+
+
+def _read(answer: http.client.HTTPResponse, max_body: int, stop: threading.Event | None) -> bytes:
+    """At most ``max_body + 1`` bytes of the body (one more than allowed says it was longer),
+    read in chunks until the body ends or `stop` is set."""
+    data = b""
+    while len(data) <= max_body and not (stop is not None and stop.is_set()):
+        # read1: whatever has arrived, so a deadline is looked at between a dripping server's
+        # bytes
+        chunk = answer.read1(min(_CHUNK, max_body + 1 - len(data)))
+        if not chunk:
+            answer.close()  # the body is complete: a kept-alive connection is free again
+            break
+        data += chunk
+    return data
+
+
+def _inflated(answer: http.client.HTTPResponse, max_body: int) -> Response:
+    """The answer with its body read within `max_body`, and inflated within it if gzipped."""
+    encoding = (answer.getheader("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ValueError(f"unsupported Content-Encoding {encoding[:40]!r}")
+    length = answer.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > max_body:
+        return Response(answer.status, answer.reason, answer.headers, b"", True)
+    data = _read(answer, max_body, None)
+    if len(data) > max_body or encoding == "identity":
+        return Response(
+            answer.status, answer.reason, answer.headers, data[:max_body], len(data) > max_body
+        )
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, max_body + 1)
+    except zlib.error as exc:
+        raise ValueError(f"bad gzip body: {exc}") from None
+    if len(out) > max_body or inflater.unconsumed_tail:
+        return Response(answer.status, answer.reason, answer.headers, out[:max_body], True)
+    if not inflater.eof or inflater.unused_data:
+        raise ValueError("truncated gzip body, or bytes after it")
+    return Response(answer.status, answer.reason, answer.headers, out, False)
 
 
 def is_loopback(url: str) -> bool:
