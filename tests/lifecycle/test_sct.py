@@ -113,6 +113,7 @@ def test_check_verifies_an_embedded_sct(
     assert code == 0 and doc["status"] == "ok"
     scts = doc["scts"]
     assert scts["count"] == 1 and scts["verified"] == 1 and scts["error"] is None
+    assert (scts["failed"], scts["unknown"]) == (0, 0)
     (sct,) = scts["scts"]
     assert sct["verified"] is True
     assert sct["log_id"] == answer["id"]
@@ -135,6 +136,7 @@ def test_check_flipped_signature_is_not_verified(
     assert code == 0 and doc["status"] == "ok"
     scts = doc["scts"]
     assert scts["count"] == 1 and scts["verified"] == 0
+    assert (scts["failed"], scts["unknown"]) == (1, 0)
     (sct,) = scts["scts"]
     assert sct["verified"] is False
     assert sct["log"] == "certpin test log ct.example/test-log"
@@ -189,6 +191,7 @@ def test_check_sct_from_a_log_not_in_the_list(
     assert code == 0
     scts = doc["scts"]
     assert scts["count"] == 1 and scts["verified"] == 0
+    assert (scts["failed"], scts["unknown"]) == (0, 1)
     (sct,) = scts["scts"]
     assert sct["verified"] is None
     assert sct["log"] is None and sct["log_url"] is None and sct["operator"] is None
@@ -211,6 +214,7 @@ def test_without_a_log_list_counts_only(
     assert code == 0
     scts = doc["scts"]
     assert scts["count"] == 1 and scts["verified"] is None
+    assert scts["failed"] is None and scts["unknown"] is None
     (sct,) = scts["scts"]
     assert sct["verified"] is None and sct["log"] is None
     assert sct["log_id"] == answer["id"]
@@ -226,7 +230,14 @@ def test_check_leaf_without_scts(
     with serve(tmp_path, i, i.final()) as served:
         code, doc = _check(capsys, served, "--log-list", str(log_list))
     assert code == 0
-    assert doc["scts"] == {"count": 0, "verified": 0, "error": None, "scts": []}
+    assert doc["scts"] == {
+        "count": 0,
+        "verified": 0,
+        "failed": 0,
+        "unknown": 0,
+        "error": None,
+        "scts": [],
+    }
 
 
 def test_check_bad_log_list_exits_2(

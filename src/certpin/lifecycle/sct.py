@@ -84,6 +84,16 @@ class SctReport:
     def verified(self) -> int:
         return sum(1 for s in self.scts if s.verified)
 
+    @property
+    def failed(self) -> int:
+        """SCTs whose signature does not verify with their log's key."""
+        return sum(1 for s in self.scts if s.verified is False)
+
+    @property
+    def unknown(self) -> int:
+        """SCTs from logs the log list does not hold (no key to check them with)."""
+        return sum(1 for s in self.scts if s.verified is None)
+
     def summary(self) -> str:
         if self.error is not None:
             return self.error
@@ -92,19 +102,19 @@ class SctReport:
         text = f"{len(self.scts)} embedded SCT(s)"
         if not self.log_list:
             return text + " (not verified: give --log-list)"
-        failed = sum(1 for s in self.scts if s.verified is False)
-        unknown = sum(1 for s in self.scts if s.verified is None)
         text += f", {self.verified} verified"
-        if failed:
-            text += f", {failed} FAILED"
-        if unknown:
-            text += f", {unknown} from logs not in the list"
+        if self.failed:
+            text += f", {self.failed} FAILED"
+        if self.unknown:
+            text += f", {self.unknown} from logs not in the list"
         return text
 
     def to_json(self) -> dict[str, Any]:
         return {
             "count": len(self.scts),
             "verified": self.verified if self.log_list else None,
+            "failed": self.failed if self.log_list else None,
+            "unknown": self.unknown if self.log_list else None,
             "error": self.error,
             "scts": [s.to_json() for s in self.scts],
         }
