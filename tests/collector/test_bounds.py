@@ -216,7 +216,7 @@ def test_a_message_the_writer_process_cannot_read_fails_alone(
         child = writer.process
         bad: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         writer._waiting[-1] = (good[0], bad)
-        writer._link.outgoing.put([(-1, "127.0.0.1", ("too", "few", "fields"))])
+        assert writer._link.send([(-1, "127.0.0.1", ("too", "few", "fields"))])
         first = await writer.submit(good[0], "127.0.0.1")
         with pytest.raises(StoreFailure, match="the writer cannot read this report"):
             await bad

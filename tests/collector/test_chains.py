@@ -161,3 +161,59 @@ def test_a_v1_database_is_migrated_with_its_chains(store: Store, report_pki: PKI
     store.insert_batch([(_report(report_pki, "new"), "x")])
     assert _count(store, "chains") == 2
     assert store.query_reports(limit=1)[0]["served_chain"] == _pems(report_pki, include_root=False)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"app-bundle-id": 'Zürich ✓ 😀 "q" \\ end', "port": 443, "validation-result": -7},
+        {"date-time": "9999-12-30T23:59:59.999999Z", "port": 0, "mode": "report-only"},
+    ],
+)
+def test_a_new_row_stores_every_column_exactly(
+    store: Store, report_pki: PKI, extra: dict[str, Any]
+) -> None:
+    # Postgres receives a batch's rows as one JSON parameter (json_to_recordset): every
+    # value must come back as `_row` wrote it — text beyond ASCII, quotes and backslashes,
+    # a raw body that is itself JSON, the largest time, NULLs, booleans, negative integers.
+    from certpin.collector.store.writes import _ROW_COLUMNS, _row
+
+    store.migrate()
+    limits = IngestLimits()
+    text = dumps({**certpin_report(report_pki), **extra}).decode()
+    report = normalize_report(parse_json(text, limits), limits, raw=text)
+    (outcome,) = store.insert_batch([(report, "::1")])
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(schema.reports)).one()._mapping
+    expected = _row(report, "::1", row["received_us"])
+    assert {name: row[name] for name in _ROW_COLUMNS} == expected
+    assert row["id"] == outcome.id and row["body"] == text
+
+
+@pytest.mark.parametrize("same_store", [True, False])
+def test_a_key_known_committed_sends_no_seen_pins_statement(
+    store: Store, report_pki: PKI, same_store: bool
+) -> None:
+    # (host, pin) pairs of seen_pins are never deleted: once committed, a Store remembers them
+    # and the next batch on the same key skips the statement. Twin: a Store that has not seen
+    # the pair commit (another replica, a restart) asks the database, which says "not new".
+    store.migrate()
+    (first,) = store.insert_batch([(_report(report_pki, "k-1"), "x")])
+    url = store.url.render_as_string(hide_password=False)
+    other = store if same_store else Store(url, schema=store.schema)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(other.engine, "before_cursor_execute", record)
+    try:
+        (second,) = other.insert_batch([(_report(report_pki, "k-2"), "x")])
+    finally:
+        sa.event.remove(other.engine, "before_cursor_execute", record)
+        if other is not store:
+            other.close()
+    assert first.new_pin and second.new and not second.new_pin
+    asked = [s for s in statements if "seen_pins" in s]
+    assert len(asked) == (0 if same_store else 1)
+    assert _count(store, "seen_pins") == 1

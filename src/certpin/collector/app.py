@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,13 @@ class Collector:
         bundle_max_age: int = 300,
         max_batch: int = 256,
         max_queue: int = 10_000,
-        writer: str = "process",
+        writer: str | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
+        if writer is None:
+            # The process writer's event loop watches its pipe, which no Windows loop can.
+            writer = "thread" if sys.platform == "win32" else "process"
         if writer not in ("process", "thread"):
             raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
         self.store = Store(db_url, schema=db_schema)

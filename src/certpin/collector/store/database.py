@@ -51,9 +51,9 @@ __all__ = ["DEFAULT_DB_DIR", "Store", "StoreError", "database_url", "is_transien
 
 DEFAULT_DB_DIR = "certpin-data"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-#: Chains known to be committed, remembered per `Store` (a batch skips them); forgetting one
-#: costs an ``INSERT … DO NOTHING``, no more.
-_STORED_CHAINS_MAX = 4096
+#: Rows known to be committed (chain keys, ``seen_pins`` pairs), remembered per `Store` (a
+#: batch skips them); forgetting one costs an ``INSERT … DO NOTHING``, no more.
+_COMMITTED_MAX = 4096
 
 
 class StoreError(CertpinError, RuntimeError):
@@ -101,7 +101,7 @@ class Store:
         self.url = sa.engine.make_url(database_url(db))
         self.schema = schema
         self.kind = self.url.get_backend_name()
-        self._stored_chains: set[str] = set()  # updated only after a commit
+        self._committed: set[writes.Committed] = set()  # updated only after a commit
         if self.kind not in PK:
             raise StoreError(f"unsupported database {self.kind!r}: use SQLite or PostgreSQL")
         if self.kind == "postgresql" and self.url.get_driver_name() != "psycopg":
@@ -178,7 +178,7 @@ class Store:
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the version now in place."""
-        self._stored_chains.clear()
+        self._committed.clear()
         if self.kind == "postgresql" and self.schema is not None:
             with self.engine.begin() as conn:
                 conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
@@ -208,7 +208,7 @@ class Store:
 
     def drop_schema(self) -> None:
         """Drop everything the collector created (tests; Postgres schema or SQLite tables)."""
-        self._stored_chains.clear()
+        self._committed.clear()
         with self._write() as conn:
             if self.kind == "postgresql" and self.schema is not None:
                 conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
@@ -237,10 +237,10 @@ class Store:
         any database error, in which case nothing of the batch is committed.
         """
         with self._write() as conn:
-            outcomes, new_chains = writes.insert_batch(conn, items, now_us(), self._stored_chains)
-        if len(self._stored_chains) + len(new_chains) > _STORED_CHAINS_MAX:
-            self._stored_chains.clear()
-        self._stored_chains.update(new_chains)  # committed now
+            outcomes, written = writes.insert_batch(conn, items, now_us(), self._committed)
+        if len(self._committed) + len(written) > _COMMITTED_MAX:
+            self._committed.clear()
+        self._committed.update(written)  # committed now
         return outcomes
 
     def record_alert(

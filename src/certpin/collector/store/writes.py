@@ -2,10 +2,11 @@
 
 Every statement is SQLAlchemy Core. A batch writes, in one transaction: the chains not yet
 stored (``chains``, in key order), the new report rows (``INSERT … ON CONFLICT DO NOTHING
-RETURNING id, report_key``, executed over the whole batch: SQLAlchemy sends it as multi-row
-statements), one statement for their unexpected keys in ``seen_pins``, then an ``UPDATE`` per
-duplicate only. Every table is written in key order, so replicas never wait on each other in a
-cycle.
+RETURNING id, report_key``: on SQLite executed over the whole batch, sent by SQLAlchemy as
+multi-row statements; on Postgres one ``INSERT … SELECT`` from the rows as one JSON parameter,
+see `_insert_reports`), one statement for their unexpected keys not yet known in
+``seen_pins``, then an ``UPDATE`` per duplicate only. Every table is written in key order, so
+replicas never wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection
 from certpin.collector.dialects import Report
 from certpin.collector.store.schema import chain_sha256, chains, insert, reports, seen_pins
 
-__all__ = ["Outcome", "chain_record", "insert_batch"]
+__all__ = ["Committed", "Outcome", "chain_record", "insert_batch"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Outcome:
     """False when the report was a duplicate (its counter was incremented instead)."""
     new_pin: bool
     """True when the report's unexpected key was never seen before for its host."""
+
+
+Committed = str | tuple[str, str]
+"""A row known to be committed: a chain's key, or a ``seen_pins`` ``(host, pin)`` pair."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ def _insert_reports(dialect: str) -> Any:
     ONE JSON parameter, decoded by the server into the table's column types. A multi-row
     statement there had 29 parameters a row, and psycopg re-parses the placeholders of any
     statement with more than 50 of them, in Python, on every execution (≈ 90 µs of the
-    writer's CPU per report, measured); one-row statements cost a round trip each.
+    writer's CPU per report, measured); one-row statements cost a round trip each. The rows
+    go in the order of the array (a function scan), which is key order: see `insert_batch`.
     """
     if dialect == "sqlite":
         stmt = insert(dialect, reports)
@@ -97,13 +103,18 @@ def insert_batch(
     conn: Connection,
     items: Sequence[tuple[Report, str | None]],
     received: int,
-    stored_chains: set[str],
-) -> tuple[list[Outcome], set[str]]:
+    committed: set[Committed],
+) -> tuple[list[Outcome], set[Committed]]:
     """Write a batch of ``(report, source address)`` on `conn` (inside its transaction).
 
-    Returns one `Outcome` per item, in order, and the keys of the chains written (the caller
-    adds them to `stored_chains`, the chains known to be committed, once the commit returned).
-    A key given twice in one batch is inserted once; the later copies are duplicates, exactly
+    `committed` holds rows known to be committed before (chain keys, ``(host, pin)`` pairs of
+    ``seen_pins``; rows of both are never deleted): the batch does not write them again. A pair
+    known there is not new, so a batch of reports on keys seen before sends no ``seen_pins``
+    statement at all.
+
+    Returns one `Outcome` per item, in order, and the rows this batch writes or finds present
+    (chain keys and pairs: the caller adds them to `committed` once the commit returned). A
+    key given twice in one batch is inserted once; the later copies are duplicates, exactly
     as if they had come in later batches.
     """
     sql = _statements(conn.dialect.name)
@@ -116,7 +127,7 @@ def insert_batch(
     for i in first.values():
         for ders in (items[i][0].validated_chain, items[i][0].served_chain):
             key, text = chain_record(ders)
-            if key not in stored_chains:
+            if key not in committed:
                 new_chains[key] = text
     if new_chains:
         rows = [{"sha256": key, "ders": text} for key, text in sorted(new_chains.items())]
@@ -142,8 +153,9 @@ def insert_batch(
     fresh.sort(key=lambda t: (t[2].hostname, t[2].unexpected_pin or ""))
     pins: dict[tuple[str, str], int] = {}  # (host, pin) -> first fresh report's index
     for i, _row_id, report in fresh:
-        if report.unexpected_pin is not None:
-            pins.setdefault((report.hostname, report.unexpected_pin), i)
+        pair = (report.hostname, report.unexpected_pin or "")
+        if report.unexpected_pin is not None and pair not in committed:
+            pins.setdefault(pair, i)
     new_pins: set[tuple[str, str]] = set()
     if pins:
         rows = [
@@ -159,7 +171,7 @@ def insert_batch(
     for i, row_id, report in fresh:
         pair = (report.hostname, report.unexpected_pin or "")
         outcomes[i] = Outcome(row_id, new=True, new_pin=pair in new_pins and pins.get(pair) == i)
-    return [outcomes[i] for i in range(len(items))], set(new_chains)
+    return [outcomes[i] for i in range(len(items))], {*new_chains, *pins}
 
 
 @functools.lru_cache(maxsize=512)
