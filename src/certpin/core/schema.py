@@ -249,18 +249,14 @@ def _pins(value: Any, name: str, key: Any, source: str) -> tuple[Pin, ...]:
         raise PolicyError(
             "must be a list of pin strings", source=source, location=f"{_loc(key)}.{name}"
         )
+    out: list[Pin] = []
     try:
-        return tuple(map(Pin.parse, value))
+        for item in value:
+            out.append(Pin.parse(item))
     except PinFormatError as exc:
-        index = 0
-        for index, item in enumerate(value):  # noqa: B007 - the first that fails is named
-            try:
-                Pin.parse(item)
-            except PinFormatError:
-                break
-        raise PolicyError(
-            str(exc), source=source, location=f"{_loc(key)}.{name}[{index}]"
-        ) from None
+        location = f"{_loc(key)}.{name}[{len(out)}]"
+        raise PolicyError(str(exc), source=source, location=location) from None
+    return tuple(out)
 
 
 def _loc(key: Any) -> str:
