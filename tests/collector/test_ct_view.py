@@ -4,6 +4,7 @@ dashboard's ``/ct`` page, on a real collector and a real loopback CT log, SQLite
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +268,59 @@ def test_the_token_is_required(sqlite_collector: CollectorServer) -> None:
     assert none.headers["www-authenticate"] == 'Bearer realm="certpin"'
     assert page.status_code == 303 and page.headers["location"] == "/login"
     assert ok.status_code == 201
+
+
+def test_the_ct_token_may_post_records_and_nothing_else(tmp_path: Path) -> None:
+    body = json.dumps(_record())
+    ct = {"Authorization": "Bearer ct-only-token"}
+    with (
+        CollectorServer(
+            str(tmp_path / "c.sqlite3"), rate_limit=None, ct_token="ct-only-token"
+        ) as srv,
+        srv.client() as client,
+    ):
+        posted = client.post("/api/ct", content=body, headers=ct)
+        # ...and only that: every read and the dashboard refuse it
+        reads = [
+            client.get(path, headers=ct).status_code
+            for path in ("/api/ct", "/api/reports", "/api/summary")
+        ]
+        dashboard = client.get("/ct", headers=ct, follow_redirects=False)
+        form = client.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        login = client.post("/login", data={"token": "ct-only-token", "csrf": csrf.group(1)})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)  # the form sent again
+        assert csrf is not None
+        admin = client.post("/login", data={"token": srv.token, "csrf": csrf.group(1)})
+        again = client.post("/api/ct", content=body, headers=srv.auth)  # the admin token too
+        other = client.post("/api/ct", content=body, headers={"Authorization": "Bearer ct-only"})
+    assert posted.status_code == 201, posted.text
+    assert reads == [401, 401, 401]
+    assert dashboard.status_code == 401
+    assert login.status_code == 401 and "Wrong token" in login.text
+    assert admin.status_code == 303 and "set-cookie" in admin.headers  # the twin: the form works
+    assert again.status_code == 200  # a duplicate, accepted
+    assert other.status_code == 401  # a prefix of it is not it
+
+
+def test_the_ct_token_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CERTPIN_CT_TOKEN", "from-env")
+    body = json.dumps(_record())
+    with CollectorServer(str(tmp_path / "c.sqlite3"), rate_limit=None) as srv:
+        with srv.client() as client:
+            ok = client.post("/api/ct", content=body, headers={"Authorization": "Bearer from-env"})
+            read = client.get("/api/ct", headers={"Authorization": "Bearer from-env"})
+    assert (ok.status_code, read.status_code) == (201, 401)
+    monkeypatch.delenv("CERTPIN_CT_TOKEN")
+    with CollectorServer(str(tmp_path / "d.sqlite3"), rate_limit=None) as srv:
+        with srv.client() as client:
+            unset = client.post(
+                "/api/ct", content=body, headers={"Authorization": "Bearer from-env"}
+            )
+    assert unset.status_code == 401  # no CT token unless one is set
 
 
 def test_bodies_over_the_limits_are_refused(sqlite_collector: CollectorServer) -> None:

@@ -73,7 +73,8 @@ def serve_command(
     """Run the collector: POST /reports ingest, read API, /healthz, /openapi.json.
 
     The read API needs 'Authorization: Bearer TOKEN': $CERTPIN_ADMIN_TOKEN, or a random token
-    printed at start.
+    printed at start. POST /api/ct (certpin ct watch) also takes $CERTPIN_CT_TOKEN, which can do
+    nothing else.
     """
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")

@@ -92,6 +92,7 @@ class Collector:
         max_batch: int = 256,
         max_queue: int = 10_000,
         writer: str | None = None,
+        ct_token: str | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -101,7 +102,7 @@ class Collector:
         if writer not in ("process", "thread"):
             raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
         self.store = Store(db_url, schema=db_schema)
-        self.auth = Auth(admin_token)
+        self.auth = Auth(admin_token, ct_token=ct_token)
         self.limits = limits or IngestLimits()
         self.limiter = (
             None if rate_limit is None else TokenBucket(rate_limit.rate, rate_limit.burst)
@@ -216,7 +217,8 @@ def create_app(
         admin_token: the read API's Bearer token; None = ``$CERTPIN_ADMIN_TOKEN``, else a
             random one (``app.state.collector.admin_token``; ``certpin serve`` prints it).
         options: keyword arguments of `Collector` (``db_schema``, ``limits``, ``rate_limit``,
-            ``alerts``, ``bundles_dir``, ``max_batch``…).
+            ``alerts``, ``bundles_dir``, ``max_batch``, ``ct_token`` — the token that may only
+            post CT records, None = ``$CERTPIN_CT_TOKEN`` or none…).
     """
     return Collector(db_url, admin_token, **options).app
 

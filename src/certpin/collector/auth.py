@@ -8,6 +8,10 @@ Sessions hold no server state: the cookie is an itsdangerous-signed ``{"exp", "c
 (HMAC-SHA256 under a key derived from the token), so it never contains the token, dies with its
 expiry (12 h from login) and with any change of the admin token. ``csrf`` is a random value
 the dashboard's forms carry (the logout form), bound to that session.
+
+A second, narrower secret may be set for the CT watcher (``ct_token``, else
+``$CERTPIN_CT_TOKEN``): it is accepted by ``POST /api/ct`` and nowhere else, so the machine
+that runs ``certpin ct watch`` never holds the token that reads every report.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from dataclasses import dataclass
 from itsdangerous import BadData, URLSafeSerializer
 from starlette.requests import HTTPConnection
 
-__all__ = ["SESSION_SECONDS", "TOKEN_ENV", "Auth", "Session"]
+__all__ = ["CT_TOKEN_ENV", "SESSION_SECONDS", "TOKEN_ENV", "Auth", "Session"]
 
 TOKEN_ENV = "CERTPIN_ADMIN_TOKEN"
+CT_TOKEN_ENV = "CERTPIN_CT_TOKEN"
 SESSION_SECONDS = 12 * 3600
 #: Longest session cookie accepted (a real one is ≈ 130 characters).
 _MAX_COOKIE = 512
@@ -45,12 +50,21 @@ class Auth:
     Args:
         admin_token: the token; None = ``$CERTPIN_ADMIN_TOKEN``, else a random one
             (`generated` is then True).
+        ct_token: the token that may only post CT records; None = ``$CERTPIN_CT_TOKEN``, else
+            none (the admin token alone may).
         clock: seconds since the epoch (tests move it to expire sessions).
     """
 
     def __init__(
-        self, admin_token: str | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        admin_token: str | None = None,
+        *,
+        ct_token: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        ct = ct_token or os.environ.get(CT_TOKEN_ENV) or None
+        # Only ever compared: None when there is none, so no text can match it.
+        self._ct_token = None if ct is None else ct.encode("utf-8")
         token = admin_token or os.environ.get(TOKEN_ENV) or None
         self.generated = token is None
         self.token: str = token or secrets.token_urlsafe(32)
@@ -68,8 +82,20 @@ class Auth:
 
     def bearer(self, request: HTTPConnection) -> bool:
         """Whether `request` carries ``Authorization: Bearer <the admin token>``."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and self.token_matches(token.strip())
+        token = _bearer_token(request)
+        return token is not None and self.token_matches(token)
+
+    def may_send_ct(self, request: HTTPConnection) -> bool:
+        """Whether `request` may post ``certpin ct watch`` records: the Bearer token is the CT
+        ingest token (which can do nothing else) or the admin token."""
+        token = _bearer_token(request)
+        if token is None:
+            return False
+        if self._ct_token is not None and hmac.compare_digest(
+            token.encode("utf-8"), self._ct_token
+        ):
+            return True
+        return self.token_matches(token)
 
     def new_session(self) -> str:
         """A session cookie value, valid for `SESSION_SECONDS` from now."""
@@ -91,3 +117,8 @@ class Auth:
         if type(expires) is not int or type(csrf) is not str or expires <= self.clock():
             return None
         return Session(expires, csrf)
+
+
+def _bearer_token(request: HTTPConnection) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None

@@ -1,4 +1,5 @@
-"""``POST /api/ct``: the collector's ingest of ``certpin ct watch`` records (Bearer token).
+"""``POST /api/ct``: the collector's ingest of ``certpin ct watch`` records (Bearer token: the
+CT ingest token, which may do nothing else, or the admin token; `certpin.collector.auth`).
 
 The body is one record of ``ct watch --json``, NDJSON of them (``ct watch --json | curl
 --data-binary @-``), or the ``--webhook`` body of ``ct watch`` / ``ct hook`` (so ``--webhook
@@ -51,7 +52,7 @@ class CTIngest:
             return error(500, "internal error")
 
     async def _ingest(self, request: Request) -> Response:
-        if not self.auth.bearer(request):
+        if not self.auth.may_send_ct(request):
             return error(
                 401,
                 "missing or wrong token: send 'Authorization: Bearer <token>'",
