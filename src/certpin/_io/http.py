@@ -189,9 +189,16 @@ class Session:
         # A kept-alive connection the server has since closed fails on first use: retry once on
         # a fresh one. A fresh connection's failure is the answer.
         for fresh in (False, True):
-            conn, target, extra = self._connection(parts, fresh)
+            conn, proxied = self._connection(parts, fresh)
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            headers = self._headers
+            if proxied is not None:  # a plain request through a proxy names the whole URL
+                target = urllib.parse.urlunsplit((*parts[:3], parts.query, ""))
+                headers = {**headers, **proxied}
             try:
-                conn.request("GET", target, headers={**self._headers, **extra})
+                conn.request("GET", target, headers=headers)
                 answer = conn.getresponse()
                 response = _inflated(answer, max_body)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -209,47 +216,43 @@ class Session:
 
     def _connection(
         self, parts: urllib.parse.SplitResult, fresh: bool
-    ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
-        """(connection, request target, extra headers) for `parts`' origin."""
+    ) -> tuple[http.client.HTTPConnection, dict[str, str] | None]:
+        """This thread's connection to `parts`' origin (a new one if `fresh`), and for a plain
+        request through a proxy the headers for the proxy (else None). The proxy is chosen
+        when the connection is made."""
+        pool: dict[tuple[str, str], tuple[http.client.HTTPConnection, dict[str, str] | None]]
+        pool = self._local.__dict__.setdefault("pool", {})
         origin = (parts.scheme, parts.netloc)
-        pool: dict[tuple[str, str], http.client.HTTPConnection] | None
-        pool = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
+        kept = pool.get(origin)
+        if kept is not None and not fresh:
+            return kept
+        if kept is not None:
+            self._drop(kept[0])
         proxy = _proxy(parts)
-        extra: dict[str, str] = {}
-        if proxy is not None and parts.scheme == "http":  # a plain request goes to the proxy
-            target = urllib.parse.urlunsplit((*parts[:3], parts.query, ""))
-            extra = proxy[2]
-        conn = pool.get(origin)
-        if conn is not None and not fresh:
-            return conn, target, extra
-        if conn is not None:
-            self._drop(conn)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host, host_port = (parts.hostname or "", port) if proxy is None else proxy[:2]
+        proxied = None
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 host, host_port, timeout=self.timeout, context=self._context
             )
             if proxy is not None:  # the TLS session, its name check and its pins: the origin's
                 conn.set_tunnel(parts.hostname or "", port, headers=proxy[2])
         else:
             conn = http.client.HTTPConnection(host, host_port, timeout=self.timeout)
-        pool[origin] = conn
+            if proxy is not None:
+                proxied = proxy[2]
+        pool[origin] = (conn, proxied)
         with self._lock:
             self._all.add(conn)
-        return conn, target, extra
+        return conn, proxied
 
     def _drop(self, conn: http.client.HTTPConnection) -> None:
         conn.close()
         with self._lock:
             self._all.discard(conn)
         pool = getattr(self._local, "pool", {})
-        for origin, kept in list(pool.items()):
+        for origin, (kept, _proxied) in list(pool.items()):
             if kept is conn:
                 del pool[origin]
 
