@@ -74,7 +74,6 @@ _DOMAIN_FIELDS = (
 _TOP_FIELDS = ("schema", "version", "unpinned_hosts", "domains")
 _DOMAIN_FIELD_SET = frozenset(_DOMAIN_FIELDS)
 _FLAGS = ("include_subdomains", "enforce", "allow_single_pin")
-_PIN_FIELDS = ("pins", "leaf_pins", "ca_pins")
 _MISSING: Any = object()
 
 
@@ -191,7 +190,7 @@ def _rule(key: Any, body: Any, source: str, rule_class: type[DomainRule]) -> Dom
         pattern = HostPattern.parse(key)
     except HostError as exc:
         raise PolicyError(f"invalid domain: {exc}", source=source, location=_loc(key)) from None
-    if type(body) is not dict and not isinstance(body, Mapping):  # (a dict: no ABC check)
+    if not isinstance(body, Mapping):
         raise PolicyError("a domain rule must be a table/object", source=source, location=_loc(key))
     if not _DOMAIN_FIELD_SET.issuperset(body):
         _reject_unknown(body, _DOMAIN_FIELDS, source, _loc(key))
@@ -206,11 +205,9 @@ def _rule(key: Any, body: Any, source: str, rule_class: type[DomainRule]) -> Dom
             source=source,
             location=f"{_loc(key)}.{name}",
         )
-    slots = []
-    for name in _PIN_FIELDS:
-        value = get(name, _MISSING)
-        slots.append(() if value is _MISSING else _pins(value, name, key, source))
-    pins, leaf_pins, ca_pins = slots
+    pins = _pins(get("pins", _MISSING), "pins", key, source)
+    leaf_pins = _pins(get("leaf_pins", _MISSING), "leaf_pins", key, source)
+    ca_pins = _pins(get("ca_pins", _MISSING), "ca_pins", key, source)
     uris = get("report_uris", _MISSING)
     if uris is _MISSING:
         uris = ()
@@ -245,6 +242,8 @@ def _rule(key: Any, body: Any, source: str, rule_class: type[DomainRule]) -> Dom
 
 
 def _pins(value: Any, name: str, key: Any, source: str) -> tuple[Pin, ...]:
+    if value is _MISSING:
+        return ()
     if not isinstance(value, list):  # a bare string is refused too
         raise PolicyError(
             "must be a list of pin strings", source=source, location=f"{_loc(key)}.{name}"
